@@ -1,0 +1,1 @@
+"""The ``edgejoule`` command line: typer + rich; plugins add commands through ``register_commands``."""

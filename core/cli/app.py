@@ -1,0 +1,67 @@
+"""Entry point of the ``edgejoule`` command: builds the typer app, lets plugins add commands, turns
+user errors into one readable line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from pydantic import ValidationError
+
+from core.cli import baselines, demo, energy, plugins_cmd, sites
+from core.cli.output import errors
+from core.errors import EdgejouleError
+from core.plugins import get_manager
+
+EXIT_USER_ERROR = 2
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="edgejoule",
+        help="Energy-efficient, site-specific neural models for the wireless edge.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.command("plugins")(plugins_cmd.plugins)
+    app.add_typer(sites.app, name="sites")
+    app.add_typer(energy.app, name="energy")
+    app.add_typer(baselines.app, name="baseline")
+    app.command("demo")(demo.demo)
+    get_manager().add_commands(app)
+    return app
+
+
+def one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "input"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid {where}: {err['msg']}{more}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        build_app()(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgejouleError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except ValidationError as exc:
+        errors.print(f"[red]error:[/red] {one_line(exc)}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        errors.print(f"[red]error:[/red] {exc.strerror}: {exc.filename}", highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``edgejoule energy``: energy per inference of baselines (eqs. 12-14) and DNNs (eqs. 7-11)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from core import plugins
+from core.cli.output import console, print_json
+from core.errors import EdgejouleError
+
+app = typer.Typer(help="Energy per inference from the accelerator model.", no_args_is_help=True)
+
+ALLOWED_BITS = (2, 4, 8, 16)
+
+
+def parse_bits(text: str, n_layers: int) -> list[int]:
+    """'16,8,8,4' -> [16, 8, 8, 4], with a readable error for anything else."""
+    try:
+        bits = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise EdgejouleError(f"--bits must be comma-separated integers such as 16,8,8,4, got '{text}'") from None
+    if len(bits) != n_layers:
+        raise EdgejouleError(f"--bits needs {n_layers} values (one per layer), got {len(bits)}: '{text}'")
+    bad = [b for b in bits if b not in ALLOWED_BITS]
+    if bad:
+        raise EdgejouleError(f"--bits values must be in {{2,4,8,16}}, got {bad[0]}")
+    return bits
+
+
+@app.command()
+def baseline(
+    method: str = typer.Option(..., help="zf or wmmse (any registered baseline)"),
+    nt: int = typer.Option(64, min=1, help="BS antennas N_T"),
+    nu: int = typer.Option(4, min=1, help="users N_U"),
+    iterations: float = typer.Option(None, min=0, help="iterations (iterative baselines such as WMMSE)"),
+    bits: int = typer.Option(16, help="arithmetic bit width"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Energy of one run of a classical baseline (eq. 14 on the op count of eq. 12 or 13)."""
+    impl = plugins.get("baselines", method)
+    try:
+        macs = impl.op_count(n_t=nt, n_u=nu, iterations=iterations)
+    except ValueError as exc:
+        raise EdgejouleError(f"{exc}: pass --iterations") from None
+    energy = plugins.get("energy_estimators", "accelerator").estimate_ops(macs, bits)
+    result = {"method": method, "n_t": nt, "n_u": nu, "iterations": iterations, "macs": macs, "bits": bits,
+              "energy_uj": energy.total_uj, "breakdown_uj": {"compute": energy.compute_uj, "local_buffer": energy.activations_uj}}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"{method}: {energy.total_uj:.6g} uJ per inference ({macs:.6g} MACs at {bits} bits)")
+
+
+@app.command()
+def dnn(
+    cout: int = typer.Option(64, min=1, help="C_out of the convolution"),
+    dfcl: int = typer.Option(1024, min=1, help="width D_FCL of the hidden layers"),
+    bits: str = typer.Option("16,16,16,16", help="weight bits of [CONV,FCL1,FCL2,FCL3], each in {2,4,8,16}"),
+    nt: int = typer.Option(64, min=1),
+    nu: int = typer.Option(4, min=1),
+    model: str = typer.Option("precoder_cnn", help="model family"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
+    family = plugins.get("models", model)
+    layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
+    energy = plugins.get("energy_estimators", "accelerator").estimate(layers, parse_bits(bits, len(layers)))
+    if as_json:
+        print_json({"model": model, "arch": {"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu},
+                    "layers": [layer.model_dump() for layer in layers], "energy": energy.model_dump()})
+        return
+    table = Table(title=f"{model} C_out={cout} D_FCL={dfcl} bits={bits}: {energy.total_uj:.4g} uJ")
+    for col in ("layer", "bits", "MACs", "E_C (uJ)", "E_W (uJ)", "E_A (uJ)"):
+        table.add_column(col, justify="right")
+    for layer, e in zip(layers, energy.layers):
+        table.add_row(layer.name, str(e.bits), f"{layer.macs:,}", f"{e.compute_pj / 1e6:.4g}",
+                      f"{e.weights_pj / 1e6:.4g}", f"{e.activations_pj / 1e6:.4g}")
+    table.add_row("total", "", "", f"{energy.compute_uj:.4g}", f"{energy.weights_uj:.4g}", f"{energy.activations_uj:.4g}")
+    console.print(table)

@@ -1,0 +1,72 @@
+r"""The precoder CNN template of the precoder-compression paper (Fig. 1), as a model family.
+
+Input: the real and imaginary parts of :math:`H \in \mathbb{C}^{N_U \times N_T}` as two channels of an
+:math:`N_U \times N_T` image, scaled by :math:`\sqrt{P_{max}/\sigma^2}` so that the noise is 1 and the inputs
+carry the site's SNR. Layers, each followed by batch norm, ReLU and 5 % dropout except the last:
+
+- CONV: 3x3 convolution, 2 -> C_out channels, "same" padding;
+- FCL1: C_out N_U N_T -> D_FCL;  FCL2: D_FCL -> D_FCL;  FCL3: D_FCL -> 2 N_T N_U (real and imaginary of W).
+
+The output is reshaped to :math:`W \in \mathbb{C}^{N_T \times N_U}` and scaled to spend exactly
+:math:`P_{max}` (eq. 5 with equality). Search space of the paper: C_out in {8, 16, 32, 64}, D_FCL in
+{512, 1024}. :meth:`PrecoderCNNFamily.describe` gives the layers' MACs, weights and activations under the
+counting conventions of :mod:`core.energy.accelerator` without building the network; torch is imported only
+by :meth:`PrecoderCNNFamily.build`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.energy.accelerator import LayerSpec
+from core.hookspecs import hookimpl
+
+LAYER_NAMES = ("CONV", "FCL1", "FCL2", "FCL3")
+KERNEL = 3
+
+
+class PrecoderArch(BaseModel):
+    """Architecture of one precoder CNN."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    c_out: int = Field(64, ge=1, description="output channels of the convolution")
+    d_fcl: int = Field(1024, ge=1, description="width of the two hidden fully connected layers")
+    n_t: int = Field(64, ge=1, description="BS antennas")
+    n_u: int = Field(4, ge=1, description="users")
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+
+class PrecoderCNNFamily:
+    name = "precoder_cnn"
+    task = "precoding"
+    layer_names = LAYER_NAMES
+
+    def arch(self, arch: Mapping[str, Any] | PrecoderArch) -> PrecoderArch:
+        return arch if isinstance(arch, PrecoderArch) else PrecoderArch.model_validate(dict(arch))
+
+    def describe(self, arch: Mapping[str, Any] | PrecoderArch) -> list[LayerSpec]:
+        a = self.arch(arch)
+        pixels = a.n_u * a.n_t
+        flat = a.c_out * pixels
+        out = 2 * a.n_t * a.n_u
+        return [
+            LayerSpec(name="CONV", kind="conv", macs=flat * 2 * KERNEL * KERNEL,
+                      weights=2 * KERNEL * KERNEL * a.c_out + a.c_out, activations=flat),
+            LayerSpec(name="FCL1", kind="fc", macs=flat * a.d_fcl, weights=flat * a.d_fcl + a.d_fcl, activations=a.d_fcl),
+            LayerSpec(name="FCL2", kind="fc", macs=a.d_fcl * a.d_fcl, weights=a.d_fcl * a.d_fcl + a.d_fcl,
+                      activations=a.d_fcl),
+            LayerSpec(name="FCL3", kind="fc", macs=a.d_fcl * out, weights=a.d_fcl * out + out, activations=out),
+        ]
+
+    def build(self, arch: Mapping[str, Any] | PrecoderArch) -> Any:
+        from plugins.precoder_net import PrecoderCNN
+
+        return PrecoderCNN(self.arch(arch))
+
+
+@hookimpl
+def register_models(register) -> None:
+    register("precoder_cnn", PrecoderCNNFamily())

@@ -1,0 +1,44 @@
+"""The torch module of the precoder CNN (see :mod:`plugins.precoder_cnn` for the template and its reference)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.tasks.precoding import scale_to_power
+from plugins.precoder_cnn import KERNEL, PrecoderArch
+
+
+class PrecoderCNN(nn.Module):
+    """H (normalized to unit noise) -> W with total power P_max. Input ``[B, N_U, N_T]`` complex."""
+
+    def __init__(self, arch: PrecoderArch) -> None:
+        super().__init__()
+        self.arch = arch
+        flat = arch.c_out * arch.n_u * arch.n_t
+        self.conv = nn.Conv2d(2, arch.c_out, KERNEL, padding=KERNEL // 2)
+        self.bn0 = nn.BatchNorm2d(arch.c_out)
+        self.fc1 = nn.Linear(flat, arch.d_fcl)
+        self.bn1 = nn.BatchNorm1d(arch.d_fcl)
+        self.fc2 = nn.Linear(arch.d_fcl, arch.d_fcl)
+        self.bn2 = nn.BatchNorm1d(arch.d_fcl)
+        self.fc3 = nn.Linear(arch.d_fcl, 2 * arch.n_t * arch.n_u)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(arch.dropout)
+
+    def layers(self) -> list[nn.Module]:
+        """The four weight layers, in the order of the bit-width list [CONV, FCL1, FCL2, FCL3]."""
+        return [self.conv, self.fc1, self.fc2, self.fc3]
+
+    def forward_real(self, x: torch.Tensor) -> torch.Tensor:
+        """Real-valued core: ``[B, 2, N_U, N_T]`` -> ``[B, 2 N_T N_U]`` (what is exported to TFLite)."""
+        z = self.drop(self.act(self.bn0(self.conv(x))))
+        z = self.drop(self.act(self.bn1(self.fc1(z.flatten(1)))))
+        z = self.drop(self.act(self.bn2(self.fc2(z))))
+        return self.fc3(z)
+
+    def forward(self, H: torch.Tensor, p_max: torch.Tensor | float = 1.0) -> torch.Tensor:
+        x = torch.stack([H.real, H.imag], 1).float()
+        out = self.forward_real(x).view(-1, 2, self.arch.n_t, self.arch.n_u)
+        W = torch.complex(out[:, 0], out[:, 1])
+        return scale_to_power(W, torch.as_tensor(p_max, dtype=torch.float32), xp=torch)

@@ -1,0 +1,20 @@
+"""Shared fixtures: an isolated dataset cache and small copies of the shipped sites."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.sites import get_site
+from core.sites.config import SiteConfig
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test session gets its own dataset cache, so tests never see a user's cache."""
+    monkeypatch.setenv("EDGEJOULE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(params=["urban-nlos", "campus-los"])
+def small_site(request) -> SiteConfig:
+    """A shipped site with fewer samples (same geometry, link budget and positions)."""
+    return get_site(request.param).with_overrides(n_samples=400)
