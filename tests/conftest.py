@@ -18,3 +18,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def small_site(request) -> SiteConfig:
     """A shipped site with fewer samples (same geometry, link budget and positions)."""
     return get_site(request.param).with_overrides(n_samples=400)
+
+
+@pytest.fixture
+def mosquitto():
+    """A real mosquitto on a free loopback port (anonymous access), stopped after the test."""
+    from tests.brokers import Mosquitto
+
+    broker = Mosquitto().start()
+    yield broker
+    broker.stop()

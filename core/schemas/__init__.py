@@ -1,0 +1,31 @@
+"""Message and package schemas shared by the registry and the edge agent (``schema: 1``).
+
+The registry and the agent never import each other: they agree on these pydantic models, the MQTT topics
+in :mod:`core.schemas.topics` and the HTTP paths in :mod:`core.schemas.api`.
+"""
+
+from core.schemas.api import (
+    AgentRegistration,
+    AgentRegistered,
+    Assignment,
+    LoadEvent,
+)
+from core.schemas.manifest import EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
+from core.schemas.messages import AgentState, Heartbeat, Telemetry
+
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AgentRegistered",
+    "AgentRegistration",
+    "AgentState",
+    "Assignment",
+    "EnergyEstimate",
+    "Heartbeat",
+    "LayerQuantization",
+    "LoadEvent",
+    "ModelManifest",
+    "Telemetry",
+    "TensorSpec",
+]

@@ -1,0 +1,79 @@
+"""The model package manifest: what travels with a ``.tflite`` file from compression to the edge.
+
+A model package is a directory (or an upload) holding ``model.tflite`` and ``manifest.json``. The manifest
+records what the file is for (site, task, family, architecture), how it was compressed (trained bits and
+stored type per layer), how to feed it (input/output layout and normalization), what it achieved on the
+site's held-out data, what it is estimated to cost per inference (with the E_C/E_W/E_A breakdown), what
+its training cost (for eCAL), and the sha256 of the file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.tflite"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+StoredType = Literal["float32", "float16", "int8", "int4"]
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int] = Field(description="-1 for the batch dimension")
+    dtype: str = "float32"
+    layout: str = Field("", description="what the axes mean, e.g. 'batch, re/im, N_U, N_T'")
+
+
+class LayerQuantization(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    trained_bits: int = Field(ge=1, le=32)
+    stored_type: StoredType
+
+
+class EnergyEstimate(BaseModel):
+    """Estimated energy per inference (microjoules) and which estimator produced it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: str = "accelerator"
+    total_uj: float = Field(ge=0)
+    compute_uj: float = Field(0.0, ge=0)
+    weights_uj: float = Field(0.0, ge=0)
+    activations_uj: float = Field(0.0, ge=0)
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+    schema_version: Literal[1] = Field(1, alias="schema")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    site: str
+    task: str = Field(description="precoding, detection, ofdm, ...")
+    family: str = Field(description="model family plugin that built it")
+    arch: dict[str, Any] = Field(default_factory=dict)
+    layers: list[LayerQuantization] = Field(default_factory=list)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    normalization: dict[str, Any] = Field(
+        default_factory=dict, description="how raw inputs become model inputs and outputs become results"
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="on the site's test split")
+    energy: EnergyEstimate
+    training_energy_j: float = Field(0.0, ge=0, description="energy spent training and compressing, for eCAL")
+    file: str = MODEL_FILE
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    size_bytes: int = Field(gt=0)
+    runtime: str = Field("ai-edge-litert>=2.3", description="the runtime the file needs")
+    plugins: list[str] = Field(default_factory=list, description="plugins needed to use the outputs")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)

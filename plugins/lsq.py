@@ -1,0 +1,69 @@
+r"""Learned step size quantization (LSQ; Esser et al., ICLR 2020).
+
+.. math::
+
+    \bar v = \lfloor \mathrm{clip}(v / s, -Q_N, Q_P) \rceil, \qquad \hat v = \bar v\, s
+
+signed: :math:`Q_N = 2^{b-1}, Q_P = 2^{b-1} - 1`; unsigned: :math:`Q_N = 0, Q_P = 2^b - 1`. The rounding
+passes gradients straight through (STE); the step's gradient is scaled by :math:`g = 1/\sqrt{N Q_P}`
+(N = number of weights, or of features for activations) and the step starts at
+:math:`s_0 = 2\,\overline{|v|}/\sqrt{Q_P}` (paper, section 2.1-2.2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def quant_range(bits: int, signed: bool = True) -> tuple[int, int]:
+    """(Q_N, Q_P) for ``bits`` bits."""
+    if bits < 1:
+        raise ValueError(f"bit width must be >= 1, got {bits}")
+    if signed:
+        return 2 ** (bits - 1), 2 ** (bits - 1) - 1 if bits > 1 else 0
+    return 0, 2**bits - 1
+
+
+def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; gradient multiplied by ``scale``."""
+    return (x - x * scale).detach() + x * scale
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round forward; identity gradient (straight-through estimator)."""
+    return (x.round() - x).detach() + x
+
+
+def lsq_fake_quant(v: torch.Tensor, step: torch.Tensor, bits: int, signed: bool = True, n: int | None = None) -> torch.Tensor:
+    """:math:`\\hat v` with LSQ gradients for ``v`` and the learnable ``step``; ``n`` defaults to ``v.numel()``."""
+    q_n, q_p = quant_range(bits, signed)
+    g = 1.0 / math.sqrt((n or v.numel()) * max(q_p, 1))
+    s = _grad_scale(step, g)
+    return _round_ste(torch.clamp(v / s, -q_n, q_p)) * s
+
+
+def init_step(v: torch.Tensor, bits: int, signed: bool = True) -> torch.Tensor:
+    """:math:`s_0 = 2\\,\\mathrm{mean}(|v|)/\\sqrt{Q_P}`."""
+    _, q_p = quant_range(bits, signed)
+    return (2 * v.detach().abs().mean() / math.sqrt(max(q_p, 1))).clamp_min(1e-8)
+
+
+class LsqFakeQuant(nn.Module):
+    """A learnable-step fake quantizer for one tensor (weights or activations); initialized on first use."""
+
+    def __init__(self, bits: int, signed: bool = True) -> None:
+        super().__init__()
+        self.bits = bits
+        self.signed = signed
+        self.step = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if not bool(self.initialized):
+            with torch.no_grad():
+                self.step.copy_(init_step(v, self.bits, self.signed))
+                self.initialized.fill_(True)
+        return lsq_fake_quant(v, self.step, self.bits, self.signed)
