@@ -42,6 +42,10 @@ class PluginConflictError(EdgejouleError):
     """Two plugins registered the same name for the same kind."""
 
 
+class PluginContractError(EdgejouleError):
+    """A plugin implements a hook that is not in the contract, or with the wrong arguments."""
+
+
 class UnknownPluginError(EdgejouleError):
     """A name was asked for that no loaded plugin registered."""
 
@@ -91,8 +95,13 @@ class PluginManager:
 
     def register(self, plugin: Any, name: str, source: str = "registered in code") -> None:
         """Register one plugin object (a module or an instance with hook implementations)."""
-        self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise PluginContractError(f"plugin '{name}' ({source}) breaks the edgejoule contract: {exc}") from None
         hooks = sorted(impl_name for impl_name, caller in vars(self.pm.hook).items()
                        if isinstance(caller, pluggy.HookCaller)
                        and any(impl.plugin_name == name for impl in caller.get_hookimpls()))

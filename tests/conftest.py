@@ -28,3 +28,15 @@ def mosquitto():
     broker = Mosquitto().start()
     yield broker
     broker.stop()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run the installed ``edgejoule`` command in a fresh process, as a user would."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "edgejoule"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

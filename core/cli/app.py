@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from pydantic import ValidationError
 
@@ -42,16 +41,9 @@ def one_line(exc: ValidationError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # typer (standalone mode) reports its own usage errors and exits 2; what escapes it is ours to word.
     try:
-        build_app()(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        errors.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        build_app()(args=argv)
     except EdgejouleError as exc:
         errors.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(EXIT_USER_ERROR)

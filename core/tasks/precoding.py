@@ -47,7 +47,7 @@ def sum_rate(H: Array, W: Array, noise_power: Array, xp: Any = np) -> Array:
 
 
 def total_power(W: Array, xp: Any = np) -> Array:
-    """Transmit power :math:`\\sum_u \\|w_u\\|^2` per sample, shape ``[batch]``."""
+    r"""Transmit power :math:`\sum_u \|w_u\|^2` per sample, shape ``[batch]``."""
     return xp.sum(xp.abs(W) ** 2, (-2, -1))
 
 
@@ -58,7 +58,7 @@ def scale_to_power(W: Array, p_max: Array, xp: Any = np) -> Array:
 
 
 def average_snr_db(H: Array, p_max: Array, noise_power: Array) -> float:
-    """A site's average SNR: the mean over users and samples of :math:`10\log_{10}(P_{max}\|h_u\|^2/\sigma^2)`.
+    r"""A site's average SNR: the mean over users and samples of :math:`10\log_{10}(P_{max}\|h_u\|^2/\sigma^2)`.
 
     Each term is the SNR of one user served alone at full power with maximum-ratio transmission (array gain
     included); averaging in dB keeps the few users next to the BS from dominating the figure.

@@ -1,0 +1,61 @@
+"""The edgejoule command as a user meets it: readable one-line errors, JSON output, the demo table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["baseline", "run", "--site", "atlantis", "--method", "zf"], "unknown site 'atlantis'"),
+        (["baseline", "run", "--site", "urban-nlos", "--method", "magic"], "unknown baseline 'magic'"),
+        (["baseline", "run", "--site", "urban-nlos", "--method", "zf", "--tol", "1e-3"], "takes no option 'tol'"),
+        (["energy", "dnn", "--bits", "16,8,8"], "needs 4 values"),
+        (["energy", "dnn", "--bits", "16,8,8,3"], "must be in {2,4,8,16}"),
+        (["energy", "dnn", "--bits", "a,b,c,d"], "comma-separated integers"),
+        (["sites", "export", "urban-nlos", "--out", "x.csv"], "must end in .npz"),
+    ],
+)
+def test_bad_input_gives_one_readable_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+def test_sites_list_and_generate():
+    listed = run_cli("sites", "list", "--json")
+    assert listed.returncode == 0
+    assert {"urban-nlos", "campus-los"} <= set(json.loads(listed.stdout))
+    generated = run_cli("sites", "generate", "campus-los", "--json")
+    assert generated.returncode == 0, generated.stderr
+    summary = json.loads(generated.stdout)
+    assert summary["samples"] == 6000 and summary["positions"] == 2016
+    assert 27 < summary["average_snr_db"] < 30
+
+
+def test_baseline_run_json():
+    result = run_cli("baseline", "run", "--site", "urban-nlos", "--method", "wmmse", "--tol", "1e-5", "--limit", "100", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["samples"] == 100 and report["iterations_mean"] > 1
+    assert report["energy_uj"] == pytest.approx(report["energy"]["total_uj"])
+    zf = json.loads(run_cli("baseline", "run", "--site", "urban-nlos", "--method", "zf", "--limit", "100", "--json").stdout)
+    assert report["sum_rate_mean"] > zf["sum_rate_mean"]
+    assert zf["iterations_mean"] is None
+
+
+def test_demo_prints_table_i():
+    result = run_cli("demo", "--limit", "100", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {(r["site"], r["method"]) for r in rows} == {
+        (s, m) for s in ("urban-nlos", "campus-los") for m in ("wmmse", "zf")}
+    by = {(r["site"], r["method"]): r for r in rows}
+    for site in ("urban-nlos", "campus-los"):
+        assert by[(site, "wmmse")]["energy"]["total_uj"] > 1000 * by[(site, "zf")]["energy"]["total_uj"]
