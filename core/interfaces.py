@@ -80,7 +80,10 @@ class EnergyEstimator(Protocol):
 
     name: str
 
-    def estimate(self, layers: Sequence[LayerSpec], bits: Sequence[int]) -> EnergyBreakdown: ...
+    def estimate(
+        self, layers: Sequence[LayerSpec], bits: Sequence[int], activation_bits: int | Sequence[int] = 16
+    ) -> EnergyBreakdown:
+        """Weight bits per layer; activation bits per layer or for all (16: weights-only quantization)."""
 
     def estimate_ops(self, macs: float, bits: int = 16) -> EnergyBreakdown: ...
 

@@ -25,8 +25,10 @@ class AcceleratorEstimator:
     def __init__(self, constants: AcceleratorConstants = DEFAULT_CONSTANTS) -> None:
         self.constants = constants
 
-    def estimate(self, layers: Sequence[LayerSpec], bits: Sequence[int]) -> EnergyBreakdown:
-        return dnn_energy(layers, bits, self.constants)
+    def estimate(
+        self, layers: Sequence[LayerSpec], bits: Sequence[int], activation_bits: int | Sequence[int] = 16
+    ) -> EnergyBreakdown:
+        return dnn_energy(layers, bits, activation_bits, self.constants)
 
     def estimate_ops(self, macs: float, bits: int = 16) -> EnergyBreakdown:
         return baseline_energy(macs, bits, self.constants)

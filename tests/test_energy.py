@@ -72,6 +72,17 @@ def test_dnn_energy_decreases_with_bits_and_sums_its_breakdown():
     by_hand = 0.86 * (macs + 3 * acts) + 1.72 * weights + 0.86 * macs / 8 + 2 * 1.72 * acts + 0.86 * macs / 8
     assert totals[0] == pytest.approx(by_hand / 1e6)
     assert 45 < totals[0] < 60  # the paper reports 54.5 uJ; docs/ENERGY.md explains the difference
+    # weights-only quantization: activation traffic stays at 16 bits whatever the weight bits
+    assert len({round(e.activations_uj, 9) for e in energies}) == 1
+
+
+def test_activation_bits_price_activation_traffic():
+    layers = PrecoderCNNFamily().describe({"c_out": 8, "d_fcl": 512, "n_t": 64, "n_u": 4})
+    w16 = dnn_energy(layers, [8] * 4)
+    w8a8 = dnn_energy(layers, [8] * 4, activation_bits=8)
+    assert w8a8.compute_uj == pytest.approx(w16.compute_uj)  # MACs priced at the weight bits
+    assert w8a8.activations_uj < w16.activations_uj and w8a8.weights_uj < w16.weights_uj
+    assert dnn_energy(layers, [8] * 4, activation_bits=[16] * 4).total_uj == pytest.approx(w16.total_uj)
 
 
 def test_cli_dnn_energy_prints_breakdown_for_table_ii():

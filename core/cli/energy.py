@@ -59,13 +59,17 @@ def dnn(
     bits: str = typer.Option("16,16,16,16", help="weight bits of [CONV,FCL1,FCL2,FCL3], each in {2,4,8,16}"),
     nt: int = typer.Option(64, min=1),
     nu: int = typer.Option(4, min=1),
+    activation_bits: int = typer.Option(16, help="activation bits (16: weights-only quantization, as the paper)"),
     model: str = typer.Option("precoder_cnn", help="model family"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
     family = plugins.get("models", model)
     layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
-    energy = plugins.get("energy_estimators", "accelerator").estimate(layers, parse_bits(bits, len(layers)))
+    weight_bits = parse_bits(bits, len(layers))
+    if activation_bits not in ALLOWED_BITS:
+        raise EdgejouleError(f"--activation-bits must be in {{2,4,8,16}}, got {activation_bits}")
+    energy = plugins.get("energy_estimators", "accelerator").estimate(layers, weight_bits, activation_bits)
     if as_json:
         print_json({"model": model, "arch": {"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu},
                     "layers": [layer.model_dump() for layer in layers], "energy": energy.model_dump()})
