@@ -67,3 +67,33 @@ class LsqFakeQuant(nn.Module):
                 self.step.copy_(init_step(v, self.bits, self.signed))
                 self.initialized.fill_(True)
         return lsq_fake_quant(v, self.step, self.bits, self.signed)
+
+
+
+def attach(model: nn.Module, bits: "list[int] | tuple[int, ...]", layers: "list[nn.Module] | None" = None) -> nn.Module:
+    """Give each weight layer's ``weight`` an :class:`LsqFakeQuant` parametrization (torch.nn.utils.parametrize):
+    the forward pass then sees :math:`\\hat w`, and gradients reach both the weights (STE) and the steps."""
+    from torch.nn.utils import parametrize
+
+    for layer, b in zip(layers if layers is not None else model.layers(), bits):
+        parametrize.register_parametrization(layer, "weight", LsqFakeQuant(int(b)))
+    model.weight_bits = [int(b) for b in bits]
+    return model
+
+
+def freeze(model: nn.Module) -> tuple[nn.Module, list[int]]:
+    """A plain float model whose weights hold their quantized values (on the trained grid), and its bits.
+
+    This is what the exporter takes: the parametrizations are removed, leaving :math:`\\hat w = \\bar w s`.
+    """
+    from torch.nn.utils import parametrize
+
+    for layer in model.layers():
+        if parametrize.is_parametrized(layer, "weight"):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return model, list(getattr(model, "weight_bits", []))
+
+
+def weight_steps(model: nn.Module) -> list[float]:
+    """The learned step of each quantized weight layer (to check or export the grid)."""
+    return [float(layer.parametrizations.weight[0].step) for layer in model.layers()]

@@ -10,11 +10,17 @@ from plugins.precoder_cnn import KERNEL, PrecoderArch
 
 
 class PrecoderCNN(nn.Module):
-    """H (normalized to unit noise) -> W with total power P_max. Input ``[B, N_U, N_T]`` complex."""
+    """H (normalized to unit noise) -> W with total power P_max. Input ``[B, N_U, N_T]`` complex.
 
-    def __init__(self, arch: PrecoderArch) -> None:
+    The real-valued core :meth:`forward_real` is what gets exported; scaling the input by ``input_scale``
+    and the output to the power budget happen around it (in numpy on the edge, from the manifest).
+    """
+
+    def __init__(self, arch: PrecoderArch, input_scale: float = 1.0) -> None:
         super().__init__()
         self.arch = arch
+        # set from the site's training channels (plugins.precoder_training.input_scale); saved with the weights
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         flat = arch.c_out * arch.n_u * arch.n_t
         self.conv = nn.Conv2d(2, arch.c_out, KERNEL, padding=KERNEL // 2)
         self.bn0 = nn.BatchNorm2d(arch.c_out)
@@ -38,7 +44,7 @@ class PrecoderCNN(nn.Module):
         return self.fc3(z)
 
     def forward(self, H: torch.Tensor, p_max: torch.Tensor | float = 1.0) -> torch.Tensor:
-        x = torch.stack([H.real, H.imag], 1).float()
+        x = torch.stack([H.real, H.imag], 1).float() * self.input_scale
         out = self.forward_real(x).view(-1, 2, self.arch.n_t, self.arch.n_u)
         W = torch.complex(out[:, 0], out[:, 1])
         return scale_to_power(W, torch.as_tensor(p_max, dtype=torch.float32), xp=torch)
