@@ -96,4 +96,4 @@ def freeze(model: nn.Module) -> tuple[nn.Module, list[int]]:
 
 def weight_steps(model: nn.Module) -> list[float]:
     """The learned step of each quantized weight layer (to check or export the grid)."""
-    return [float(layer.parametrizations.weight[0].step) for layer in model.layers()]
+    return [float(layer.parametrizations.weight[0].step.detach()) for layer in model.layers()]

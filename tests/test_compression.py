@@ -1,0 +1,179 @@
+"""Precoder compression: the CNN's layer description, LSQ and PTQ on the grid, training, Pareto fronts,
+and the MPQ search (resume after a kill, Dask equals the local pool, readable errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from core import plugins  # noqa: E402
+from core.sites import get_site, load_dataset  # noqa: E402
+from plugins.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
+from plugins.mpq.pareto import pareto_front  # noqa: E402
+from plugins.mpq.search import SearchRequest, run_search  # noqa: E402
+from plugins.mpq.space import SearchSpace  # noqa: E402
+from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
+from plugins.precoder_training import TrainConfig, evaluate, input_scale, train, unit_noise_channels  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+torch.set_num_threads(1)
+TINY = {"c_out": 4, "d_fcl": 32, "n_t": 64, "n_u": 4}
+
+
+@pytest.mark.parametrize("arch", [TINY, {"c_out": 64, "d_fcl": 1024, "n_t": 64, "n_u": 4}])
+def test_describe_matches_the_real_module(arch):
+    family = PrecoderCNNFamily()
+    model = family.build(arch)
+    layers = family.describe(arch)
+    for spec, module in zip(layers, model.layers()):
+        assert spec.weights == sum(p.numel() for p in module.parameters())
+    # MACs and activations by running the module with hooks
+    counted = {}
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            macs = output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            macs = module.in_features * module.out_features
+        counted[module] = (macs, output[0].numel())
+
+    for module in model.layers():
+        module.register_forward_hook(hook)
+    model.eval()
+    model(torch.randn(1, 4, 64, dtype=torch.complex64))
+    for spec, module in zip(layers, model.layers()):
+        assert (spec.macs, spec.activations) == counted[module]
+
+
+def test_lsq_quantizes_onto_its_grid_with_gradients_to_the_step():
+    v = torch.randn(1000, requires_grad=True)
+    step = torch.tensor(0.3, requires_grad=True)
+    out = lsq_fake_quant(v, step, 3)
+    levels = (out / step).detach()
+    assert torch.allclose(levels, levels.round(), atol=1e-5)
+    assert levels.min() >= -4 and levels.max() <= 3
+    out.sum().backward()
+    assert step.grad is not None and step.grad != 0 and v.grad is not None
+    assert quant_range(2) == (2, 1) and quant_range(4, signed=False) == (0, 15)
+    fq = LsqFakeQuant(4)
+    fq(torch.randn(100))
+    assert float(fq.step.detach()) > 0 and bool(fq.initialized)
+
+
+def test_lsq_model_freezes_to_plain_weights_on_the_grid():
+    model = PrecoderCNNFamily().build(TINY)
+    plugins.get("quantizers", "lsq").quantize(model, [2, 4, 8, 16])
+    model.eval()
+    H = torch.randn(8, 4, 64, dtype=torch.complex64)
+    before = model(H, 1.0)
+    steps = weight_steps(model)
+    frozen, bits = freeze(model)
+    assert bits == [2, 4, 8, 16]
+    assert not any(torch.nn.utils.parametrize.is_parametrized(layer) for layer in frozen.layers())
+    torch.testing.assert_close(frozen(H, 1.0), before)
+    for layer, b, s in zip(frozen.layers(), bits, steps):
+        q_n, q_p = quant_range(b)
+        levels = layer.weight.detach() / s
+        assert torch.allclose(levels, levels.round(), atol=1e-3)
+        assert levels.min() >= -q_n - 1e-3 and levels.max() <= q_p + 1e-3
+
+
+def test_ptq_rounds_to_few_levels():
+    model = PrecoderCNNFamily().build(TINY)
+    plugins.get("quantizers", "ptq").quantize(model, [2, 2, 2, 2])
+    for layer in model.layers():
+        assert len(torch.unique(layer.weight)) <= 4
+
+
+def test_training_improves_the_sum_rate():
+    ds = load_dataset(get_site("urban-nlos").with_overrides(n_samples=600))
+    H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
+    torch.manual_seed(0)
+    model = PrecoderCNNFamily().build(TINY)
+    model.input_scale.fill_(input_scale(H_train))
+    before = evaluate(model, H_val, ds.p_max).mean()
+    result = train(model, H_train, H_val, ds.p_max, TrainConfig(epochs=15, batch_size=100, patience=15))
+    after = evaluate(model, H_val, ds.p_max).mean()
+    assert after > before + 0.5
+    assert result.best_val_sum_rate == pytest.approx(after)
+
+
+def test_pareto_front():
+    points = [(1.0, 5.0), (2.0, 4.0), (1.5, 3.0), (3.0, 1.0), (2.0, 4.0), (0.5, 5.0)]
+    assert pareto_front(points) == [0, 1, 3]
+
+
+SMALL = dict(space=SearchSpace(c_out=(4,), d_fcl=(32,), bits=(2, 16)), budget="smoke")
+
+
+def test_search_writes_every_candidate_and_resumes(tmp_path):
+    request = SearchRequest(site="urban-nlos", out_dir=tmp_path, workers=1, **SMALL)
+    rows = run_search(request)
+    assert len(rows) == 16 and len({r["key"] for r in rows}) == 16
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+    energies = {tuple(r["bits"]): r["energy_uj"] for r in rows}
+    assert energies[(2, 2, 2, 2)] < energies[(16, 16, 16, 16)]
+    again = run_search(request)  # nothing left to do: no line is added
+    assert len(again) == 16 and (tmp_path / "results.jsonl").read_text().splitlines() == lines
+
+
+def test_killed_search_resumes_without_redoing_finished_candidates(tmp_path):
+    exe = Path(sys.executable).parent / "edgejoule"
+    args = [str(exe), "compress", "--site", "urban-nlos", "--budget", "smoke", "--c-out", "4", "--d-fcl", "32",
+            "--bits", "2,4,16", "--workers", "1", "--out", str(tmp_path), "--json"]
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {json.loads(line)["key"]: line for line in results.read_text().splitlines() if line.endswith("}")}
+    assert 5 <= len(finished) < 81
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    keys = [r["key"] for r in rows]
+    assert len(set(keys)) == 81
+    for key, line in finished.items():  # the finished ones were kept as they were, not recomputed
+        assert keys.count(key) == 1 and line in results.read_text()
+    summary = json.loads(done.stdout)
+    assert summary["candidates"] == 81 and Path(summary["chosen_files"]["weights"]).exists()
+
+
+def test_dask_gives_the_local_results(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        dask_rows = run_search(SearchRequest(site="urban-nlos", out_dir=tmp_path / "dask", executor="dask",
+                                             scheduler=cluster.scheduler_address, **SMALL))
+    local_rows = run_search(SearchRequest(site="urban-nlos", out_dir=tmp_path / "local", workers=2, **SMALL))
+    by_key = {r["key"]: r for r in local_rows}
+    assert len(dask_rows) == len(local_rows) == 16
+    for row in dask_rows:
+        assert row["sum_rate"] == by_key[row["key"]]["sum_rate"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--site", "atlantis"], "unknown site 'atlantis'"),
+    (["--site", "urban-nlos", "--bits", "2,3"], "bit widths must be in {2,4,8,16}"),
+    (["--site", "urban-nlos", "--c-out", ""], "search space is empty"),
+    (["--site", "urban-nlos", "--budget", "huge"], "unknown budget 'huge'"),
+    (["--site", "urban-nlos", "--executor", "dask"], "needs --scheduler"),
+])
+def test_compress_rejects_bad_input_in_one_line(args, message, tmp_path):
+    result = run_cli("compress", *args, "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
