@@ -37,14 +37,16 @@ class PrecoderCNN(nn.Module):
         return [self.conv, self.fc1, self.fc2, self.fc3]
 
     def forward_real(self, x: torch.Tensor) -> torch.Tensor:
-        """Real-valued core: ``[B, 2, N_U, N_T]`` -> ``[B, 2 N_T N_U]`` (what is exported to TFLite)."""
+        """Real-valued core, what is exported to TFLite: ``[B, 2, N_U, N_T]`` -> ``[B, 2, N_T, N_U]``
+        (real and imaginary parts of W before power scaling)."""
         z = self.drop(self.act(self.bn0(self.conv(x))))
         z = self.drop(self.act(self.bn1(self.fc1(z.flatten(1)))))
         z = self.drop(self.act(self.bn2(self.fc2(z))))
-        return self.fc3(z)
+        # the reshape keeps fc3's own output tensor named after fc3 in the converted graph
+        return self.fc3(z).reshape(-1, 2, self.arch.n_t, self.arch.n_u)
 
     def forward(self, H: torch.Tensor, p_max: torch.Tensor | float = 1.0) -> torch.Tensor:
         x = torch.stack([H.real, H.imag], 1).float() * self.input_scale
-        out = self.forward_real(x).view(-1, 2, self.arch.n_t, self.arch.n_u)
+        out = self.forward_real(x)
         W = torch.complex(out[:, 0], out[:, 1])
         return scale_to_power(W, torch.as_tensor(p_max, dtype=torch.float32), xp=torch)

@@ -1,0 +1,1 @@
+"""Export of trained models to model packages (``.tflite`` + ``manifest.json``) and their publication."""

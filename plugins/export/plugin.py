@@ -1,0 +1,66 @@
+"""``edgejoule export`` and ``edgejoule publish`` (heavy imports inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from core.hookspecs import hookimpl
+
+
+def export_command(
+    source: Path = typer.Option(..., "--from", help="chosen.json written by edgejoule compress"),
+    out: Path = typer.Option(..., "--out", help="package directory to write (model.tflite + manifest.json)"),
+    compute: str = typer.Option("integer", help="integer (dynamic-range kernels) or float (weight-only)"),
+    model_id: str = typer.Option(None, "--id", help="package id (default: SITE-precoder-SHA)"),
+) -> None:
+    """Export a compressed precoder to a TFLite model package, checking it against torch."""
+    from core.cli.output import console
+    from core.errors import EdgejouleError
+    from plugins.export.tflite import export_precoder
+
+    if compute not in ("integer", "float"):
+        raise EdgejouleError(f"--compute must be integer or float, got '{compute}'")
+    if not source.exists():
+        raise EdgejouleError(f"{source} does not exist: run edgejoule compress first, it writes chosen.json")
+    with console.status("converting and checking parity"):
+        manifest = export_precoder(source, out, compute, model_id)  # type: ignore[arg-type]
+    m = manifest.metrics
+    console.print(f"wrote {out} ({manifest.id}, {manifest.size_bytes} bytes): sum rate LiteRT {m['sum_rate_litert']:.4f}"
+                  f" vs torch {m['sum_rate_torch']:.4f}; {manifest.energy.total_uj:.4g} uJ estimated per inference")
+
+
+def publish_command(
+    package: Path = typer.Argument(..., help="package directory (model.tflite + manifest.json)"),
+    registry: str = typer.Option(..., "--registry", help="registry base URL, e.g. http://127.0.0.1:8000"),
+    token: str = typer.Option(..., "--token", envvar="EDGEJOULE_ADMIN_TOKEN", help="admin token"),
+) -> None:
+    """Upload a model package to the registry (POST /api/v1/models)."""
+    import httpx
+
+    from core.cli.output import console
+    from core.errors import EdgejouleError
+    from core.schemas.api import API_PREFIX
+    from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+
+    manifest_path, model_path = package / MANIFEST_FILE, package / MODEL_FILE
+    if not manifest_path.exists() or not model_path.exists():
+        raise EdgejouleError(f"{package} is not a model package: it needs {MANIFEST_FILE} and {MODEL_FILE}")
+    manifest = ModelManifest.model_validate_json(manifest_path.read_text())
+    try:
+        response = httpx.post(f"{registry.rstrip('/')}{API_PREFIX}/models", headers={"Authorization": f"Bearer {token}"},
+                              files={"manifest": (MANIFEST_FILE, manifest_path.read_bytes(), "application/json"),
+                                     "model": (MODEL_FILE, model_path.read_bytes(), "application/octet-stream")},
+                              timeout=60)
+    except httpx.HTTPError as exc:
+        raise EdgejouleError(f"cannot reach the registry at {registry}: {exc}") from None
+    if response.status_code >= 400:
+        raise EdgejouleError(f"the registry refused {manifest.id}: {response.status_code} {response.text[:200]}")
+    console.print(f"published {manifest.id} to {registry}: {response.json()}")
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    cli.command("export")(export_command)
+    cli.command("publish")(publish_command)

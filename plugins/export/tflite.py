@@ -1,0 +1,139 @@
+r"""Export a precoder to a model package and check it against the torch model it came from.
+
+The exported graph is the real-valued core of the network (:meth:`PrecoderCNN.forward_real`); what
+surrounds it is written into the manifest's ``normalization`` and done in numpy on the edge:
+
+.. math::
+
+    x = \mathrm{stack}(\Re, \Im)\big(H / \sigma\big) \cdot s_{in}, \qquad
+    W = \sqrt{P_{max}}\, \frac{\mathrm{out}_{re} + j\,\mathrm{out}_{im}}{\|\mathrm{out}\|_F}
+
+Parity check (issue 4): float packages must reproduce torch within 1e-4 of the output scale; quantized
+ones must keep the sum rate within 0.5 % of the fake-quantized torch model on the site's test inputs.
+A package that fails is not written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import EdgejouleError
+from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
+from core.sites import get_site, load_dataset
+from core.tasks.precoding import sum_rate
+from plugins.export.recipe import Compute, mixed_recipe, stored_type
+from core.runtime import PrecoderRuntime
+
+LAYER_SCOPES = {"CONV": "Conv2d_conv", "FCL1": "Linear_fc1", "FCL2": "Linear_fc2", "FCL3": "Linear_fc3"}
+FLOAT_TOLERANCE = 1e-4
+SUM_RATE_TOLERANCE = 0.005
+PARITY_SAMPLES = 200
+
+
+class ExportError(EdgejouleError):
+    """The exported file does not behave like the model it came from."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _convert(model: Any, example: Any, path: Path) -> None:
+    import litert_torch
+    import torch
+
+    class Core(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            return self.net.forward_real(x)
+
+    litert_torch.convert(Core(model).eval(), (example,)).export(str(path))
+
+
+def _quantize(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:
+    from ai_edge_quantizer import quantizer
+
+    recipe = mixed_recipe([LAYER_SCOPES[name] for name in LAYER_SCOPES], bits, compute)
+    if not recipe:
+        shutil.copy(float_path, out)
+        return
+    qt = quantizer.Quantizer(str(float_path), recipe)
+    qt.quantize().export_model(str(out), overwrite=True)
+
+
+def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute = "integer", model_id: str | None = None) -> ModelManifest:
+    """Turn a compression result (``chosen.json`` + frozen weights, see ``plugins.mpq.compress``) into a package."""
+    import torch
+
+    from plugins.precoder_cnn import PrecoderCNNFamily
+
+    chosen_json = Path(chosen_json)
+    try:
+        info = json.loads(chosen_json.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgejouleError(f"cannot read {chosen_json}: {exc}") from None
+    family = PrecoderCNNFamily()
+    model = family.build(info["arch"])
+    model.load_state_dict(torch.load(chosen_json.parent / info["weights"], weights_only=True))
+    model.eval()
+    bits = list(info["bits"])
+    site = get_site(info["site"])
+    ds = load_dataset(site)
+    H = ds.H("test", PARITY_SAMPLES)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, final = Path(tmp) / "float.tflite", Path(tmp) / MODEL_FILE
+        _convert(model, torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
+        _quantize(float_path, bits, compute, final)
+        normalization = {"noise_power_w": ds.noise_power, "input_scale": float(model.input_scale), "p_max_w": ds.p_max,
+                         "input": "stack(real, imag) of H / sqrt(noise_power_w), times input_scale",
+                         "output": "W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w"}
+        runtime = PrecoderRuntime(final, normalization)
+        W_lite = runtime.precode(H)
+        with torch.no_grad():
+            H_unit = torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power)))
+            W_torch = model(H_unit, ds.p_max).numpy()
+            raw_torch = model.forward_real(torch.stack([H_unit.real, H_unit.imag], 1) * model.input_scale).numpy()
+        rate_lite = float(sum_rate(H, W_lite, ds.noise_power).mean())
+        rate_torch = float(sum_rate(H, W_torch, ds.noise_power).mean())
+        if all(b >= 16 for b in bits):
+            raw_lite = runtime.raw(H)
+            error = float(np.abs(raw_lite - raw_torch).max() / np.abs(raw_torch).max())
+            if error > FLOAT_TOLERANCE:
+                raise ExportError(f"float export differs from torch by {error:.2e} of the output scale (limit {FLOAT_TOLERANCE})")
+        elif abs(rate_lite - rate_torch) > SUM_RATE_TOLERANCE * abs(rate_torch):
+            raise ExportError(f"quantized export's sum rate {rate_lite:.4f} differs from the fake-quantized torch model's "
+                              f"{rate_torch:.4f} by more than {100 * SUM_RATE_TOLERANCE:.1f} %; try --compute float")
+
+        digest = sha256_file(final)
+        manifest = ModelManifest(
+            id=model_id or f"{site.name}-precoder-{digest[:12]}",
+            site=site.name, task="precoding", family="precoder_cnn", arch=info["arch"],
+            layers=[LayerQuantization(name=name, trained_bits=b, stored_type=stored_type(b)) for name, b in zip(LAYER_SCOPES, bits)],
+            inputs=[TensorSpec(name="x", shape=[1, 2, site.n_users, site.n_antennas], layout="batch, re/im, N_U, N_T")],
+            outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im, N_T, N_U")],
+            normalization=normalization,
+            metrics={"sum_rate": info["metrics"]["sum_rate"], "sum_rate_litert": rate_lite, "sum_rate_torch": rate_torch},
+            energy=EnergyEstimate(total_uj=info["energy"]["energy_uj"], compute_uj=info["energy"]["compute_uj"],
+                                  weights_uj=info["energy"]["weights_uj"], activations_uj=info["energy"]["activations_uj"]),
+            training_energy_j=float(info.get("training_energy_j", 0.0)),
+            sha256=digest, size_bytes=final.stat().st_size, plugins=["precoder_cnn"],
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(final, out_dir / MODEL_FILE)
+        (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
+    return manifest
