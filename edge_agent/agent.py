@@ -1,0 +1,202 @@
+"""The agent: keep the assigned package installed, serve inferences, measure, report."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Iterator
+
+import numpy as np
+
+from core import plugins
+from core.errors import EdgejouleError
+from core.schemas.api import LoadEvent
+from core.schemas.messages import Heartbeat, Telemetry
+from core.sites import get_site
+from core.tasks.precoding import sum_rate
+from edge_agent.config import AgentSettings
+from edge_agent.measure import EnergyAccount, WindowResult
+from edge_agent.packages import LoadedPackage, PackageRejected, PackageStore
+from edge_agent.registry_client import RegistryClient, RegistryUnavailable
+from edge_agent.sources import open_source
+from edge_agent.telemetry import MqttTelemetry, Spool
+
+log = logging.getLogger("edge_agent")
+METER_PREFERENCE = ("rapl", "ina2xx", "pi5_pmic", "cpu_time")
+
+
+def pick_meter(name: str):
+    if name != "auto":
+        meter = plugins.get("energy_meters", name)
+        if not meter.available():
+            raise EdgejouleError(f"energy meter '{name}' is not available on this device")
+        return meter
+    for candidate in METER_PREFERENCE:
+        if candidate in plugins.names("energy_meters") and plugins.get("energy_meters", candidate).available():
+            return plugins.get("energy_meters", candidate)
+    raise EdgejouleError("no energy meter available (not even cpu_time): is the 'meters' plugin installed?")
+
+
+def runtime_version() -> str:
+    for dist in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.site = get_site(settings.site)
+        self.store = PackageStore(settings.packages_dir, settings.threads)
+        self.registry = RegistryClient(settings.registry_url, settings.agent_id, settings.token)
+        self.meter = pick_meter(settings.meter)
+        self.energy = EnergyAccount(self.meter, settings.idle_seconds)
+        self.mqtt = (MqttTelemetry(settings.broker_url, settings.agent_id, Spool(settings.spool_dir),
+                                   settings.mqtt_username, settings.mqtt_password) if settings.broker_url else None)
+        self.package: LoadedPackage | None = self._load_current()
+        self.last_error: str | None = None
+        self.windows = 0
+
+    def _load_current(self) -> LoadedPackage | None:
+        try:
+            return self.store.load()
+        except PackageRejected as exc:
+            log.error("installed package unusable, rolling back: %s", exc)
+            return self.store.rollback()
+
+    # -- assignment ----------------------------------------------------------------------------------
+    def sync(self) -> str:
+        """Install the assigned package if it is new. The registry being away changes nothing."""
+        try:
+            assignment = self.registry.assignment()
+        except RegistryUnavailable as exc:
+            self.last_error = str(exc)
+            return f"registry unreachable, keeping {self.model_id or 'the ZF fallback'}"
+        if assignment is None or assignment.model_id == self.model_id:
+            return f"serving {self.model_id or 'the ZF fallback'}"
+        incoming = self.settings.data_dir / "incoming.tflite"
+        try:
+            manifest = self.registry.manifest(assignment)
+            if manifest.sha256 != assignment.sha256:
+                raise PackageRejected(f"{manifest.id}: manifest and assignment disagree on the sha256")
+            self.registry.download(assignment, incoming, self.settings.max_package_bytes)
+            self.package = self.store.install(manifest, incoming)
+            self._event(assignment.model_id, "loaded", "")
+            return f"installed {assignment.model_id}"
+        except RegistryUnavailable as exc:
+            self.last_error = str(exc)
+            return f"download failed ({exc}), keeping {self.model_id or 'the ZF fallback'}"
+        except EdgejouleError as exc:
+            self.last_error = str(exc)
+            self._event(assignment.model_id, "selftest_failed" if "self-test" in str(exc) else "load_failed", str(exc))
+            return f"rejected {assignment.model_id}: {exc}; keeping {self.model_id or 'the ZF fallback'}"
+        finally:
+            incoming.unlink(missing_ok=True)
+
+    def _event(self, model_id: str, outcome: str, detail: str) -> None:
+        try:
+            self.registry.event(LoadEvent(agent_id=self.settings.agent_id, model_id=model_id, outcome=outcome,
+                                          detail=detail, at=datetime.now(timezone.utc)))
+        except EdgejouleError as exc:
+            log.warning("could not report %s of %s: %s", outcome, model_id, exc)
+
+    @property
+    def model_id(self) -> str | None:
+        return self.package.manifest.id if self.package else None
+
+    # -- serving -------------------------------------------------------------------------------------
+    def precode(self, H: np.ndarray) -> np.ndarray:
+        """The precoder for one channel ``[N_U, N_T]`` with the installed model, else ZF."""
+        if self.package is not None:
+            return self.package.runtime.precode(H[None])[0]
+        return plugins.get("baselines", "zf").run(H[None], self.site.noise_power_w, self.site.tx_power_w).output[0]
+
+    def window(self, source: Iterator[np.ndarray], n: int) -> Telemetry:
+        channels, precoders, latencies = [], [], []
+        if self.windows % self.settings.idle_refresh_windows == 0:
+            self.energy.measure_idle()
+        started_at = datetime.now(timezone.utc)
+        start = self.energy.start()
+        for _ in range(n):
+            H = next(source)
+            t0 = time.perf_counter()
+            W = self.precode(H)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            channels.append(H)
+            precoders.append(W)
+        result = self.energy.finish(start, n, latencies)
+        self.windows += 1
+        return self._telemetry(result, started_at, np.stack(channels), np.stack(precoders))
+
+    def _telemetry(self, r: WindowResult, started_at: datetime, H: np.ndarray, W: np.ndarray) -> Telemetry:
+        manifest = self.package.manifest if self.package else None
+        return Telemetry(
+            agent_id=self.settings.agent_id, site=self.settings.site, model_id=manifest.id if manifest else None,
+            fallback=None if manifest else "zf", window_start=started_at, window_end=datetime.now(timezone.utc),
+            inferences=r.inferences, meter=self.meter.name, meter_kind=self.meter.kind,
+            energy_total_uj=r.total_uj_per_inference, energy_dynamic_uj=r.dynamic_uj_per_inference,
+            idle_power_w=r.idle_power_w, estimated_energy_uj=manifest.energy.total_uj if manifest else None,
+            latency_ms_p50=r.percentile(50), latency_ms_p95=r.percentile(95), latency_ms_p99=r.percentile(99),
+            quality={"sum_rate": float(sum_rate(H, W, self.site.noise_power_w).mean())},
+        )
+
+    def report(self, message: Telemetry) -> int:
+        """Publish over MQTT (spooled) or, without a broker, post over HTTP. Returns messages still waiting."""
+        if self.mqtt is not None:
+            return self.mqtt.send(message)
+        try:
+            self.registry.telemetry(message)
+            return 0
+        except RegistryUnavailable as exc:
+            self.last_error = str(exc)
+            return 1
+
+    def heartbeat(self) -> None:
+        beat = Heartbeat(agent_id=self.settings.agent_id, site=self.settings.site, runtime=runtime_version(),
+                         hardware={"machine": platform.machine(), "system": platform.system(),
+                                   "cpu": platform.processor() or "unknown", "meter": self.meter.name},
+                         plugins=sorted(plugins.get_manager().infos), current_model_id=self.model_id,
+                         previous_model_id=(m.id if (m := self.store.manifest("previous")) else None))
+        try:
+            self.registry.heartbeat(beat)
+        except EdgejouleError as exc:
+            self.last_error = str(exc)
+
+    def once(self, inferences: int) -> list[Telemetry]:
+        """One pull, ``inferences`` inferences in windows, every window reported."""
+        self.heartbeat()
+        status = self.sync()
+        log.info(status)
+        source = open_source(self.settings.source, self.settings.site)
+        sent = []
+        remaining = inferences
+        while remaining > 0:
+            n = min(self.settings.window_inferences, remaining)
+            message = self.window(source, n)
+            self.report(message)
+            sent.append(message)
+            remaining -= n
+        return sent
+
+    def run(self, stop_after_windows: int | None = None) -> None:
+        source = open_source(self.settings.source, self.settings.site)
+        last_sync = -float("inf")
+        while stop_after_windows is None or self.windows < stop_after_windows:
+            notified = self.mqtt is not None and self.mqtt.assignment_changed.is_set()
+            if notified or time.monotonic() - last_sync >= self.settings.poll_seconds:
+                if notified:
+                    self.mqtt.assignment_changed.clear()
+                self.heartbeat()
+                log.info(self.sync())
+                last_sync = time.monotonic()
+            self.report(self.window(source, self.settings.window_inferences))
+
+    def close(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.close()

@@ -1,0 +1,59 @@
+"""Agent configuration: environment variables ``EDGE_AGENT_*`` and, optionally, a JSON file named by
+``EDGE_AGENT_CONFIG_FILE`` (environment variables win)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGE_AGENT_", extra="forbid")
+
+    agent_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    site: str
+    registry_url: str = "http://127.0.0.1:8000"
+    token: str = Field("", description="the agent's own credential, from registration")
+    broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: telemetry over HTTP only")
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    meter: str = Field("auto", description="energy meter plugin, or auto (best available)")
+    source: str = Field("replay", description="replay (the site's test split) or npz:PATH (file or directory)")
+    data_dir: Path = Path("edge-agent-data")
+    window_inferences: int = Field(500, ge=1, description="inferences per telemetry window")
+    idle_seconds: float = Field(1.0, ge=0, description="idle measurement at start and on refresh")
+    idle_refresh_windows: int = Field(20, ge=1, description="re-measure idle power every N windows")
+    poll_seconds: float = Field(30.0, gt=0)
+    max_package_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    threads: int = Field(1, ge=1)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _mqtt_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("mqtt://"):
+            raise ValueError(f"broker_url must look like mqtt://HOST:PORT, got '{v}'")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[Any] = [init_settings, env_settings]
+        config_file = os.environ.get("EDGE_AGENT_CONFIG_FILE")
+        if config_file:
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=config_file))
+        return tuple(sources)
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"

@@ -1,0 +1,72 @@
+"""The agent's side of the HTTP contract in ``core.schemas.api``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+
+from core.errors import EdgejouleError
+from core.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
+from core.schemas.manifest import ModelManifest
+from core.schemas.messages import Heartbeat, Telemetry
+
+
+class RegistryUnavailable(EdgejouleError):
+    """The registry could not be reached or answered with a server error; the agent carries on."""
+
+
+class RegistryClient:
+    def __init__(self, base_url: str, agent_id: str, token: str, timeout: float = 10.0) -> None:
+        self.agent_id = agent_id
+        self.http = httpx.Client(base_url=base_url.rstrip("/") + API_PREFIX, timeout=timeout,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"registry unreachable: {exc}") from None
+        if response.status_code >= 500:
+            raise RegistryUnavailable(f"registry error {response.status_code} on {path}")
+        if response.status_code >= 400:
+            raise EdgejouleError(f"registry refused {method} {path}: {response.status_code} {response.text[:200]}")
+        return response
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        self._request("POST", f"/agents/{self.agent_id}/heartbeat", content=beat.model_dump_json(by_alias=True))
+
+    def assignment(self) -> Assignment | None:
+        response = self._request("GET", f"/agents/{self.agent_id}/assignment")
+        return None if response.status_code == 204 else Assignment.model_validate(response.json())
+
+    def manifest(self, assignment: Assignment) -> ModelManifest:
+        return ModelManifest.model_validate(self._request("GET", assignment.manifest_url.removeprefix(API_PREFIX)).json())
+
+    def download(self, assignment: Assignment, dest: Path, max_bytes: int) -> str:
+        """Stream the package file to ``dest``; returns its sha256. Stops at ``max_bytes``."""
+        digest, size = hashlib.sha256(), 0
+        try:
+            with self.http.stream("GET", assignment.package_url.removeprefix(API_PREFIX)) as response:
+                if response.status_code >= 400:
+                    raise EdgejouleError(f"package download refused: {response.status_code}")
+                with dest.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise EdgejouleError(f"package larger than the {max_bytes}-byte limit")
+                        digest.update(chunk)
+                        f.write(chunk)
+                announced = response.headers.get(SHA256_HEADER)
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"download interrupted: {exc}") from None
+        if announced and announced != digest.hexdigest():
+            raise EdgejouleError("downloaded bytes do not match the registry's X-Content-SHA256 header")
+        return digest.hexdigest()
+
+    def event(self, event: LoadEvent) -> None:
+        self._request("POST", f"/agents/{self.agent_id}/events", content=event.model_dump_json())
+
+    def telemetry(self, message: Telemetry) -> None:
+        self._request("POST", "/telemetry", content=message.model_dump_json(by_alias=True))
