@@ -170,9 +170,8 @@ class Agent:
 
     def once(self, inferences: int) -> list[Telemetry]:
         """One pull, ``inferences`` inferences in windows, every window reported."""
+        log.info(self.sync())
         self.heartbeat()
-        status = self.sync()
-        log.info(status)
         source = open_source(self.settings.source, self.settings.site)
         sent = []
         remaining = inferences
@@ -192,8 +191,8 @@ class Agent:
             if notified or time.monotonic() - last_sync >= self.settings.poll_seconds:
                 if notified:
                     self.mqtt.assignment_changed.clear()
-                self.heartbeat()
                 log.info(self.sync())
+                self.heartbeat()
                 last_sync = time.monotonic()
             self.report(self.window(source, self.settings.window_inferences))
 

@@ -21,7 +21,7 @@ class RegistryClient:
     def __init__(self, base_url: str, agent_id: str, token: str, timeout: float = 10.0) -> None:
         self.agent_id = agent_id
         self.http = httpx.Client(base_url=base_url.rstrip("/") + API_PREFIX, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {token}"})
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

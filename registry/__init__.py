@@ -1,0 +1,1 @@
+"""The edgejoule registry: model packages per site, deployments, agents, telemetry and fleet queries."""

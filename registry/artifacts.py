@@ -1,0 +1,27 @@
+"""Content-addressed artifact store: a file lives at ``ab/abcdef...`` by its sha256, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, target)
+        return digest

@@ -1,0 +1,175 @@
+"""``edgejoule registry serve|migrate``, ``edgejoule agents add``, ``edgejoule models``, ``edgejoule deploy``,
+``edgejoule fleet``. This entry-point module imports without FastAPI; the commands import what they need.
+
+Client commands talk to ``--registry`` (or ``$EDGEJOULE_REGISTRY_URL``) with the admin token
+(``--token`` or ``$EDGEJOULE_ADMIN_TOKEN``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from core.hookspecs import hookimpl
+
+registry_app = typer.Typer(help="Run the registry service.", no_args_is_help=True)
+agents_app = typer.Typer(help="Agents known to the registry.", no_args_is_help=True)
+
+REGISTRY_OPTION = typer.Option("http://127.0.0.1:8000", "--registry", envvar="EDGEJOULE_REGISTRY_URL")
+TOKEN_OPTION = typer.Option(..., "--token", envvar="EDGEJOULE_ADMIN_TOKEN", help="admin token")
+
+
+def _admin_token(data_dir: Path) -> str:
+    """$EDGEJOULE_REGISTRY_ADMIN_TOKEN, else the token kept in DATA_DIR/admin-token (created once, mode 600)."""
+    token = os.environ.get("EDGEJOULE_REGISTRY_ADMIN_TOKEN")
+    if token:
+        return token
+    path = data_dir / "admin-token"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+@registry_app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    data_dir: Path = typer.Option(Path("registry-data"), envvar="EDGEJOULE_REGISTRY_DATA_DIR"),
+    database_url: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_DATABASE_URL", help="default: SQLite in data dir"),
+    broker: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_URL", help="mqtt://HOST:PORT; default: embedded"),
+    no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
+) -> None:
+    """Serve the API, the dashboard and the MQTT ingest (with a local mosquitto unless --broker is given)."""
+    import uvicorn
+
+    from core.cli.output import console
+    from registry.app import create_app
+    from registry.broker import EmbeddedBroker
+    from registry.settings import RegistrySettings
+
+    embedded = None
+    if broker is None and not no_broker:
+        embedded = EmbeddedBroker().start()
+        broker = embedded.url
+    settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token=_admin_token(data_dir),
+                                broker_url=broker)
+    console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker {broker}); "
+                  f"admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@registry_app.command()
+def migrate(database_url: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_DATABASE_URL")) -> None:
+    """Bring a database to the newest schema."""
+    from registry.migrate import upgrade
+
+    upgrade(database_url)
+    typer.echo("database is at the newest schema")
+
+
+def _call(method: str, registry: str, token: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    from core.errors import EdgejouleError
+    from core.schemas.api import API_PREFIX
+
+    try:
+        response = httpx.request(method, f"{registry.rstrip('/')}{API_PREFIX}{path}", timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    except httpx.HTTPError as exc:
+        raise EdgejouleError(f"cannot reach the registry at {registry}: {exc}") from None
+    if response.status_code >= 400:
+        detail = response.json().get("detail", response.text) if response.headers.get("content-type", "").startswith(
+            "application/json") else response.text
+        raise EdgejouleError(f"registry answered {response.status_code}: {detail}")
+    return response.json() if response.content else None
+
+
+@agents_app.command("add")
+def add_agent(agent_id: str = typer.Option(..., "--agent-id"), site: str = typer.Option(...),
+              registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Register an agent and print its credential (shown once)."""
+    from core.cli.output import print_json
+
+    result = _call("POST", registry, token, "/agents", json={"agent_id": agent_id, "site": site})
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"agent {result['agent_id']} at {result['site']}: EDGE_AGENT_TOKEN={result['token']}")
+
+
+def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
+    """The model packages in the registry."""
+    from rich.table import Table
+
+    from core.cli.output import console
+
+    table = Table(title="models")
+    for col in ("id", "site", "task", "version", "alias", "estimated uJ", "sum rate"):
+        table.add_column(col)
+    for m in _call("GET", registry, token, "/models", params={"site": site} if site else None):
+        table.add_row(m["id"], m["site"], m["task"], str(m["version"]), m["alias"] or "",
+                      f"{m['estimated_energy_uj']:.4g}", f"{m['metrics'].get('sum_rate', float('nan')):.3f}")
+    console.print(table)
+
+
+def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
+           fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="share of the site's agents first"),
+           agents: str = typer.Option(None, help="comma-separated agent ids instead of a fraction"),
+           registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
+    """Deploy a model to a site's agents (staged with --fraction)."""
+    body: dict[str, Any] = {"site": site, "model_id": model_id, "fraction": fraction}
+    if agents:
+        body["agents"] = [a.strip() for a in agents.split(",") if a.strip()]
+    result = _call("POST", registry, token, "/deployments", json=body)
+    typer.echo(f"deployment {result['deployment_id']}: {model_id} -> {', '.join(result['agents']) or 'no agents'}")
+
+
+def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), site: str = typer.Option(None),
+          registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Fleet status: agents, and energy per inference (measured vs estimated) and quality per group."""
+    from rich.table import Table
+
+    from core.cli.output import console, print_json
+
+    params = {"group_by": group_by} | ({"site": site} if site else {})
+    rows = _call("GET", registry, token, "/fleet", params=params)
+    agents = _call("GET", registry, token, "/agents", params={"site": site} if site else None)
+    if as_json:
+        print_json({"groups": rows, "agents": agents})
+        return
+    t = Table(title="agents")
+    for col in ("agent", "site", "state", "model", "runtime"):
+        t.add_column(col)
+    for a in agents:
+        t.add_row(a["agent_id"], a["site"], a["state"], a["current_model_id"] or "-", a["runtime"])
+    console.print(t)
+    t = Table(title=f"energy per inference by {group_by}")
+    for col in ("site", "model", "agent", "inferences", "measured uJ", "dynamic uJ", "estimated uJ", "meter",
+                "p95 ms", "sum rate"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["site"], str(r.get("model_id", "")), r.get("agent_id", ""), str(r["inferences"]),
+                  f"{r['energy_total_uj']:.4g}", f"{r['energy_dynamic_uj']:.4g}",
+                  f"{r['estimated_energy_uj']:.4g}" if r["estimated_energy_uj"] is not None else "-",
+                  ", ".join(r["meters"]), f"{r['latency_ms_p95']:.3f}", f"{r['quality'].get('sum_rate', float('nan')):.3f}")
+    console.print(t)
+
+
+@hookimpl
+def register_commands(cli) -> None:
+    cli.add_typer(registry_app, name="registry")
+    cli.add_typer(agents_app, name="agents")
+    cli.command("models")(models)
+    cli.command("deploy")(deploy)
+    cli.command("fleet")(fleet)

@@ -1,0 +1,127 @@
+"""Tables (SQLAlchemy 2) and the engine: SQLite in WAL mode by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("site", "task", "version"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    task: Mapped[str] = mapped_column(String(32))
+    family: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    estimated_energy_uj: Mapped[float] = mapped_column(Float)
+    training_energy_j: Mapped[float] = mapped_column(Float, default=0.0)
+    manifest: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    hardware: Mapped[dict] = mapped_column(JSON, default=dict)
+    runtime: Mapped[str] = mapped_column(String(128), default="")
+    plugins: Mapped[list] = mapped_column(JSON, default=list)
+    current_model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AssignmentRow(Base):
+    """Which model each agent should run; ``previous_model_id`` is where a rollback goes."""
+
+    __tablename__ = "assignments"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    previous_model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TelemetryRow(Base):
+    __tablename__ = "telemetry"
+
+    message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    inferences: Mapped[int] = mapped_column(Integer)
+    meter: Mapped[str] = mapped_column(String(32))
+    meter_kind: Mapped[str] = mapped_column(String(16))
+    energy_total_uj: Mapped[float] = mapped_column(Float)
+    energy_dynamic_uj: Mapped[float] = mapped_column(Float)
+    estimated_energy_uj: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_ms_p50: Mapped[float] = mapped_column(Float)
+    latency_ms_p95: Mapped[float] = mapped_column(Float)
+    quality: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    model_id: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection, _record) -> None:  # concurrent writers need WAL
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,27 @@
+"""Registry configuration: ``EDGEJOULE_REGISTRY_*`` environment variables (or arguments of ``serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RegistrySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEJOULE_REGISTRY_", extra="forbid")
+
+    data_dir: Path = Path("registry-data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite (WAL) in data_dir")
+    admin_token: str = Field(min_length=16, description="the admin credential (Bearer token)")
+    broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: no MQTT ingest")
+    max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    public_url: str = Field("", description="prefix for package URLs given to agents (default: relative)")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
