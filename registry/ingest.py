@@ -37,6 +37,7 @@ class MqttIngest:
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 5)
         self.connected = threading.Event()
+        self.client.on_disconnect = lambda *args, **kwargs: self.connected.clear()
 
     def start(self) -> None:
         self.client.connect_async(self.host, self.port, keepalive=30)
