@@ -65,6 +65,7 @@ def status() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise at INFO
     try:
         app()
     except EdgejouleError as exc:

@@ -58,6 +58,9 @@ def serve(
         broker = embedded.url
     settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token=_admin_token(data_dir),
                                 broker_url=broker)
+    # agents started next to an embedded broker read its (random) address here
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "broker-url").write_text(broker or "")
     console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker {broker}); "
                   f"admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
     try:
