@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 
-def quant_range(bits: int, signed: bool = True) -> tuple[int, int]:
-    """(Q_N, Q_P) for ``bits`` bits."""
+def quant_range(bits: int, signed: bool = True, narrow: bool = False) -> tuple[int, int]:
+    """(Q_N, Q_P) for ``bits`` bits; ``narrow`` drops the most negative level (symmetric signed range)."""
     if bits < 1:
         raise ValueError(f"bit width must be >= 1, got {bits}")
     if signed:
-        return 2 ** (bits - 1), 2 ** (bits - 1) - 1 if bits > 1 else 0
+        q_p = 2 ** (bits - 1) - 1 if bits > 1 else 0
+        return (q_p if narrow else 2 ** (bits - 1)), q_p
     return 0, 2**bits - 1
 
 
@@ -37,9 +38,11 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return (x.round() - x).detach() + x
 
 
-def lsq_fake_quant(v: torch.Tensor, step: torch.Tensor, bits: int, signed: bool = True, n: int | None = None) -> torch.Tensor:
+def lsq_fake_quant(
+    v: torch.Tensor, step: torch.Tensor, bits: int, signed: bool = True, n: int | None = None, narrow: bool = False
+) -> torch.Tensor:
     """:math:`\\hat v` with LSQ gradients for ``v`` and the learnable ``step``; ``n`` defaults to ``v.numel()``."""
-    q_n, q_p = quant_range(bits, signed)
+    q_n, q_p = quant_range(bits, signed, narrow)
     g = 1.0 / math.sqrt((n or v.numel()) * max(q_p, 1))
     s = _grad_scale(step, g)
     return _round_ste(torch.clamp(v / s, -q_n, q_p)) * s
@@ -54,10 +57,11 @@ def init_step(v: torch.Tensor, bits: int, signed: bool = True) -> torch.Tensor:
 class LsqFakeQuant(nn.Module):
     """A learnable-step fake quantizer for one tensor (weights or activations); initialized on first use."""
 
-    def __init__(self, bits: int, signed: bool = True) -> None:
+    def __init__(self, bits: int, signed: bool = True, narrow: bool = False) -> None:
         super().__init__()
         self.bits = bits
         self.signed = signed
+        self.narrow = narrow
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -66,17 +70,21 @@ class LsqFakeQuant(nn.Module):
             with torch.no_grad():
                 self.step.copy_(init_step(v, self.bits, self.signed))
                 self.initialized.fill_(True)
-        return lsq_fake_quant(v, self.step, self.bits, self.signed)
+        return lsq_fake_quant(v, self.step, self.bits, self.signed, narrow=self.narrow)
 
 
 
 def attach(model: nn.Module, bits: "list[int] | tuple[int, ...]", layers: "list[nn.Module] | None" = None) -> nn.Module:
     """Give each weight layer's ``weight`` an :class:`LsqFakeQuant` parametrization (torch.nn.utils.parametrize):
-    the forward pass then sees :math:`\\hat w`, and gradients reach both the weights (STE) and the steps."""
+    the forward pass then sees :math:`\\hat w`, and gradients reach both the weights (STE) and the steps.
+
+    Weights use the symmetric (narrow) signed range :math:`[-(2^{b-1}-1), 2^{b-1}-1]` (ternary at 2 bits),
+    the range of the symmetric per-channel int8/INT4 tensors they are stored as, so export keeps the trained
+    grid (batch norm folds in as a per-channel factor, which a per-channel scale absorbs)."""
     from torch.nn.utils import parametrize
 
     for layer, b in zip(layers if layers is not None else model.layers(), bits):
-        parametrize.register_parametrization(layer, "weight", LsqFakeQuant(int(b)))
+        parametrize.register_parametrization(layer, "weight", LsqFakeQuant(int(b), narrow=True))
     model.weight_bits = [int(b) for b in bits]
     return model
 

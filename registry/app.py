@@ -6,16 +6,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from importlib import resources
+from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from core import plugins
+from core.schemas import topics
 from core.schemas.api import API_PREFIX, SHA256_HEADER, AgentRegistered, AgentRegistration, Assignment, LoadEvent
 from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
@@ -50,6 +53,16 @@ class AliasRequest(BaseModel):
     model_id: str
 
 
+def _state(agent: AgentRow, stale: datetime) -> str:
+    """online only while heartbeats keep coming; the MQTT last will sets offline at once."""
+    last_seen = agent.last_seen
+    if last_seen is not None and last_seen.tzinfo is None:  # SQLite keeps no zone; we store UTC
+        last_seen = last_seen.replace(tzinfo=timezone.utc)
+    if agent.state == "online" and (last_seen is None or last_seen < stale):
+        return "offline"
+    return agent.state
+
+
 def _assignment(row: AssignmentRow, model: ModelRow, base: str) -> Assignment:
     return Assignment(agent_id=row.agent_id, model_id=model.id, version=model.version, sha256=model.sha256,
                       size_bytes=model.size_bytes, manifest_url=f"{base}{API_PREFIX}/models/{model.id}/manifest",
@@ -57,13 +70,17 @@ def _assignment(row: AssignmentRow, model: ModelRow, base: str) -> Assignment:
                       assigned_at=row.assigned_at)
 
 
-def create_app(settings: RegistrySettings) -> FastAPI:
+def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None] = lambda: None) -> FastAPI:
+    """The app; ``on_agents_changed`` runs after an agent is registered (``serve`` rewrites the broker's
+    password file and ACL there)."""
     metrics = CollectorRegistry()
     counters = {
         "telemetry": Counter("edgejoule_telemetry_ingested", "telemetry messages stored", ["via"], registry=metrics),
         "duplicates": Counter("edgejoule_telemetry_duplicates", "telemetry messages seen again", registry=metrics),
         "uploads": Counter("edgejoule_model_uploads", "model packages stored", registry=metrics),
         "rejected": Counter("edgejoule_uploads_rejected", "uploads refused", registry=metrics),
+        "rejected_messages": Counter("edgejoule_mqtt_messages_rejected", "malformed MQTT messages dropped",
+                                     registry=metrics),
     }
 
     @asynccontextmanager
@@ -78,7 +95,9 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         if settings.broker_url:
             from registry.ingest import MqttIngest
 
-            app.state.ingest = MqttIngest(settings.broker_url, app.state.sessions, counters)
+            app.state.ingest = MqttIngest(settings.broker_url, app.state.sessions, counters,
+                                          client_id=settings.mqtt_client_id, password=settings.mqtt_password,
+                                          on_rollback=notify)
             app.state.ingest.start()
         yield
         if app.state.ingest is not None:
@@ -89,8 +108,15 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     app.state.settings = settings
 
     def notify(agent_ids: list[str]) -> None:
-        if app.state.ingest is not None:
-            app.state.ingest.notify_assignment(agent_ids)
+        """Publish each agent's new assignment on its assignment topic (agents also poll for it)."""
+        if app.state.ingest is None:
+            return
+        with app.state.sessions() as session:
+            for agent_id in agent_ids:
+                row = session.get(AssignmentRow, agent_id)
+                if row is not None:
+                    payload = _assignment(row, session.get(ModelRow, row.model_id), settings.public_url)
+                    app.state.ingest.publish(topics.assignment(agent_id), payload.model_dump_json())
 
     # -- models ----------------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/models", status_code=201, dependencies=[Depends(require_admin)])
@@ -181,9 +207,12 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         """Register an agent; its token is shown once (only a hash is stored)."""
         with app.state.sessions.begin() as session:
             try:
-                row, token = service.register_agent(session, reg)
+                row, token = service.register_agent(session, service.check_fits(reg))
             except service.Conflict as exc:
                 raise HTTPException(409, str(exc)) from None
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+        on_agents_changed()
         return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
 
     @app.get(f"{API_PREFIX}/agents", dependencies=[Depends(require_admin)])
@@ -192,7 +221,8 @@ def create_app(settings: RegistrySettings) -> FastAPI:
             q = session.query(AgentRow)
             if site:
                 q = q.filter_by(site=site)
-            return [{"agent_id": a.id, "site": a.site, "state": a.state, "current_model_id": a.current_model_id,
+            stale = datetime.now(timezone.utc) - timedelta(seconds=settings.offline_after_s)
+            return [{"agent_id": a.id, "site": a.site, "state": _state(a, stale), "current_model_id": a.current_model_id,
                      "runtime": a.runtime, "hardware": a.hardware, "plugins": a.plugins,
                      "last_seen": a.last_seen.isoformat() if a.last_seen else None} for a in q.order_by(AgentRow.id)]
 
@@ -202,9 +232,11 @@ def create_app(settings: RegistrySettings) -> FastAPI:
             raise HTTPException(403, "the heartbeat names another agent")
         with app.state.sessions.begin() as session:
             try:
-                service.heartbeat(session, beat)
+                service.heartbeat(session, service.check_fits(beat))
             except service.NotFound as exc:
                 raise HTTPException(404, str(exc)) from None
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
         return Response(status_code=204)
 
     @app.get(f"{API_PREFIX}/agents/{{agent_id}}/assignment", response_model=Assignment | None)
@@ -219,6 +251,10 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     def post_event(agent_id: str, event: LoadEvent, who: Principal = Depends(require_self_or_admin)) -> dict[str, bool]:
         if event.agent_id != agent_id:
             raise HTTPException(403, "the event names another agent")
+        try:
+            service.check_fits(event)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         with app.state.sessions.begin() as session:
             rolled_back = service.record_event(session, event)
         if rolled_back:
@@ -257,8 +293,15 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         """HTTP fallback of the MQTT telemetry topic; idempotent on message_id."""
         if not who.admin and who.agent_id != message.agent_id:
             raise HTTPException(403, "an agent may only post its own telemetry")
-        with app.state.sessions.begin() as session:
-            stored = service.ingest_telemetry(session, message)
+        try:
+            service.check_fits(message)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        try:
+            with app.state.sessions.begin() as session:
+                stored = service.ingest_telemetry_batch(session, [message]) == 1
+        except IntegrityError:  # another request or registry worker stored it first
+            stored = False
         if stored:
             counters["telemetry"].labels("http").inc()
         else:
@@ -272,6 +315,20 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         """Energy per inference (measured and estimated), latency, quality and counts over a time window."""
         with app.state.sessions() as session:
             return fleet_queries.fleet(session, group_by, site, model_id, agent_id, since, until)
+
+    @app.get(f"{API_PREFIX}/fleet/series", dependencies=[Depends(require_admin)])
+    def get_series(bucket_s: int = Query(300, ge=1, le=30 * 86400), site: str | None = None,
+                   model_id: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None) -> list[dict[str, Any]]:
+        """Energy per inference and quality per site and model, in time buckets of ``bucket_s`` seconds."""
+        with app.state.sessions() as session:
+            return fleet_queries.series(session, bucket_s, site, model_id, since, until)
+
+    @app.get(f"{API_PREFIX}/sites/{{site}}/pareto", dependencies=[Depends(require_admin)])
+    def get_pareto(site: str, metric: str = "sum_rate") -> list[dict[str, Any]]:
+        """The site's models: estimated and measured energy per inference against quality, Pareto front marked."""
+        with app.state.sessions() as session:
+            return fleet_queries.pareto(session, site, metric)
 
     @app.get(f"{API_PREFIX}/models/{{model_id}}/ecal", dependencies=[Depends(require_admin)])
     def get_ecal(model_id: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def principal(request: Request, credentials: HTTPAuthorizationCredentials | None
         raise HTTPException(401, "missing credentials: send Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
     token = credentials.credentials
-    if hmac.compare_digest(token, request.app.state.settings.admin_token):
+    if hmac.compare_digest(token.encode(), request.app.state.settings.admin_token.encode()):
         return Principal(admin=True)
     with request.app.state.sessions() as session:
         agent = session.query(AgentRow).filter_by(token_hash=token_hash(token)).one_or_none()

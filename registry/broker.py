@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,8 +22,11 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, secure: bool = False) -> None:
+        """``secure``: no anonymous access; ``passwd`` and ``acl`` (registry.broker_auth) live in ``workdir``,
+        which the broker's own user can read, and must be written before ``start``."""
         self.port = port or free_port()
+        self.secure = secure
         self.process: subprocess.Popen | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="edgejoule-broker-"))
 
@@ -37,8 +41,9 @@ class EmbeddedBroker:
                                  "'mosquitto' or pass --broker mqtt://HOST:PORT")
         os.chmod(self.workdir, 0o755)  # mosquitto drops to its own user when started as root
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 1000000\n")
+        auth = (f"allow_anonymous false\npassword_file {self.workdir / 'passwd'}\nacl_file {self.workdir / 'acl'}\n"
+                if self.secure else "allow_anonymous true\n")
+        conf.write_text(f"listener {self.port} 127.0.0.1\npersistence false\nmax_queued_messages 1000000\n{auth}")
         os.chmod(conf, 0o644)
         self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -49,6 +54,11 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         raise EdgejouleError("the embedded mosquitto did not start within 10 s")
+
+    def reload(self) -> None:
+        """Re-read the password file and ACL (mosquitto reloads them on SIGHUP)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -41,7 +41,11 @@ def serve(
     port: int = typer.Option(8000),
     data_dir: Path = typer.Option(Path("registry-data"), envvar="EDGEJOULE_REGISTRY_DATA_DIR"),
     database_url: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_DATABASE_URL", help="default: SQLite in data dir"),
-    broker: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_URL", help="mqtt://HOST:PORT; default: embedded"),
+    broker: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_URL",
+                               help="mqtt://[USER@]HOST:PORT (password in $EDGEJOULE_REGISTRY_MQTT_PASSWORD); "
+                                    "default: an embedded mosquitto on a loopback port"),
+    secure_broker: bool = typer.Option(False, help="embedded broker with per-agent passwords and an ACL "
+                                                   "(agents then need EDGE_AGENT_MQTT_USERNAME/PASSWORD)"),
     no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
 ) -> None:
     """Serve the API, the dashboard and the MQTT ingest (with a local mosquitto unless --broker is given)."""
@@ -50,24 +54,68 @@ def serve(
     from core.cli.output import console
     from registry.app import create_app
     from registry.broker import EmbeddedBroker
+    from registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_auth_files
+    from registry.db import make_engine, session_factory
+    from registry.migrate import upgrade
     from registry.settings import RegistrySettings
 
-    embedded = None
-    if broker is None and not no_broker:
-        embedded = EmbeddedBroker().start()
-        broker = embedded.url
     settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token=_admin_token(data_dir),
                                 broker_url=broker)
+    embedded, on_agents_changed = None, lambda: None
+    if broker is None and not no_broker:
+        embedded = EmbeddedBroker(secure=secure_broker)
+        if secure_broker:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            upgrade(settings.db_url)
+            sessions = session_factory(make_engine(settings.db_url))
+            registry_password = secrets.token_urlsafe(32)  # lives only in this process and as a hash
+            registry_hash = mosquitto_hash(registry_password)
+
+            def on_agents_changed() -> None:
+                with sessions() as session:
+                    write_auth_files(embedded.workdir, agent_hashes(session), REGISTRY_USER, registry_hash)
+                embedded.reload()
+
+            write_auth_files(embedded.workdir, {}, REGISTRY_USER, registry_hash)
+            embedded.start()
+            on_agents_changed()
+            settings.mqtt_password = registry_password
+            settings.broker_url = f"mqtt://{REGISTRY_USER}@127.0.0.1:{embedded.port}"
+        else:
+            settings.broker_url = embedded.start().url
+    broker_public = embedded.url if embedded else (settings.broker_url or "")
     # agents started next to an embedded broker read its (random) address here
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "broker-url").write_text(broker or "")
-    console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker {broker}); "
-                  f"admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
+    (data_dir / "broker-url").write_text(broker_public)
+    console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker "
+                  f"{broker_public or 'none'}); admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings, on_agents_changed), host=host, port=port, log_level="warning")
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+@registry_app.command("broker-auth")
+def broker_auth(
+    out: Path = typer.Option(..., help="directory for 'passwd' and 'acl' (mosquitto password_file, acl_file)"),
+    data_dir: Path = typer.Option(Path("registry-data"), envvar="EDGEJOULE_REGISTRY_DATA_DIR"),
+    database_url: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_DATABASE_URL"),
+    registry_user: str = typer.Option("edgejoule-registry"),
+    registry_password: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_MQTT_PASSWORD", prompt=True,
+                                          hide_input=True, help="the registry's own broker password"),
+) -> None:
+    """Write a mosquitto password file and ACL for an external broker: each agent may publish only under its own
+    topic root. Reload the broker afterwards (SIGHUP)."""
+    from registry.broker_auth import agent_hashes, mosquitto_hash, write_auth_files
+    from registry.db import make_engine, session_factory
+    from registry.settings import RegistrySettings
+
+    url = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="x" * 16).db_url
+    with session_factory(make_engine(url))() as session:
+        agents = agent_hashes(session)
+    passwd, acl = write_auth_files(out, agents, registry_user, mosquitto_hash(registry_password))
+    typer.echo(f"{len(agents)} agents: {passwd}, {acl}")
 
 
 @registry_app.command()

@@ -48,7 +48,9 @@ class AgentRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), index=True)
+    mqtt_password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True,
+                                                           doc="mosquitto's PBKDF2 form of the token, for the broker")
     hardware: Mapped[dict] = mapped_column(JSON, default=dict)
     runtime: Mapped[str] = mapped_column(String(128), default="")
     plugins: Mapped[list] = mapped_column(JSON, default=list)
@@ -85,7 +87,10 @@ class TelemetryRow(Base):
     agent_id: Mapped[str] = mapped_column(String(64), index=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
     model_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    fallback: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    idle_power_w: Mapped[float | None] = mapped_column(Float, nullable=True)
     inferences: Mapped[int] = mapped_column(Integer)
     meter: Mapped[str] = mapped_column(String(32))
     meter_kind: Mapped[str] = mapped_column(String(16))
@@ -94,7 +99,16 @@ class TelemetryRow(Base):
     estimated_energy_uj: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms_p50: Mapped[float] = mapped_column(Float)
     latency_ms_p95: Mapped[float] = mapped_column(Float)
+    latency_ms_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
     quality: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class QualityMetricRow(Base):
+    """The names seen in telemetry ``quality`` dicts, so fleet queries can aggregate each one in SQL."""
+
+    __tablename__ = "quality_metrics"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class EventRow(Base):

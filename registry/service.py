@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from core.schemas.api import AgentRegistration, LoadEvent
 from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
 from registry.auth import new_token, token_hash
-from registry.db import AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, TelemetryRow
+from registry.broker_auth import mosquitto_hash
+from registry.db import AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow, TelemetryRow
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -43,7 +43,8 @@ def register_agent(session: Session, reg: AgentRegistration) -> tuple[AgentRow, 
     if session.get(AgentRow, reg.agent_id) is not None:
         raise Conflict(f"agent '{reg.agent_id}' is registered already")
     token = new_token()
-    row = AgentRow(id=reg.agent_id, site=reg.site, token_hash=token_hash(token), hardware=reg.hardware, plugins=[])
+    row = AgentRow(id=reg.agent_id, site=reg.site, token_hash=token_hash(token), mqtt_password_hash=mosquitto_hash(token),
+                   hardware=reg.hardware, plugins=[])
     session.add(row)
     return row, token
 
@@ -111,19 +112,51 @@ def record_event(session: Session, event: LoadEvent) -> bool:
     return False
 
 
-def ingest_telemetry(session: Session, message: Telemetry) -> bool:
-    """Store one telemetry message once: a replayed or redelivered message_id is ignored. True if new."""
-    if session.get(TelemetryRow, message.message_id) is not None:
-        return False
-    session.add(TelemetryRow(
-        message_id=message.message_id, agent_id=message.agent_id, site=message.site, model_id=message.model_id,
-        window_end=message.window_end, inferences=message.inferences, meter=message.meter,
-        meter_kind=message.meter_kind, energy_total_uj=message.energy_total_uj,
-        energy_dynamic_uj=message.energy_dynamic_uj, estimated_energy_uj=message.estimated_energy_uj,
-        latency_ms_p50=message.latency_ms_p50, latency_ms_p95=message.latency_ms_p95, quality=message.quality))
-    try:
-        session.flush()
-    except IntegrityError:  # another registry worker stored it first
-        session.rollback()
-        return False
-    return True
+# column widths of the tables: what the schemas allow but a column cannot hold is refused up front (ValueError),
+# so one bad message cannot stall an ingest batch or turn into a server error
+LIMITS = {"message_id": 64, "agent_id": 64, "site": 64, "model_id": 128, "fallback": 32, "meter": 32,
+          "runtime": 128, "current_model_id": 128}
+QUALITY_NAME_LIMIT = 64
+
+
+def check_fits(message):
+    """Return ``message`` if its strings fit the tables (and carry no NUL, which PostgreSQL refuses)."""
+    for field, limit in LIMITS.items():
+        value = getattr(message, field, None)
+        if isinstance(value, str) and (len(value) > limit or "\x00" in value):
+            raise ValueError(f"{field} must be at most {limit} characters, without NUL")
+    names = list(getattr(message, "quality", {})) + list(getattr(message, "plugins", []))
+    if any(len(name) > QUALITY_NAME_LIMIT or "\x00" in name for name in names):
+        raise ValueError(f"quality and plugin names must be at most {QUALITY_NAME_LIMIT} characters, without NUL")
+    return message
+
+
+def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
+    """Store telemetry messages once each: a replayed or redelivered message_id is ignored. Returns how many
+    were new. Raises IntegrityError when another registry worker stored one of them meanwhile; the caller
+    retries, and the retry skips what is stored."""
+    unique = {m.message_id: m for m in messages}
+    if not unique:
+        return 0
+    known = set(session.scalars(select(TelemetryRow.message_id).where(TelemetryRow.message_id.in_(list(unique)))))
+    fresh = [m for message_id, m in unique.items() if message_id not in known]
+    if not fresh:
+        return 0
+    _remember_quality_names(session, {name for m in fresh for name in m.quality})
+    session.execute(insert(TelemetryRow), [_telemetry_row(m) for m in fresh])
+    return len(fresh)
+
+
+def _telemetry_row(m: Telemetry) -> dict:
+    return dict(message_id=m.message_id, agent_id=m.agent_id, site=m.site, model_id=m.model_id, fallback=m.fallback,
+                window_start=m.window_start, window_end=m.window_end, inferences=m.inferences, meter=m.meter,
+                meter_kind=m.meter_kind, energy_total_uj=m.energy_total_uj, energy_dynamic_uj=m.energy_dynamic_uj,
+                idle_power_w=m.idle_power_w, estimated_energy_uj=m.estimated_energy_uj,
+                latency_ms_p50=m.latency_ms_p50, latency_ms_p95=m.latency_ms_p95, latency_ms_p99=m.latency_ms_p99,
+                quality=m.quality)
+
+
+def _remember_quality_names(session: Session, names: set[str]) -> None:
+    if names:
+        known = set(session.scalars(select(QualityMetricRow.name).where(QualityMetricRow.name.in_(names))))
+        session.add_all(QualityMetricRow(name=name) for name in sorted(names - known))

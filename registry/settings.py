@@ -16,6 +16,10 @@ class RegistrySettings(BaseSettings):
     admin_token: str = Field(min_length=16, description="the admin credential (Bearer token)")
     broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: no MQTT ingest")
     max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    mqtt_client_id: str = Field("edgejoule-registry", description="stable, so the broker keeps the session; "
+                                "give each registry process its own")
+    mqtt_password: str | None = Field(None, description="the registry's broker password (user from the URL)")
+    offline_after_s: float = Field(180.0, gt=0, description="an agent silent this long shows as offline")
     public_url: str = Field("", description="prefix for package URLs given to agents (default: relative)")
 
     @property

@@ -12,7 +12,8 @@ from core.hookspecs import hookimpl
 def export_command(
     source: Path = typer.Option(..., "--from", help="chosen.json written by edgejoule compress"),
     out: Path = typer.Option(..., "--out", help="package directory to write (model.tflite + manifest.json)"),
-    compute: str = typer.Option("integer", help="integer (dynamic-range kernels) or float (weight-only)"),
+    compute: str = typer.Option("auto", help="integer (dynamic-range kernels), float (weight-only), or auto: "
+                                "integer if it passes the parity check, else float"),
     model_id: str = typer.Option(None, "--id", help="package id (default: SITE-precoder-SHA)"),
 ) -> None:
     """Export a compressed precoder to a TFLite model package, checking it against torch."""
@@ -20,8 +21,8 @@ def export_command(
     from core.errors import EdgejouleError
     from plugins.export.tflite import export_precoder
 
-    if compute not in ("integer", "float"):
-        raise EdgejouleError(f"--compute must be integer or float, got '{compute}'")
+    if compute not in ("auto", "integer", "float"):
+        raise EdgejouleError(f"--compute must be auto, integer or float, got '{compute}'")
     if not source.exists():
         raise EdgejouleError(f"{source} does not exist: run edgejoule compress first, it writes chosen.json")
     with console.status("converting and checking parity"):

@@ -75,7 +75,18 @@ def _quantize(float_path: Path, bits: list[int], compute: Compute, out: Path) ->
     qt.quantize().export_model(str(out), overwrite=True)
 
 
-def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute = "integer", model_id: str | None = None) -> ModelManifest:
+def _parity_problem(bits: list[int], raw_lite: np.ndarray, raw_torch: np.ndarray, rate_lite: float, rate_torch: float) -> str | None:
+    if all(b >= 16 for b in bits):
+        error = float(np.abs(raw_lite - raw_torch).max() / np.abs(raw_torch).max())
+        if error > FLOAT_TOLERANCE:
+            return f"float export differs from torch by {error:.2e} of the output scale (limit {FLOAT_TOLERANCE})"
+    elif abs(rate_lite - rate_torch) > SUM_RATE_TOLERANCE * abs(rate_torch):
+        return (f"sum rate {rate_lite:.4f} differs from the fake-quantized torch model's {rate_torch:.4f} "
+                f"by more than {100 * SUM_RATE_TOLERANCE:.1f} %")
+    return None
+
+
+def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "auto", model_id: str | None = None) -> ModelManifest:
     """Turn a compression result (``chosen.json`` + frozen weights, see ``plugins.mpq.compress``) into a package."""
     import torch
 
@@ -95,29 +106,30 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute = "intege
     ds = load_dataset(site)
     H = ds.H("test", PARITY_SAMPLES)
 
+    normalization = {"noise_power_w": ds.noise_power, "input_scale": float(model.input_scale), "p_max_w": ds.p_max,
+                     "input": "stack(real, imag) of H / sqrt(noise_power_w), times input_scale",
+                     "output": "W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w"}
+    with torch.no_grad():
+        H_unit = torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power)))
+        W_torch = model(H_unit, ds.p_max).numpy()
+        raw_torch = model.forward_real(torch.stack([H_unit.real, H_unit.imag], 1) * model.input_scale).numpy()
+    rate_torch = float(sum_rate(H, W_torch, ds.noise_power).mean())
+
     with tempfile.TemporaryDirectory() as tmp:
         float_path, final = Path(tmp) / "float.tflite", Path(tmp) / MODEL_FILE
         _convert(model, torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
-        _quantize(float_path, bits, compute, final)
-        normalization = {"noise_power_w": ds.noise_power, "input_scale": float(model.input_scale), "p_max_w": ds.p_max,
-                         "input": "stack(real, imag) of H / sqrt(noise_power_w), times input_scale",
-                         "output": "W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w"}
-        runtime = PrecoderRuntime(final, normalization)
-        W_lite = runtime.precode(H)
-        with torch.no_grad():
-            H_unit = torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power)))
-            W_torch = model(H_unit, ds.p_max).numpy()
-            raw_torch = model.forward_real(torch.stack([H_unit.real, H_unit.imag], 1) * model.input_scale).numpy()
-        rate_lite = float(sum_rate(H, W_lite, ds.noise_power).mean())
-        rate_torch = float(sum_rate(H, W_torch, ds.noise_power).mean())
-        if all(b >= 16 for b in bits):
-            raw_lite = runtime.raw(H)
-            error = float(np.abs(raw_lite - raw_torch).max() / np.abs(raw_torch).max())
-            if error > FLOAT_TOLERANCE:
-                raise ExportError(f"float export differs from torch by {error:.2e} of the output scale (limit {FLOAT_TOLERANCE})")
-        elif abs(rate_lite - rate_torch) > SUM_RATE_TOLERANCE * abs(rate_torch):
-            raise ExportError(f"quantized export's sum rate {rate_lite:.4f} differs from the fake-quantized torch model's "
-                              f"{rate_torch:.4f} by more than {100 * SUM_RATE_TOLERANCE:.1f} %; try --compute float")
+        # auto: integer kernels if they keep parity, else the same stored integers computed in float
+        failures = []
+        for mode in (["integer", "float"] if compute == "auto" else [compute]):
+            _quantize(float_path, bits, mode, final)
+            runtime = PrecoderRuntime(final, normalization)
+            rate_lite = float(sum_rate(H, runtime.precode(H), ds.noise_power).mean())
+            problem = _parity_problem(bits, runtime.raw(H), raw_torch, rate_lite, rate_torch)
+            if problem is None:
+                break
+            failures.append(f"{mode} compute: {problem}")
+        else:
+            raise ExportError("; ".join(failures))
 
         digest = sha256_file(final)
         manifest = ModelManifest(
@@ -132,6 +144,7 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute = "intege
                                   weights_uj=info["energy"]["weights_uj"], activations_uj=info["energy"]["activations_uj"]),
             training_energy_j=float(info.get("training_energy_j", 0.0)),
             sha256=digest, size_bytes=final.stat().st_size, plugins=["precoder_cnn"],
+            runtime=f"ai-edge-litert>=2.3 ({mode} compute)",
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(final, out_dir / MODEL_FILE)
