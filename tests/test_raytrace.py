@@ -1,0 +1,60 @@
+"""The Sionna RT generator on a small built-in scene: paths found, roofs and path-less positions dropped,
+channels through load_dataset into the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sionna.rt")
+
+from core import plugins  # noqa: E402
+from core.sites import load_dataset  # noqa: E402
+from core.sites.config import SiteConfig  # noqa: E402
+from plugins.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
+
+pytestmark = pytest.mark.raytrace
+
+CANYON = SiteConfig(name="canyon-test", generator="raytrace", scene="simple_street_canyon", bs_position_m=(0.0, 0.0, 20.0),
+                    radii_m=(20.0, 40.0), angle_step_deg=45.0, positions_per_anchor=2, jitter_m=2.0, n_samples=40,
+                    excess_loss_db=0.0)
+
+
+def test_generator_is_registered():
+    assert plugins.get_manager().provider("channel_generators", "raytrace") == "raytrace"
+
+
+def test_ground_mask_tells_streets_from_roofs():
+    rt = _sionna()
+    scene = rt.load_scene(rt.scene.simple_street_canyon, merge_shapes=True)
+    bbox = scene.mi_scene.bbox()
+    far_outside = np.array([[float(bbox.max[0]) + 50.0, 0.0, 0.0]])
+    assert not ground_mask(scene, far_outside)[0]  # nothing below: not a place for a user
+    grid = np.array([[x, y, 0.0] for x in range(-40, 41, 10) for y in range(-40, 41, 10)])
+    mask = ground_mask(scene, grid)
+    assert mask.any() and not mask.all()  # streets and buildings both exist in a street canyon
+
+
+def test_channels_of_a_small_site():
+    from core.sites.dataset import user_positions
+
+    positions = user_positions(CANYON)
+    result = RayTracer(max_depth=2, samples_per_src=10**5).generate(CANYON, positions)
+    assert result.channels.shape == (len(positions), 64) and result.channels.dtype == np.complex64
+    assert result.valid.any()
+    assert np.all(np.abs(result.channels[result.valid]).max(axis=1) > 0)
+    assert np.all(result.channels[~result.valid] == 0)
+    # received power falls with distance on average (free-space spreading)
+    dist = np.linalg.norm(positions[:, :2] - np.asarray(CANYON.bs_position_m[:2]), axis=1)
+    power = np.sum(np.abs(result.channels) ** 2, axis=1)
+    near, far = result.valid & (dist < 30), result.valid & (dist > 30)
+    if near.any() and far.any():
+        assert power[near].mean() > power[far].mean()
+
+
+def test_ray_traced_dataset_goes_through_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEJOULE_CACHE", str(tmp_path))
+    ds = load_dataset(CANYON, RayTracer(max_depth=1, samples_per_src=10**5))
+    assert ds.H("train").shape[1:] == (4, 64)
+    again = load_dataset(CANYON)  # from the cache: no second trace, same arrays
+    np.testing.assert_array_equal(again.H(), ds.H())
