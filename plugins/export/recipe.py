@@ -1,8 +1,10 @@
 """Per-layer storage of a mixed-precision model in TFLite (DESIGN.md, "Model package").
 
 Layers trained at 16 bits stay float32; 8-bit layers are stored as int8 and 4- and 2-bit layers as INT4,
-both symmetric per output channel, through ai-edge-quantizer recipes matched on each op's scope (its output
-tensor's name, which litert-torch derives from the torch module path, e.g. ``Linear_fc1``).
+both symmetric per output channel with the integers and steps the training left in the weights
+(ai-edge-quantizer's ``dequantized_weight_recovery``, which refuses weights that are not on a grid). Recipes
+match each op's scope: its output tensor's name, which litert-torch derives from the torch module path,
+e.g. ``Linear_fc1``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def layer_recipe(scope_regex: str, bits: int, compute: Compute) -> dict[str, Any
     return {
         "regex": scope_regex,
         "operation": "*",
-        "algorithm_key": "min_max_uniform_quantize",
+        # the weights already sit on their trained grid (LSQ), which batch-norm folding scales per output
+        # channel: recover that grid exactly instead of fitting a new one to each channel's min/max
+        "algorithm_key": "dequantized_weight_recovery",
         "op_config": {
             "weight_tensor_config": {"num_bits": 8 if kind == "int8" else 4, "symmetric": True,
                                      "granularity": "CHANNELWISE", "dtype": "INT"},

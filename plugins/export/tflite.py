@@ -49,7 +49,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _convert(model: Any, example: Any, path: Path) -> None:
+def convert_core(model: Any, example: Any, path: Path) -> None:
+    """``model.forward_real`` on inputs shaped like ``example`` -> a float TFLite file."""
     import litert_torch
     import torch
 
@@ -64,15 +65,19 @@ def _convert(model: Any, example: Any, path: Path) -> None:
     litert_torch.convert(Core(model).eval(), (example,)).export(str(path))
 
 
-def _quantize(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:
+def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:
+    """Store each layer of a converted precoder as its trained bits say (a copy if all are float)."""
     from ai_edge_quantizer import quantizer
 
     recipe = mixed_recipe([LAYER_SCOPES[name] for name in LAYER_SCOPES], bits, compute)
     if not recipe:
         shutil.copy(float_path, out)
         return
-    qt = quantizer.Quantizer(str(float_path), recipe)
-    qt.quantize().export_model(str(out), overwrite=True)
+    try:
+        quantizer.Quantizer(str(float_path), recipe).quantize().export_model(str(out), overwrite=True)
+    except (RuntimeError, ValueError) as exc:
+        raise ExportError(f"the layers' weights are not on the grid of their trained bits {bits} (export a "
+                          f"model trained or frozen with plugins.lsq): {str(exc).splitlines()[0][:300]}") from None
 
 
 def _parity_problem(bits: list[int], raw_lite: np.ndarray, raw_torch: np.ndarray, rate_lite: float, rate_torch: float) -> str | None:
@@ -117,11 +122,11 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
 
     with tempfile.TemporaryDirectory() as tmp:
         float_path, final = Path(tmp) / "float.tflite", Path(tmp) / MODEL_FILE
-        _convert(model, torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
+        convert_core(model, torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
         # auto: integer kernels if they keep parity, else the same stored integers computed in float
         failures = []
         for mode in (["integer", "float"] if compute == "auto" else [compute]):
-            _quantize(float_path, bits, mode, final)
+            quantize_file(float_path, bits, mode, final)
             runtime = PrecoderRuntime(final, normalization)
             rate_lite = float(sum_rate(H, runtime.precode(H), ds.noise_power).mean())
             problem = _parity_problem(bits, runtime.raw(H), raw_torch, rate_lite, rate_torch)
