@@ -21,7 +21,7 @@ from edge_agent.config import AgentSettings
 from edge_agent.measure import EnergyAccount, WindowResult
 from edge_agent.packages import LoadedPackage, PackageRejected, PackageStore
 from edge_agent.registry_client import RegistryClient, RegistryUnavailable
-from edge_agent.sources import open_source
+from edge_agent.sources import Request, open_source
 from edge_agent.telemetry import MqttTelemetry, Spool
 
 log = logging.getLogger("edge_agent")
@@ -117,20 +117,28 @@ class Agent:
             return self.package.runtime.precode(H[None])[0]
         return plugins.get("baselines", "zf").run(H[None], self.site.noise_power_w, self.site.tx_power_w).output[0]
 
-    def window(self, source: Iterator[np.ndarray], n: int) -> Telemetry:
+    def window(self, source: Iterator[Request], n: int) -> Telemetry | None:
+        """Up to ``n`` inferences measured as one window; None if the source had nothing left."""
         channels, precoders, latencies = [], [], []
         if self.windows % self.settings.idle_refresh_windows == 0:
             self.energy.measure_idle()
         started_at = datetime.now(timezone.utc)
         start = self.energy.start()
         for _ in range(n):
-            H = next(source)
+            try:
+                H, reply = next(source)
+            except StopIteration:  # a finite source (npz files) ran out: the window ends early
+                break
             t0 = time.perf_counter()
             W = self.precode(H)
             latencies.append((time.perf_counter() - t0) * 1e3)
+            if reply is not None:
+                reply(W)
             channels.append(H)
             precoders.append(W)
-        result = self.energy.finish(start, n, latencies)
+        if not channels:
+            return None
+        result = self.energy.finish(start, len(channels), latencies)
         self.windows += 1
         return self._telemetry(result, started_at, np.stack(channels), np.stack(precoders))
 
@@ -178,9 +186,13 @@ class Agent:
         while remaining > 0:
             n = min(self.settings.window_inferences, remaining)
             message = self.window(source, n)
+            if message is None:
+                break
             self.report(message)
             sent.append(message)
-            remaining -= n
+            remaining -= message.inferences
+            if message.inferences < n:
+                break
         return sent
 
     def run(self, stop_after_windows: int | None = None) -> None:
@@ -194,7 +206,12 @@ class Agent:
                 log.info(self.sync())
                 self.heartbeat()
                 last_sync = time.monotonic()
-            self.report(self.window(source, self.settings.window_inferences))
+            message = self.window(source, self.settings.window_inferences)
+            if message is not None:
+                self.report(message)
+            if message is None or message.inferences < self.settings.window_inferences:
+                log.info("the input source has no more channels: stopping")
+                return
 
     def close(self) -> None:
         if self.mqtt is not None:

@@ -1,0 +1,202 @@
+"""The edge agent with real parts: a torch-free process, its configuration, the package store on real exported
+files, the HTTP endpoint a base station calls for precoders, and the assignment announced over a real
+mosquitto by the real registry. (Registry-side faults and the broker outage: tests/test_fleet.py.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from core.schemas.manifest import ModelManifest
+from core.sites import get_site, load_dataset
+from core.tasks.precoding import sum_rate
+from plugins.zf import zf_precoder
+
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
+
+
+def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
+    env.update({"EDGE_AGENT_AGENT_ID": "bs-t", "EDGE_AGENT_SITE": "urban-nlos", "EDGE_AGENT_METER": "cpu_time",
+                "EDGE_AGENT_REGISTRY_URL": "http://127.0.0.1:9", "EDGE_AGENT_DATA_DIR": str(tmp_path / "agent"),
+                "EDGE_AGENT_IDLE_SECONDS": "0.05", **extra})
+    return env
+
+
+def channels(n: int) -> np.ndarray:
+    return load_dataset(get_site("urban-nlos").with_overrides(n_samples=400)).H("test", n)
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_agent_serves_zf_without_torch_while_the_registry_is_away(tmp_path):
+    H = channels(30)
+    np.savez(tmp_path / "h.npz", H=H)
+    code = BLOCK_TORCH + "from edge_agent.cli import main\nsys.argv = ['edge-agent', 'once', '--inferences', '100']\nmain()\n"
+    env = agent_env(tmp_path, EDGE_AGENT_SOURCE=f"npz:{tmp_path / 'h.npz'}", EDGE_AGENT_WINDOW_INFERENCES="10")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    windows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [w["inferences"] for w in windows] == [10, 10, 10]  # the file had 30 channels
+    assert all(w["fallback"] == "zf" and w["model_id"] is None and w["meter_kind"] == "estimated" for w in windows)
+    assert len({w["message_id"] for w in windows}) == 3
+    site = get_site("urban-nlos")
+    W = zf_precoder(H, site.tx_power_w)
+    expected = [float(sum_rate(H[i : i + 10], W[i : i + 10], site.noise_power_w).mean()) for i in (0, 10, 20)]
+    assert [w["quality"]["sum_rate"] for w in windows] == pytest.approx(expected, rel=1e-5)
+    assert "registry unreachable" in result.stderr
+
+
+def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps({"agent_id": "from-file", "site": "campus-los", "window_inferences": 7}))
+    env = agent_env(tmp_path, EDGE_AGENT_CONFIG_FILE=str(config))
+    del env["EDGE_AGENT_AGENT_ID"], env["EDGE_AGENT_SITE"]
+    env["EDGE_AGENT_WINDOW_INFERENCES"] = "9"
+    code = "from edge_agent.config import AgentSettings\ns = AgentSettings()\nprint(s.agent_id, s.site, s.window_inferences)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.split() == ["from-file", "campus-los", "9"], out.stderr
+    status = subprocess.run([EDGE_AGENT, "status"], capture_output=True, text=True, env=env, timeout=60)
+    assert status.returncode == 0 and json.loads(status.stdout)["current_model"] is None
+    bad = subprocess.run([EDGE_AGENT, "status"], capture_output=True, text=True, timeout=60,
+                         env={**env, "EDGE_AGENT_BROKER_URL": "tcp://x"})
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "EDGE_AGENT_BROKER_URL" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from plugins.export.tflite import export_precoder
+    from tests.fleet import make_chosen
+
+    root = tmp_path_factory.mktemp("edge-packages")
+    export_precoder(make_chosen(root / "src", [16, 8, 4, 4]), root / "pkg", model_id="tiny-mixed")
+    return root / "pkg"
+
+
+def forged(tmp_path: Path, package: Path, data: bytes, name: str) -> tuple[ModelManifest, Path]:
+    """A manifest that vouches for ``data`` (right sha256 and size), as a compromised upload would."""
+    import hashlib
+
+    manifest = ModelManifest.model_validate_json((package / "manifest.json").read_text())
+    manifest = manifest.model_copy(update={"id": name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)})
+    path = tmp_path / f"{name}.bin"
+    path.write_bytes(data)
+    return manifest, path
+
+
+def test_package_store_keeps_the_working_model_through_bad_downloads(package, tmp_path):
+    from edge_agent.packages import PackageRejected, PackageStore
+
+    store = PackageStore(tmp_path / "packages")
+    good_manifest = ModelManifest.model_validate_json((package / "manifest.json").read_text())
+    good = (package / "model.tflite").read_bytes()
+    assert store.install(good_manifest, package / "model.tflite").manifest.id == "tiny-mixed"
+    H = channels(4)
+    reference = store.load().runtime.precode(H)
+
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(good[: len(good) // 3])
+    flipped = tmp_path / "flipped.tflite"
+    flipped.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    cases = [
+        (good_manifest, truncated, "truncated"),
+        (good_manifest, flipped, "sha256"),
+        (*forged(tmp_path, package, b"<html>not a model</html>" * 100, "html"), "not a TFLite"),
+        (*forged(tmp_path, package, good[:8] + os.urandom(len(good) - 8), "garbage"), "not a loadable"),
+    ]
+    for manifest, path, reason in cases:
+        with pytest.raises(PackageRejected, match=reason):
+            store.install(manifest, path)
+        assert store.manifest("current").id == "tiny-mixed" and store.manifest("previous") is None
+        assert not list(store.root.glob("staging-*"))
+    np.testing.assert_array_equal(store.load().runtime.precode(H), reference)
+
+    second = good_manifest.model_copy(update={"id": "tiny-mixed-2"})
+    store.install(second, package / "model.tflite")
+    assert (store.manifest("current").id, store.manifest("previous").id) == ("tiny-mixed-2", "tiny-mixed")
+    shutil.rmtree(store.current_dir)  # as if the agent died between the two renames of a swap
+    assert PackageStore(store.root).manifest("current").id == "tiny-mixed"
+
+
+def test_base_station_gets_its_precoder_over_http(package, tmp_path):
+    from tests.brokers import free_port
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentSettings
+    from edge_agent.packages import PackageStore
+    from edge_agent.sources import open_source
+
+    settings = AgentSettings(agent_id="bs-h", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
+                             data_dir=tmp_path / "agent", idle_seconds=0.05, source=f"http:127.0.0.1:{free_port()}")
+    manifest = ModelManifest.model_validate_json((package / "manifest.json").read_text())
+    PackageStore(settings.packages_dir).install(manifest, package / "model.tflite")
+    agent = Agent(settings)
+    source = open_source(settings.source, settings.site)
+    url = f"http://{settings.source[5:]}/precode"
+    messages = []
+    server = threading.Thread(target=lambda: messages.append(agent.window(source, 3)))
+    server.start()
+    H = channels(3)
+    answers = []
+    with httpx.Client(timeout=30) as client:
+        assert client.post(url, content=b"not an npz").status_code == 400
+        for h in H:
+            body = io.BytesIO()
+            np.savez(body, H=h)
+            response = client.post(url, content=body.getvalue())
+            assert response.status_code == 200
+            answers.append(np.load(io.BytesIO(response.content))["W"])
+    server.join(30)
+    W = np.stack(answers)
+    assert W.shape == (3, 64, 4)
+    np.testing.assert_allclose(W, agent.package.runtime.precode(H), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.sum(np.abs(W) ** 2, axis=(1, 2)), get_site("urban-nlos").tx_power_w, rtol=1e-3)
+    (message,) = messages
+    assert message.inferences == 3 and message.model_id == "tiny-mixed"
+    assert message.quality["sum_rate"] == pytest.approx(float(sum_rate(H, W, get_site("urban-nlos").noise_power_w).mean()), rel=1e-4)
+
+
+def test_assignment_is_announced_over_mqtt_and_installed(package, tmp_path, mosquitto):
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentSettings
+    from tests.fleet import publish, start_registry
+
+    registry = start_registry(tmp_path / "registry", mosquitto.url)
+    try:
+        with registry.admin() as admin:
+            token = admin.post("/agents", json={"agent_id": "bs-m", "site": "urban-nlos"}).json()["token"]
+        agent = Agent(AgentSettings(agent_id="bs-m", site="urban-nlos", registry_url=registry.url, token=token,
+                                    broker_url=mosquitto.url, meter="cpu_time", data_dir=tmp_path / "agent",
+                                    idle_seconds=0.05, poll_seconds=3600))
+        try:
+            wait_for(agent.mqtt.connected.is_set)
+            model_id = publish(registry, package)["id"]
+            with registry.admin() as admin:
+                assert admin.post("/deployments", json={"site": "urban-nlos", "model_id": model_id}).status_code == 201
+            wait_for(agent.mqtt.assignment_changed.is_set)  # no poll would come for an hour
+            assert agent.sync() == f"installed {model_id}" and agent.model_id == model_id
+        finally:
+            agent.close()
+    finally:
+        registry.stop()
