@@ -11,8 +11,9 @@ from importlib import resources
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi import Body, Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -105,6 +106,17 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         engine.dispose()
 
     app = FastAPI(title="edgejoule registry", version="1", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next):
+        """NUL cannot be stored in PostgreSQL text: refuse it in paths, queries and JSON bodies up front."""
+        bad = "\x00" in request.url.path or "%00" in request.url.query
+        if not bad and request.headers.get("content-type", "").startswith("application/json"):
+            body = await request.body()
+            bad = b"\x00" in body or b"\\u0000" in body
+        if bad:
+            return JSONResponse({"detail": "NUL characters are not accepted"}, status_code=422)
+        return await call_next(request)
     app.state.settings = settings
 
     def notify(agent_ids: list[str]) -> None:
@@ -129,6 +141,11 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             counters["rejected"].inc()
             err = exc.errors()[0]
             raise HTTPException(422, f"invalid manifest: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        try:
+            service.check_fits(parsed)
+        except ValueError as exc:
+            counters["rejected"].inc()
+            raise HTTPException(422, f"invalid manifest: {exc}") from None
         data = await model.read(limit + 1)
         problem = None
         if len(data) > limit:
@@ -192,7 +209,8 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
                             headers={SHA256_HEADER: model.sha256})
 
     @app.put(f"{API_PREFIX}/sites/{{site}}/aliases/{{name}}", dependencies=[Depends(require_admin)])
-    def set_alias(site: str, name: str, body: AliasRequest) -> dict[str, str]:
+    def set_alias(site: str = PathParam(max_length=64), name: str = PathParam(pattern=r"^[A-Za-z0-9._-]{1,32}$"),
+                  body: AliasRequest = Body(...)) -> dict[str, str]:
         """Point an alias (production, candidate, ...) of a site at one of its models."""
         with app.state.sessions.begin() as session:
             model = _model(session, body.model_id)

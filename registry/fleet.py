@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, extract, func, select
+from sqlalchemy import BigInteger, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
@@ -76,14 +76,14 @@ def fleet(session: Session, group_by: str = "model", site: str | None = None, mo
 
 def _epoch_seconds(session: Session):
     if session.get_bind().dialect.name == "sqlite":
-        return cast(func.strftime("%s", T.window_end), Integer)
-    return cast(extract("epoch", T.window_end), Integer)
+        return cast(func.strftime("%s", T.window_end), BigInteger)
+    return cast(extract("epoch", T.window_end), BigInteger)
 
 
 def series(session: Session, bucket_s: int, site: str | None = None, model_id: str | None = None,
            since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Energy per inference and quality per site and model in time buckets of ``bucket_s`` seconds."""
-    bucket = (_epoch_seconds(session) / bucket_s * bucket_s).label("bucket")
+    bucket = (_epoch_seconds(session) // bucket_s * bucket_s).label("bucket")
     columns, names = _weighted_columns(session)
     query = _filtered(select(T.site, T.model_id, bucket, *columns), site, model_id, None, since, until)
     query = query.group_by(T.site, T.model_id, bucket).order_by(T.site, T.model_id, bucket)

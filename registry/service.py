@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import func, insert, select
@@ -115,8 +116,13 @@ def record_event(session: Session, event: LoadEvent) -> bool:
 # column widths of the tables: what the schemas allow but a column cannot hold is refused up front (ValueError),
 # so one bad message cannot stall an ingest batch or turn into a server error
 LIMITS = {"message_id": 64, "agent_id": 64, "site": 64, "model_id": 128, "fallback": 32, "meter": 32,
-          "runtime": 128, "current_model_id": 128}
-QUALITY_NAME_LIMIT = 64
+          "runtime": 128, "current_model_id": 128, "task": 32, "family": 64}
+# per-inference energies (uJ), latencies (ms), powers (W) and quality values beyond this are not measurements,
+# and their products with the inference counts would overflow PostgreSQL's float8 sums
+FLOAT_LIMIT = 1e15
+QUALITY_METRICS_LIMIT = 16
+METRIC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+INT_LIMIT = 2**31 - 1  # PostgreSQL INTEGER
 
 
 def check_fits(message):
@@ -125,9 +131,18 @@ def check_fits(message):
         value = getattr(message, field, None)
         if isinstance(value, str) and (len(value) > limit or "\x00" in value):
             raise ValueError(f"{field} must be at most {limit} characters, without NUL")
-    names = list(getattr(message, "quality", {})) + list(getattr(message, "plugins", []))
-    if any(len(name) > QUALITY_NAME_LIMIT or "\x00" in name for name in names):
-        raise ValueError(f"quality and plugin names must be at most {QUALITY_NAME_LIMIT} characters, without NUL")
+    inferences = getattr(message, "inferences", 0)
+    if inferences > INT_LIMIT:
+        raise ValueError(f"inferences must be at most {INT_LIMIT} per window")
+    quality = getattr(message, "quality", {})
+    floats = [v for v in (getattr(message, f, None) for f in type(message).model_fields) if isinstance(v, float)]
+    if any(abs(v) > FLOAT_LIMIT for v in [*floats, *quality.values()]):
+        raise ValueError(f"measurements must lie within +-{FLOAT_LIMIT:g}")
+    if len(quality) > QUALITY_METRICS_LIMIT or not all(METRIC_NAME.fullmatch(name) for name in quality):
+        raise ValueError(f"quality holds at most {QUALITY_METRICS_LIMIT} metrics named like 'sum_rate' "
+                         f"(letters, digits, '_', '.', '-'; at most 64)")
+    if any(len(name) > LIMITS["model_id"] or "\x00" in name for name in getattr(message, "plugins", [])):
+        raise ValueError("plugin names must be at most 128 characters, without NUL")
     return message
 
 

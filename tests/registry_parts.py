@@ -40,7 +40,7 @@ def window(agent_id: str, model_id: str | None, minute: int, inferences: int = 1
                      window_end=start + timedelta(minutes=1), inferences=inferences, meter="rapl", meter_kind="measured",
                      energy_total_uj=energy_uj, energy_dynamic_uj=energy_uj / 2, idle_power_w=2.0,
                      estimated_energy_uj=10.0, latency_ms_p50=p95_ms / 2, latency_ms_p95=p95_ms, latency_ms_p99=p95_ms * 2,
-                     quality={"sum_rate": sum_rate}, **extra)
+                     **({"quality": {"sum_rate": sum_rate}} | extra))
 
 
 def as_agent(url: str, token: str) -> httpx.Client:

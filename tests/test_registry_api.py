@@ -163,6 +163,10 @@ def test_telemetry_is_idempotent_and_fleet_queries_weight_by_inferences(registry
         assert [(r["site"], r["inferences"]) for r in windowed] == [("urban-nlos", 400)]
         series = admin.get("/fleet/series", params={"bucket_s": 60, "model_id": "m1"}).json()
         assert [(s["inferences"], s["energy_total_uj"]) for s in series] == [(100, 50.0), (400, pytest.approx(40.0))]
+        coarse = admin.get("/fleet/series", params={"bucket_s": 300, "model_id": "m1"}).json()
+        assert [(s["bucket_start"] % 300, s["inferences"]) for s in coarse] == [(0, 500)]
+        bad = window("bs-1", "m1", 5, quality={"sum rate; drop table": 1.0})
+        assert send(admin, "/telemetry", bad).status_code == 422
         front = {p["model_id"]: p for p in admin.get("/sites/urban-nlos/pareto").json()}
         assert (front["m1"]["on_front"], front["m2"]["on_front"], front["m3"]["on_front"]) == (True, True, False)
         assert front["m1"]["measured_energy_uj"] == pytest.approx(m1["energy_total_uj"])
