@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -106,6 +107,14 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         engine.dispose()
 
     app = FastAPI(title="edgejoule registry", version="1", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info("request", extra={"method": request.method, "path": request.url.path, "status": response.status_code,
+                                   "ms": round((time.perf_counter() - started) * 1000, 2)})
+        return response
 
     @app.middleware("http")
     async def refuse_nul(request: Request, call_next):

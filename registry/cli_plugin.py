@@ -47,9 +47,14 @@ def serve(
     secure_broker: bool = typer.Option(False, help="embedded broker with per-agent passwords and an ACL "
                                                    "(agents then need EDGE_AGENT_MQTT_USERNAME/PASSWORD)"),
     no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
+    log_level: str = typer.Option("INFO", help="structured (JSON lines) logs on stderr at this level"),
 ) -> None:
     """Serve the API, the dashboard and the MQTT ingest (with a local mosquitto unless --broker is given)."""
     import uvicorn
+
+    from registry.logs import configure
+
+    configure(log_level.upper())
 
     from core.cli.output import console
     from registry.app import create_app

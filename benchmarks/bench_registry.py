@@ -1,0 +1,216 @@
+"""Registry load on loopback: simulated agents publish telemetry through mosquitto into the registry (SQLite and
+PostgreSQL 15), then fleet queries over agents x reports rows.
+
+1. Ingest: ``--agents`` agent ids publish ``--messages`` QoS 1 telemetry messages in all, from
+   ``--publishers`` processes with ``--connections`` MQTT connections each (the agent ids are spread over the
+   connections: one Python process cannot hold a thread per agent on 2 cores). The rate is messages stored per
+   second from the first publish to the last row committed, and count in must equal count stored.
+2. Queries: the table is filled with ``--agents`` x ``--reports`` windows (bulk insert), then each fleet
+   query is timed over HTTP ``--repeat`` times: p50 and p95.
+
+    .venv/bin/python benchmarks/bench_registry.py                      # 1000 agents, 1000 reports each
+    .venv/bin/python benchmarks/bench_registry.py --reports 100 --messages 20000 --backends sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+
+from core.schemas import topics  # noqa: E402
+from core.schemas.messages import Telemetry  # noqa: E402
+from registry.broker import EmbeddedBroker  # noqa: E402
+from tests.fleet import Postgres, start_registry  # noqa: E402
+from tests.registry_parts import T0, package, upload  # noqa: E402
+
+SITES = ("urban-nlos", "campus-los")
+MODELS_PER_SITE = 4
+
+
+def telemetry(agent: int, report: int, model_index: int | None = None) -> Telemetry:
+    site = SITES[agent % len(SITES)]
+    model = f"{site}-m{(agent if model_index is None else model_index) % MODELS_PER_SITE}"
+    start = T0 + timedelta(minutes=report)
+    return Telemetry(message_id=f"{agent:05d}-{report:07d}-{time.monotonic_ns() % 10**9:09d}", agent_id=f"bs-{agent:04d}",
+                     site=site, model_id=model, window_start=start, window_end=start + timedelta(minutes=1),
+                     inferences=500, meter="rapl", meter_kind="measured", energy_total_uj=40.0 + agent % 7,
+                     energy_dynamic_uj=20.0, idle_power_w=2.0, estimated_energy_uj=10.0, latency_ms_p50=0.5,
+                     latency_ms_p95=0.9, latency_ms_p99=1.2, quality={"sum_rate": 11.0 + (agent % 5) / 10})
+
+
+def publisher(port: int, index: int, publishers: int, connections: int, agents: int, messages: int, ready, go) -> None:
+    import paho.mqtt.client as mqtt
+
+    clients = []
+    for c in range(connections):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{index}-{c}", protocol=mqtt.MQTTv5)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        clients.append(client)
+    mine = range(index, messages, publishers)
+    payloads = [(n % agents, telemetry(n % agents, n // agents).model_dump_json(by_alias=True)) for n in mine]
+    ready.set()
+    go.wait()
+    infos = [clients[agent % connections].publish(topics.telemetry(f"bs-{agent:04d}"), payload, qos=1)
+             for agent, payload in payloads]
+    for info in infos:
+        info.wait_for_publish(120)
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+
+
+def stored(server) -> int:
+    """Rows committed by the MQTT ingest, from the registry's own Prometheus counter (cheap to poll)."""
+    metrics = httpx.get(server.url + "/metrics").text
+    return int(float(metrics.split('edgejoule_telemetry_ingested_total{via="mqtt"} ')[1].split()[0]))
+
+
+def counted(admin: httpx.Client) -> int:
+    return sum(r["windows"] for r in admin.get("/fleet", params={"group_by": "site"}).json())
+
+
+def bench_ingest(server, broker: EmbeddedBroker, args) -> dict:
+    with server.admin() as admin:
+        while not httpx.get(server.url + "/healthz").json()["mqtt"]:
+            time.sleep(0.1)
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(args.publishers)]
+        go = ctx.Event()
+        procs = [ctx.Process(target=publisher, args=(broker.port, i, args.publishers, args.connections, args.agents,
+                                                     args.messages, ready[i], go)) for i in range(args.publishers)]
+        for p in procs:
+            p.start()
+        for r in ready:
+            r.wait(300)
+        t0 = time.perf_counter()
+        go.set()
+        for p in procs:
+            p.join(600)
+        published_s = time.perf_counter() - t0
+        deadline = time.monotonic() + 300
+        while stored(server) < args.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        time.sleep(1.0)
+        final = counted(admin)  # rows in the table, not the counter
+    return {"published": args.messages, "stored": final, "publish_s": published_s, "ingest_s": elapsed,
+            "rate": final / elapsed}
+
+
+def fill(server, args) -> float:
+    """agents x reports windows straight into the database, as the ingest would store them."""
+    from registry import service
+
+    sessions = server.server.config.app.state.sessions
+    t0 = time.perf_counter()
+    batch = []
+    for report in range(args.reports):
+        for agent in range(args.agents):
+            batch.append(telemetry(agent, report))
+            if len(batch) == 5000:
+                with sessions.begin() as session:
+                    service.ingest_telemetry_batch(session, batch)
+                batch = []
+    if batch:
+        with sessions.begin() as session:
+            service.ingest_telemetry_batch(session, batch)
+    return time.perf_counter() - t0
+
+
+def bench_queries(server, args) -> dict[str, tuple[float, float]]:
+    last_hour = (T0 + timedelta(minutes=args.reports - 60)).isoformat()
+    queries = {
+        "one agent, all its reports": ("/fleet", {"group_by": "model", "agent_id": "bs-0007"}),
+        "per model, last hour": ("/fleet", {"group_by": "model", "since": last_hour}),
+        "per agent, last hour": ("/fleet", {"group_by": "agent", "since": last_hour}),
+        "one model over time, 1 h buckets": ("/fleet/series", {"bucket_s": 3600, "model_id": "urban-nlos-m2"}),
+        "per site, all reports": ("/fleet", {"group_by": "site"}),
+        "eCAL of one model": ("/models/urban-nlos-m2/ecal", {}),
+    }
+    out = {}
+    with server.admin() as admin:
+        for name, (path, params) in queries.items():
+            times = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                admin.get(path, params=params).raise_for_status()
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            out[name] = (statistics.median(times), times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=30000, help="telemetry messages published in the ingest run")
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=4, help="MQTT connections per publisher process")
+    parser.add_argument("--reports", type=int, default=1000, help="reports per agent for the query benchmark")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+
+    results = {}
+    for backend in args.backends.split(","):
+        pg = Postgres().start() if backend == "postgresql" else None
+        broker = EmbeddedBroker().start()
+        server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", broker.url,
+                                pg.url if pg else None)
+        try:
+            with server.admin() as admin:
+                for site in SITES:
+                    for m in range(MODELS_PER_SITE):
+                        upload(admin, *package(f"{site}-m{m}", site=site, energy_uj=10.0 * (m + 1))).raise_for_status()
+            ingest = bench_ingest(server, broker, args)
+            print(f"[{backend}] ingest: {ingest}", flush=True)
+            server.stop()  # the query database holds exactly agents x reports rows
+            server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", None,
+                                    _fresh(pg) if pg else None)
+            with server.admin() as admin:
+                for site in SITES:
+                    for m in range(MODELS_PER_SITE):
+                        upload(admin, *package(f"{site}-m{m}", site=site, energy_uj=10.0 * (m + 1))).raise_for_status()
+            fill_s = fill(server, args)
+            print(f"[{backend}] filled {args.agents * args.reports} rows in {fill_s:.1f} s", flush=True)
+            results[backend] = (ingest, bench_queries(server, args))
+        finally:
+            server.stop()
+            broker.stop()
+            if pg:
+                pg.stop()
+
+    print(f"\nmachine: 2-core x86-64 CPU, shared; {args.agents} agents; ingest {args.messages} messages from "
+          f"{args.publishers} processes x {args.connections} connections; queries over {args.agents} x {args.reports} rows\n")
+    print(f"| backend | published | stored | ingest rate (msg/s) | publish s | ingest s |")
+    print("|---|---|---|---|---|---|")
+    for backend, (ingest, _) in results.items():
+        print(f"| {backend} | {ingest['published']} | {ingest['stored']} | {ingest['rate']:.0f} | "
+              f"{ingest['publish_s']:.1f} | {ingest['ingest_s']:.1f} |")
+    print(f"\n| query ({args.repeat} runs over HTTP) | " + " | ".join(f"{b} p50 / p95 ms" for b in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for name in next(iter(results.values()))[1]:
+        print(f"| {name} | " + " | ".join(f"{q[name][0]:.1f} / {q[name][1]:.1f}" for _, q in results.values()) + " |")
+
+
+def _fresh(pg: Postgres) -> str:
+    from tests.postgres import fresh_database
+
+    return fresh_database(pg)
+
+
+if __name__ == "__main__":
+    main()
