@@ -1,0 +1,242 @@
+r"""Uplink MIMO detection: system model, QAM, channels and BER/SER.
+
+N_U single-antenna users send one QAM symbol each to a receiver with N_R antennas:
+
+.. math::
+
+    y = G x + n, \qquad G \in \mathbb{C}^{N_R \times N_U},\; x \in \mathcal{C}^{N_U},\;
+    n \sim \mathcal{CN}(0, \sigma^2 I)
+
+Everything downstream (baselines, unfolded networks) works on the **real-valued equivalent model**
+
+.. math::
+
+    \begin{bmatrix}\Re y\\ \Im y\end{bmatrix} =
+    \begin{bmatrix}\Re G & -\Im G\\ \Im G & \Re G\end{bmatrix}
+    \begin{bmatrix}\Re x\\ \Im x\end{bmatrix} + \begin{bmatrix}\Re n\\ \Im n\end{bmatrix}
+    \quad (y_r = H x_r + n_r,\; H \in \mathbb{R}^{2N_R \times 2N_U})
+
+in which square M-QAM is a sqrt(M)-PAM per real dimension with Gray labels, unit average symbol
+energy :math:`E|x_u|^2 = 1` and noise variance :math:`\sigma^2/2` per real dimension.
+
+Conventions (used by every detector in edgejoule):
+
+- channels are normalized per sample to :math:`\|G\|_F^2 = N_R N_U` (unit average entry power), and
+  ``snr_db`` is the SNR per user and receive antenna, :math:`E_s/\sigma^2 = 1/\sigma^2` (the total SNR per
+  receive antenna is N_U times that);
+- **site channels** (``site_channels``): the site's N_U users are the transmitters of a MIMO *uplink* to the
+  site's base station, which receives on its first N_R antennas (a sub-array of its UPA, row-major); by
+  reciprocity :math:`G = H^H` of the downlink channel of :mod:`core.sites` (row u of H is :math:`h_u^H`).
+  The per-sample normalization models uplink power control of the whole frame; what stays site-specific is
+  the spatial structure: correlation between antennas, users' relative gains and angular separation;
+- **i.i.d. Rayleigh** (``rayleigh_channels``): entries :math:`\mathcal{CN}(0, 1)`.
+
+Functions take an array namespace ``xp`` (numpy by default, or ``torch``) where the training code uses them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import EdgejouleError
+from core.sites import get_site, load_dataset
+
+Array = Any
+Modulation = Literal["qpsk", "16qam"]
+_ORDER = {"qpsk": 4, "16qam": 16}
+
+
+class Constellation(BaseModel):
+    """Square M-QAM as sqrt(M)-PAM per real dimension, Gray-labelled, unit average complex symbol energy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Modulation = "qpsk"
+
+    @property
+    def order(self) -> int:
+        return _ORDER[self.name]
+
+    @property
+    def levels_per_dim(self) -> int:
+        return int(round(np.sqrt(self.order)))
+
+    @property
+    def bits_per_dim(self) -> int:
+        return int(np.log2(self.levels_per_dim))
+
+    @property
+    def scale(self) -> float:
+        """Half the distance between neighbouring PAM levels: levels are (2i - L + 1) * scale."""
+        levels = self.levels_per_dim
+        return float(np.sqrt(3.0 / (2.0 * (levels**2 - 1))))
+
+    @property
+    def levels(self) -> np.ndarray:
+        levels = self.levels_per_dim
+        return (2 * np.arange(levels) - levels + 1) * self.scale
+
+    @property
+    def gray(self) -> np.ndarray:
+        """Gray label of PAM level i, as bits [L, bits_per_dim] (MSB first)."""
+        idx = np.arange(self.levels_per_dim)
+        code = idx ^ (idx >> 1)
+        return ((code[:, None] >> np.arange(self.bits_per_dim)[::-1]) & 1).astype(np.int8)
+
+
+def constellation(name: str) -> Constellation:
+    if name not in _ORDER:
+        raise EdgejouleError(f"unknown modulation '{name}'; use one of {', '.join(_ORDER)}")
+    return Constellation(name=name)  # type: ignore[arg-type]
+
+
+def real_channel(G: np.ndarray) -> np.ndarray:
+    """Complex ``[B, N_R, N_U]`` -> real ``[B, 2N_R, 2N_U]`` (the block matrix above)."""
+    top = np.concatenate([G.real, -G.imag], -1)
+    bottom = np.concatenate([G.imag, G.real], -1)
+    return np.concatenate([top, bottom], -2).astype(np.float32)
+
+
+def normalize_channels(G: np.ndarray) -> np.ndarray:
+    """Scale each sample to :math:`\\|G\\|_F^2 = N_R N_U`."""
+    n_r, n_u = G.shape[-2:]
+    norm = np.sqrt(np.sum(np.abs(G) ** 2, axis=(-2, -1), keepdims=True) / (n_r * n_u))
+    return (G / np.maximum(norm, 1e-30)).astype(np.complex64)
+
+
+def rayleigh_channels(n: int, n_r: int, n_u: int, rng: np.random.Generator) -> np.ndarray:
+    """i.i.d. :math:`\\mathcal{CN}(0,1)` channels ``[n, N_R, N_U]`` (not normalized per sample)."""
+    return ((rng.standard_normal((n, n_r, n_u)) + 1j * rng.standard_normal((n, n_r, n_u))) / np.sqrt(2)).astype(
+        np.complex64
+    )
+
+
+def site_channels(H_downlink: np.ndarray, n_r: int, n_u: int) -> np.ndarray:
+    """Uplink channels ``[S, n_r, n_u]`` from a site's downlink ``[S, N_U, N_T]``: :math:`G = H^H` on the first
+    ``n_r`` BS antennas and the first ``n_u`` users, normalized per sample."""
+    s, users, antennas = H_downlink.shape
+    if n_r > antennas or n_u > users:
+        raise EdgejouleError(
+            f"the site has {antennas} BS antennas and {users} users; ask for at most that many (got {n_r}x{n_u})"
+        )
+    G = np.conj(np.swapaxes(H_downlink[:, :n_u, :n_r], -1, -2))
+    return normalize_channels(G)
+
+
+def noise_variance(snr_db: Array, xp: Any = np) -> Array:
+    """Complex noise variance :math:`\\sigma^2 = 10^{-\\mathrm{SNR}/10}` (unit symbol energy, unit channel gain)."""
+    return 10.0 ** (-xp.asarray(snr_db) / 10.0) if xp is np else 10.0 ** (-snr_db / 10.0)
+
+
+class DetectionBatch(BaseModel):
+    """One batch of the real-valued model, with the transmitted symbol indices for scoring."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    H: np.ndarray = Field(description="float32 [B, 2N_R, 2N_U]")
+    y: np.ndarray = Field(description="float32 [B, 2N_R]")
+    x: np.ndarray = Field(description="float32 [B, 2N_U]: transmitted real symbols")
+    idx: np.ndarray = Field(description="int [B, 2N_U]: PAM level index of each real symbol")
+    noise_var: np.ndarray = Field(description="float32 [B]: complex noise variance sigma^2")
+    snr_db: np.ndarray = Field(description="float32 [B]")
+
+
+def simulate(G: np.ndarray, const: Constellation, snr_db: Array, rng: np.random.Generator) -> DetectionBatch:
+    """Random symbols and noise through complex channels ``G`` [B, N_R, N_U] at ``snr_db`` (scalar or [B])."""
+    b, n_r, n_u = G.shape
+    snr = np.broadcast_to(np.asarray(snr_db, dtype=np.float32), (b,)).copy()
+    idx = rng.integers(0, const.levels_per_dim, size=(b, 2 * n_u))
+    x = const.levels[idx].astype(np.float32)
+    H = real_channel(G)
+    noise_var = noise_variance(snr).astype(np.float32)
+    n = rng.standard_normal((b, 2 * n_r)).astype(np.float32) * np.sqrt(noise_var / 2)[:, None]
+    y = np.einsum("bij,bj->bi", H, x) + n
+    return DetectionBatch(H=H, y=y.astype(np.float32), x=x, idx=idx, noise_var=noise_var, snr_db=snr)
+
+
+def slice_symbols(x_hat: Array, const: Constellation, xp: Any = np) -> Array:
+    """Nearest PAM level index of each real estimate (hard decision)."""
+    levels = const.levels_per_dim
+    i = xp.round((x_hat / const.scale + levels - 1) / 2)
+    return xp.clip(i, 0, levels - 1) if xp is np else i.clamp(0, levels - 1)
+
+
+def error_counts(x_hat: np.ndarray, batch: DetectionBatch, const: Constellation) -> tuple[int, int, int, int]:
+    """(bit errors, bits, symbol errors, symbols) of real estimates ``x_hat`` [B, 2N_U] against ``batch``.
+
+    A complex symbol is wrong when either of its real or imaginary PAM decisions is."""
+    dec = slice_symbols(np.asarray(x_hat), const).astype(int)
+    bit_err = int(np.sum(const.gray[dec] != const.gray[batch.idx]))
+    n_u = dec.shape[-1] // 2
+    wrong = dec != batch.idx
+    sym_err = int(np.sum(wrong[:, :n_u] | wrong[:, n_u:]))
+    return bit_err, dec.size * const.bits_per_dim, sym_err, dec.shape[0] * n_u
+
+
+class ErrorRates(BaseModel):
+    snr_db: float
+    ber: float
+    ser: float
+    bits: int
+
+
+def snr_at_ber(snr_db: np.ndarray, ber: np.ndarray, target: float) -> float | None:
+    """SNR (dB) where the BER curve first falls to ``target``, by log-linear interpolation; None if never."""
+    snr_db, ber = np.asarray(snr_db, float), np.asarray(ber, float)
+    below = np.nonzero(ber <= target)[0]
+    if not len(below):
+        return None
+    i = below[0]
+    if i == 0:
+        return float(snr_db[0])
+    lo, hi = np.log10(max(ber[i - 1], 1e-12)), np.log10(max(ber[i], 1e-12))
+    t = (lo - np.log10(target)) / (lo - hi) if lo != hi else 1.0
+    return float(snr_db[i - 1] + t * (snr_db[i] - snr_db[i - 1]))
+
+
+class ChannelSource:
+    """Where detection channels come from: i.i.d. Rayleigh, or a pool of a site's uplink channels of one split
+    (drawn with replacement; symbols and noise are fresh each draw)."""
+
+    def __init__(self, n_r: int, n_u: int, pool: np.ndarray | None = None, name: str = "rayleigh") -> None:
+        self.n_r, self.n_u, self.pool, self.name = n_r, n_u, pool, name
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if self.pool is None:
+            return rayleigh_channels(n, self.n_r, self.n_u, rng)
+        return self.pool[rng.integers(0, len(self.pool), n)]
+
+
+def channel_source(site: str, n_r: int, n_u: int, split: str = "train") -> ChannelSource:
+    """``rayleigh`` or a site name (its dataset is generated and cached on first use)."""
+    if site == "rayleigh":
+        return ChannelSource(n_r, n_u)
+    ds = load_dataset(get_site(site))
+    return ChannelSource(n_r, n_u, site_channels(ds.H(split), n_r, n_u), name=site)  # type: ignore[arg-type]
+
+
+def error_rates(
+    detect: Any,
+    source: ChannelSource,
+    const: Constellation,
+    snr_db: list[float],
+    n_samples: int,
+    seed: int = 1,
+    batch: int = 2000,
+) -> list[ErrorRates]:
+    """BER and SER of ``detect(batch) -> x_hat [B, 2N_U]`` at each SNR over ``n_samples`` detections.
+
+    The same seed draws the same channels, symbols and noise for every detector, so curves compare paired."""
+    out = []
+    for snr in snr_db:
+        rng = np.random.default_rng([seed, int(round(snr * 100))])
+        be = nb = se = ns = 0
+        for start in range(0, n_samples, batch):
+            b = simulate(source.draw(min(batch, n_samples - start), rng), const, snr, rng)
+            counts = error_counts(detect(b), b, const)
+            be, nb, se, ns = be + counts[0], nb + counts[1], se + counts[2], ns + counts[3]
+        out.append(ErrorRates(snr_db=float(snr), ber=be / nb, ser=se / ns, bits=nb))
+    return out

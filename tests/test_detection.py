@@ -1,0 +1,107 @@
+"""MIMO detection task and the classical detectors (numpy, real components throughout)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import plugins
+from core.errors import EdgejouleError
+from core.sites import load_dataset
+from core.tasks.detection import (
+    ChannelSource,
+    constellation,
+    error_counts,
+    error_rates,
+    rayleigh_channels,
+    real_channel,
+    simulate,
+    site_channels,
+    snr_at_ber,
+)
+from plugins.detectors import linear_detect, ml_detect
+
+
+@pytest.mark.parametrize("name", ["qpsk", "16qam"])
+def test_constellation_has_unit_energy_and_gray_labels(name):
+    c = constellation(name)
+    # E|x|^2 = 2 E[pam^2] = 1 for the complex symbol
+    assert 2 * np.mean(c.levels**2) == pytest.approx(1.0)
+    assert np.all(np.sum(np.abs(np.diff(c.gray, axis=0)), axis=1) == 1)  # neighbours differ in one bit
+    assert len({tuple(g) for g in c.gray}) == c.levels_per_dim
+
+
+def test_real_equivalent_model_matches_the_complex_one():
+    rng = np.random.default_rng(0)
+    G = rayleigh_channels(3, 4, 2, rng)
+    x = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
+    y = np.einsum("bij,bj->bi", G, x)
+    y_r = np.einsum("bij,bj->bi", real_channel(G), np.concatenate([x.real, x.imag], -1))
+    np.testing.assert_allclose(y_r, np.concatenate([y.real, y.imag], -1), atol=1e-5)
+
+
+def test_simulated_noise_has_the_requested_snr():
+    rng = np.random.default_rng(1)
+    b = simulate(rayleigh_channels(20000, 4, 2, rng), constellation("16qam"), 10.0, rng)
+    noise = b.y - np.einsum("bij,bj->bi", b.H, b.x)
+    assert np.mean(noise**2) * 2 == pytest.approx(0.1, rel=0.03)  # complex sigma^2 = 10^-1
+    assert np.mean(b.x**2) * 2 == pytest.approx(1.0, rel=0.03)
+
+
+def test_error_counts_count_gray_bits_and_symbols():
+    rng = np.random.default_rng(2)
+    c = constellation("16qam")
+    b = simulate(rayleigh_channels(5, 4, 2, rng), c, 30.0, rng)
+    x_hat = b.x.copy()
+    assert error_counts(x_hat, b, c)[0::2] == (0, 0)
+    x_hat[0, 0] = c.levels[(b.idx[0, 0] + 1) % 4 if b.idx[0, 0] < 3 else 2]  # one neighbouring PAM level
+    bit_err, bits, sym_err, symbols = error_counts(x_hat, b, c)
+    assert (bit_err, sym_err) == (1, 1) and bits == 5 * 4 * 2 and symbols == 10
+
+
+def test_zf_inverts_a_noiseless_channel_and_ml_beats_linear_detectors():
+    rng = np.random.default_rng(3)
+    c = constellation("qpsk")
+    b = simulate(rayleigh_channels(50, 4, 4, rng), c, 200.0, rng)
+    np.testing.assert_allclose(linear_detect(b.H, b.y, None), b.x, atol=1e-3)
+    src = ChannelSource(4, 4)
+    ber = {
+        name: error_rates(f, src, c, [8.0], 3000)[0].ber
+        for name, f in {
+            "zf": lambda b: linear_detect(b.H, b.y, None),
+            "lmmse": lambda b: linear_detect(b.H, b.y, b.noise_var),
+            "ml": lambda b: ml_detect(b.H, b.y, c),
+        }.items()
+    }
+    assert ber["ml"] < ber["lmmse"] <= ber["zf"]
+
+
+def test_detector_baselines_are_registered_with_op_counts():
+    zf, lmmse, ml = (plugins.get("baselines", n) for n in ("zf-detector", "lmmse-detector", "ml-detector"))
+    assert lmmse.op_count(n=16, m=8) > zf.op_count(n=16, m=8) > 16 * 64
+    assert ml.op_count(n=16, m=8, order=4) == 4**4 * (16 * 8 + 16)
+    rng = np.random.default_rng(4)
+    b = simulate(rayleigh_channels(7, 8, 4, rng), constellation("qpsk"), 10.0, rng)
+    result = ml.run(b.H, b.y, b.noise_var, const=constellation("qpsk"))
+    assert result.output.shape == (7, 8) and result.macs_per_sample[0] == ml.op_count(n=16, m=8, order=4)
+    with pytest.raises(EdgejouleError, match="too large"):
+        ml.run(b.H, b.y, b.noise_var, const=constellation("16qam"))
+
+
+def test_snr_at_ber_interpolates_log_linearly():
+    snr, ber = np.array([0.0, 10.0]), np.array([1e-1, 1e-3])
+    assert snr_at_ber(snr, ber, 1e-2) == pytest.approx(5.0)
+    assert snr_at_ber(snr, ber, 1e-4) is None
+
+
+def test_site_channels_are_the_uplink_of_the_site(small_site):
+    ds = load_dataset(small_site)
+    H = ds.H("test")
+    G = site_channels(H, 8, 4)
+    assert G.shape == (len(H), 8, 4)
+    np.testing.assert_allclose(np.sum(np.abs(G) ** 2, (1, 2)), 32, rtol=1e-4)
+    # reciprocity: user u's uplink column is the conjugate of its downlink row, up to the frame's scale
+    ratio = G[:, :, 0] / np.conj(H[:, 0, :8])
+    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 8)), rtol=1e-3)
+    with pytest.raises(EdgejouleError, match="at most"):
+        site_channels(H, 8, 5)
