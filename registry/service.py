@@ -127,21 +127,21 @@ INT_LIMIT = 2**31 - 1  # PostgreSQL INTEGER
 
 def check_fits(message):
     """Return ``message`` if its strings fit the tables (and carry no NUL, which PostgreSQL refuses)."""
+    fields = vars(message)  # pydantic keeps the fields here; getattr on absent ones is slow on the ingest path
     for field, limit in LIMITS.items():
-        value = getattr(message, field, None)
+        value = fields.get(field)
         if isinstance(value, str) and (len(value) > limit or "\x00" in value):
             raise ValueError(f"{field} must be at most {limit} characters, without NUL")
-    inferences = getattr(message, "inferences", 0)
-    if inferences > INT_LIMIT:
+    if fields.get("inferences", 0) > INT_LIMIT:
         raise ValueError(f"inferences must be at most {INT_LIMIT} per window")
-    quality = getattr(message, "quality", {})
-    floats = [v for v in (getattr(message, f, None) for f in type(message).model_fields) if isinstance(v, float)]
+    quality = fields.get("quality") or {}
+    floats = [v for v in fields.values() if isinstance(v, float)]
     if any(abs(v) > FLOAT_LIMIT for v in [*floats, *quality.values()]):
         raise ValueError(f"measurements must lie within +-{FLOAT_LIMIT:g}")
     if len(quality) > QUALITY_METRICS_LIMIT or not all(METRIC_NAME.fullmatch(name) for name in quality):
         raise ValueError(f"quality holds at most {QUALITY_METRICS_LIMIT} metrics named like 'sum_rate' "
                          f"(letters, digits, '_', '.', '-'; at most 64)")
-    if any(len(name) > LIMITS["model_id"] or "\x00" in name for name in getattr(message, "plugins", [])):
+    if any(len(name) > LIMITS["model_id"] or "\x00" in name for name in fields.get("plugins") or []):
         raise ValueError("plugin names must be at most 128 characters, without NUL")
     return message
 
@@ -158,7 +158,7 @@ def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
     if not fresh:
         return 0
     _remember_quality_names(session, {name for m in fresh for name in m.quality})
-    session.execute(insert(TelemetryRow), [_telemetry_row(m) for m in fresh])
+    session.execute(insert(TelemetryRow.__table__), [_telemetry_row(m) for m in fresh])  # Core: no ORM bookkeeping
     return len(fresh)
 
 
