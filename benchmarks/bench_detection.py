@@ -1,0 +1,69 @@
+"""Inference latency of unfolded detectors in torch: FP vs KAQ-, LSQ- and PTQ-quantized, beside numpy ZF/LMMSE.
+
+Usage: .venv/bin/python benchmarks/bench_detection.py [--n-r 8] [--n-u 4] [--repeats 200]
+One thread. The quantized nets are fake-quantized (float tensors on a b-bit grid): this measures what the
+quantizer costs in a float runtime, not the speed of integer kernels. Nets are trained only briefly (latency
+does not depend on the learned values). Median over ``--repeats`` calls per batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from core.tasks.detection import ChannelSource, constellation, simulate
+from plugins.detectors import linear_detect
+from plugins.kaq_core import quantize_activations
+from plugins.unfolded import UnfoldedArch
+from plugins.unfolded_net import TrainConfig, build_net, tensors, train
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n-r", type=int, default=8)
+    parser.add_argument("--n-u", type=int, default=4)
+    parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    const = constellation("qpsk")
+    src = ChannelSource(args.n_r, args.n_u)
+    cfg = TrainConfig(samples=512, epochs=1)
+    rng = np.random.default_rng(0)
+    print(f"{args.n_r}x{args.n_u} QPSK, K=5, activations at {args.bits} bits, 1 thread, median ms per call")
+    print(f"{'detector':<14}{'batch 1':>10}{'batch 1024':>12}{'vs FP (1024)':>14}")
+    batches = {size: simulate(src.draw(size, rng), const, 10.0, rng) for size in (1, 1024)}
+    for kind in ("pgd", "admm"):
+        fp = build_net(UnfoldedArch(kind=kind, n_r=args.n_r, n_u=args.n_u))
+        train(fp, src, const, cfg)
+        nets = {"fp": fp} | {q: quantize_activations(fp, q, args.bits, src, cfg) for q in ("kaq", "lsq", "ptq")}
+        ref = None
+        for name, net in nets.items():
+            row = []
+            for size, b in batches.items():
+                H, y, nv, _ = tensors(b)
+                with torch.no_grad():
+                    row.append(median_ms(lambda: net(H, y, nv), args.repeats))
+            ref = ref or row[1]
+            print(f"{kind + '-' + name:<14}{row[0]:>10.3f}{row[1]:>12.3f}{row[1] / ref:>13.2f}x")
+    for name, noisy in (("zf (numpy)", False), ("lmmse (numpy)", True)):
+        row = [median_ms(lambda b=b: linear_detect(b.H, b.y, b.noise_var if noisy else None), args.repeats)
+               for b in batches.values()]
+        print(f"{name:<14}{row[0]:>10.3f}{row[1]:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()
