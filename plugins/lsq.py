@@ -57,11 +57,13 @@ def init_step(v: torch.Tensor, bits: int, signed: bool = True) -> torch.Tensor:
 class LsqFakeQuant(nn.Module):
     """A learnable-step fake quantizer for one tensor (weights or activations); initialized on first use."""
 
-    def __init__(self, bits: int, signed: bool = True, narrow: bool = False) -> None:
+    def __init__(self, bits: int, signed: bool = True, narrow: bool = False, per_sample: bool = False) -> None:
         super().__init__()
         self.bits = bits
         self.signed = signed
         self.narrow = narrow
+        # activations: the gradient scale counts the features of one sample, not the whole batch (LSQ, sec. 2.2)
+        self.per_sample = per_sample
         self.step = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -70,22 +72,42 @@ class LsqFakeQuant(nn.Module):
             with torch.no_grad():
                 self.step.copy_(init_step(v, self.bits, self.signed))
                 self.initialized.fill_(True)
-        return lsq_fake_quant(v, self.step, self.bits, self.signed, narrow=self.narrow)
+        n = v[0].numel() if self.per_sample else None
+        return lsq_fake_quant(v, self.step, self.bits, self.signed, n, narrow=self.narrow)
 
 
 
-def attach(model: nn.Module, bits: "list[int] | tuple[int, ...]", layers: "list[nn.Module] | None" = None) -> nn.Module:
+def _quantize_input(layer: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: the layer sees its input through its own ``input_quant``."""
+    return (layer.input_quant(args[0]), *args[1:])
+
+
+def attach(
+    model: nn.Module,
+    bits: "list[int] | tuple[int, ...]",
+    layers: "list[nn.Module] | None" = None,
+    activation_bits: int | None = None,
+) -> nn.Module:
     """Give each weight layer's ``weight`` an :class:`LsqFakeQuant` parametrization (torch.nn.utils.parametrize):
     the forward pass then sees :math:`\\hat w`, and gradients reach both the weights (STE) and the steps.
 
     Weights use the symmetric (narrow) signed range :math:`[-(2^{b-1}-1), 2^{b-1}-1]` (ternary at 2 bits),
     the range of the symmetric per-channel int8/INT4 tensors they are stored as, so export keeps the trained
-    grid (batch norm folds in as a per-channel factor, which a per-channel scale absorbs)."""
+    grid (batch norm folds in as a per-channel factor, which a per-channel scale absorbs).
+
+    ``activation_bits`` (optional; the paper quantizes weights only) also quantizes each weight layer's input
+    with its own learned step: signed for the first layer (the channel), unsigned after it (ReLU outputs),
+    with the gradient scale of the layer's feature count."""
     from torch.nn.utils import parametrize
 
-    for layer, b in zip(layers if layers is not None else model.layers(), bits):
+    targets = list(layers if layers is not None else model.layers())
+    for i, (layer, b) in enumerate(zip(targets, bits)):
         parametrize.register_parametrization(layer, "weight", LsqFakeQuant(int(b), narrow=True))
+        if activation_bits is not None:
+            layer.input_quant = LsqFakeQuant(int(activation_bits), signed=i == 0, per_sample=True)
+            layer.register_forward_pre_hook(_quantize_input)
     model.weight_bits = [int(b) for b in bits]
+    model.activation_bits = activation_bits
     return model
 
 

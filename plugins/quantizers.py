@@ -26,10 +26,10 @@ def _targets(model: Any, bits: Sequence[int], layers: Any) -> list:
 class LsqQuantizer:
     name = "lsq"
 
-    def quantize(self, model: Any, bits: Sequence[int], layers: Any = None) -> Any:
+    def quantize(self, model: Any, bits: Sequence[int], layers: Any = None, activation_bits: int | None = None) -> Any:
         from plugins.lsq import attach
 
-        return attach(model, list(bits), _targets(model, bits, layers))
+        return attach(model, list(bits), _targets(model, bits, layers), activation_bits)
 
 
 class PtqQuantizer:
