@@ -21,14 +21,15 @@ energy :math:`E|x_u|^2 = 1` and noise variance :math:`\sigma^2/2` per real dimen
 
 Conventions (used by every detector in edgejoule):
 
-- channels are normalized per sample to :math:`\|G\|_F^2 = N_R N_U` (unit average entry power), and
+- channels have unit average entry power (:math:`E\|G\|_F^2 = N_R N_U`; site channels per user, below), and
   ``snr_db`` is the SNR per user and receive antenna, :math:`E_s/\sigma^2 = 1/\sigma^2` (the total SNR per
   receive antenna is N_U times that);
 - **site channels** (``site_channels``): the site's N_U users are the transmitters of a MIMO *uplink* to the
   site's base station, which receives on its first N_R antennas (a sub-array of its UPA, row-major); by
   reciprocity :math:`G = H^H` of the downlink channel of :mod:`core.sites` (row u of H is :math:`h_u^H`).
-  The per-sample normalization models uplink power control of the whole frame; what stays site-specific is
-  the spatial structure: correlation between antennas, users' relative gains and angular separation;
+  Each user's column is scaled to :math:`\|g_u\|^2 = N_R` (per-user uplink power control, which also gives
+  unit entry power above); what stays site-specific is the spatial structure: correlation
+  between antennas and the users' angular separation on the array;
 - **i.i.d. Rayleigh** (``rayleigh_channels``): entries :math:`\mathcal{CN}(0, 1)`.
 
 Functions take an array namespace ``xp`` (numpy by default, or ``torch``) where the training code uses them.
@@ -100,13 +101,6 @@ def real_channel(G: np.ndarray) -> np.ndarray:
     return np.concatenate([top, bottom], -2).astype(np.float32)
 
 
-def normalize_channels(G: np.ndarray) -> np.ndarray:
-    """Scale each sample to :math:`\\|G\\|_F^2 = N_R N_U`."""
-    n_r, n_u = G.shape[-2:]
-    norm = np.sqrt(np.sum(np.abs(G) ** 2, axis=(-2, -1), keepdims=True) / (n_r * n_u))
-    return (G / np.maximum(norm, 1e-30)).astype(np.complex64)
-
-
 def rayleigh_channels(n: int, n_r: int, n_u: int, rng: np.random.Generator) -> np.ndarray:
     """i.i.d. :math:`\\mathcal{CN}(0,1)` channels ``[n, N_R, N_U]`` (not normalized per sample)."""
     return ((rng.standard_normal((n, n_r, n_u)) + 1j * rng.standard_normal((n, n_r, n_u))) / np.sqrt(2)).astype(
@@ -116,14 +110,16 @@ def rayleigh_channels(n: int, n_r: int, n_u: int, rng: np.random.Generator) -> n
 
 def site_channels(H_downlink: np.ndarray, n_r: int, n_u: int) -> np.ndarray:
     """Uplink channels ``[S, n_r, n_u]`` from a site's downlink ``[S, N_U, N_T]``: :math:`G = H^H` on the first
-    ``n_r`` BS antennas and the first ``n_u`` users, normalized per sample."""
+    ``n_r`` BS antennas and the first ``n_u`` users, each user's column scaled to :math:`\|g_u\|^2 = N_R`."""
     s, users, antennas = H_downlink.shape
     if n_r > antennas or n_u > users:
         raise EdgejouleError(
             f"the site has {antennas} BS antennas and {users} users; ask for at most that many (got {n_r}x{n_u})"
         )
     G = np.conj(np.swapaxes(H_downlink[:, :n_u, :n_r], -1, -2))
-    return normalize_channels(G)
+    # per-user power control: each user arrives with unit mean gain per antenna (a far user is not drowned out)
+    gain = np.sqrt(np.sum(np.abs(G) ** 2, axis=-2, keepdims=True) / n_r)
+    return (G / np.maximum(gain, 1e-30)).astype(np.complex64)
 
 
 def noise_variance(snr_db: Array, xp: Any = np) -> Array:
