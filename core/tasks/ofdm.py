@@ -1,0 +1,198 @@
+r"""OFDM reception: one uplink slot on a resource grid, as in DeepRx (Honkala et al., IEEE TWC 2021).
+
+A user sends one slot of ``n_sym`` = 14 OFDM symbols on ``n_sc`` subcarriers. Pilot resource elements
+(REs) sit on the pilot symbols (default 2 and 11, like a 5G DMRS with one additional position) on every
+``pilot_step``-th subcarrier; every other RE carries a Gray-labelled QAM symbol (unit energy). Per RE
+
+.. math::
+
+    Y[t, f] = H[t, f]\, X[t, f] + \underbrace{H_I[t, f]\, X_I[t, f]}_{\text{interference}} + N[t, f],
+    \qquad \mathrm{SINR} = \frac{E|H|^2}{\rho/\mathrm{SINR} + (1-\rho)/\mathrm{SINR}}
+
+with unit mean channel power; the impairment power :math:`1/\mathrm{SINR}` is split into a co-channel
+interferer (share :math:`\rho` = ``interference_share``, its own channel and QPSK data) and white Gaussian
+noise (share :math:`1-\rho`).
+
+**Channel: tapped delay line with Doppler** (Clarke's model per tap):
+
+.. math::
+
+    H[t, f] = \sum_{l=1}^{L} \sqrt{p_l / K} \sum_{k=1}^{K} e^{j(\phi_{lk} + 2\pi f_D T_s t \cos\theta_{lk})}
+              \, e^{-j 2\pi f \Delta f \tau_l},
+    \qquad p_l \propto e^{-\tau_l / \tau_{\mathrm{rms}}},\; \sum_l p_l = 1
+
+with tap delays :math:`\tau_l` uniform in :math:`[0, 3\tau_{\mathrm{rms}}]` per slot (the first at 0), K = 8
+rays per tap, symbol time :math:`T_s = (1 + 1/14)/\Delta f` (cyclic prefix included) and maximum Doppler
+:math:`f_D` = ``doppler_hz`` (0: a static slot).
+
+**Site channels** (``site_gains``): the site datasets of :mod:`core.sites` are narrowband (one complex
+coefficient per BS antenna and user, no delays), so they cannot give the frequency selectivity; they fit as
+each slot's large-scale complex gain: the channel of a site user to BS antenna 0, divided by the RMS over
+the dataset, multiplies the unit-power TDL grid. The slot's SINR then varies with the site's own gain
+spread around the nominal SINR.
+
+**Least-squares estimate** at pilots: :math:`\hat H_{LS}[t,f] = Y[t,f] / P[t,f]` on pilot REs, 0 elsewhere.
+Metric: uncoded BER over data REs. Bit logits follow the convention "positive means bit 1".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import EdgejouleError
+from core.tasks.detection import Constellation, constellation, snr_at_ber
+
+__all__ = [
+    "OfdmConfig",
+    "OfdmSlot",
+    "bit_errors",
+    "ls_estimate",
+    "site_gains",
+    "simulate",
+    "snr_at_ber",
+    "tdl_channel",
+]
+
+RAYS_PER_TAP = 8
+PILOT_SEED = 7  # the pilot sequence is known to the receiver: one fixed QPSK sequence per grid size
+
+
+class OfdmConfig(BaseModel):
+    """The resource grid, modulation and channel model of the task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n_sc: int = Field(24, ge=2, description="subcarriers")
+    n_sym: int = Field(14, ge=2, description="OFDM symbols per slot")
+    pilot_symbols: tuple[int, ...] = Field((2, 11), description="OFDM symbols that carry pilots")
+    pilot_step: int = Field(2, ge=1, description="every pilot_step-th subcarrier of a pilot symbol is a pilot")
+    modulation: str = Field("qpsk", description="qpsk or 16qam")
+    n_taps: int = Field(6, ge=1, description="TDL taps")
+    delay_spread_ns: float = Field(300.0, ge=0.0, description="RMS delay spread of the exponential profile")
+    subcarrier_hz: float = Field(30e3, gt=0.0, description="subcarrier spacing")
+    doppler_hz: float = Field(300.0, ge=0.0, description="maximum Doppler shift (0: no time variation)")
+    interference_share: float = Field(0.5, ge=0.0, le=1.0, description="share of the impairment that is interference")
+
+    def model_post_init(self, _: object) -> None:
+        if any(not 0 <= s < self.n_sym for s in self.pilot_symbols) or not self.pilot_symbols:
+            raise EdgejouleError(f"pilot_symbols must be in 0..{self.n_sym - 1}; got {self.pilot_symbols}")
+        constellation(self.modulation)
+
+    @property
+    def const(self) -> Constellation:
+        return constellation(self.modulation)
+
+    @property
+    def bits_per_symbol(self) -> int:
+        return 2 * self.const.bits_per_dim
+
+    @property
+    def pilot_mask(self) -> np.ndarray:
+        """bool [n_sym, n_sc]: True on pilot REs."""
+        mask = np.zeros((self.n_sym, self.n_sc), bool)
+        mask[list(self.pilot_symbols), :: self.pilot_step] = True
+        return mask
+
+    @property
+    def data_mask(self) -> np.ndarray:
+        return ~self.pilot_mask
+
+    @property
+    def pilots(self) -> np.ndarray:
+        """complex64 [n_sym, n_sc]: the known QPSK pilot grid (0 on data REs)."""
+        rng = np.random.default_rng(PILOT_SEED)
+        qpsk = (rng.choice([-1.0, 1.0], self.pilot_mask.shape) + 1j * rng.choice([-1.0, 1.0], self.pilot_mask.shape))
+        return (qpsk / np.sqrt(2) * self.pilot_mask).astype(np.complex64)
+
+
+class OfdmSlot(BaseModel):
+    """A batch of received slots with what the receiver knows and the truth to score against."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    y: np.ndarray = Field(description="complex64 [B, n_sym, n_sc] received grid")
+    h_ls: np.ndarray = Field(description="complex64 [B, n_sym, n_sc] LS estimate at pilots, 0 elsewhere")
+    h: np.ndarray = Field(description="complex64 [B, n_sym, n_sc] true channel (for genie baselines and checks)")
+    bits: np.ndarray = Field(description="int8 [B, n_sym, n_sc, bits_per_symbol]; pilot REs hold zeros")
+    impairment_var: np.ndarray = Field(description="float [B] noise + interference power 1/SINR")
+
+
+def tdl_channel(cfg: OfdmConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """complex64 [n, n_sym, n_sc] unit-mean-power TDL channel grids with Doppler (module docstring)."""
+    tau_rms = cfg.delay_spread_ns * 1e-9
+    tau = rng.uniform(0.0, 3.0 * tau_rms, (n, cfg.n_taps))
+    tau[:, 0] = 0.0
+    power = np.exp(-tau / tau_rms) if tau_rms > 0 else np.ones_like(tau)
+    power /= power.sum(1, keepdims=True)
+    t_sym = (1.0 + 1.0 / 14.0) / cfg.subcarrier_hz
+    phase = rng.uniform(0, 2 * np.pi, (n, cfg.n_taps, RAYS_PER_TAP))
+    cos_theta = np.cos(rng.uniform(0, 2 * np.pi, (n, cfg.n_taps, RAYS_PER_TAP)))
+    t = np.arange(cfg.n_sym)
+    rays = np.exp(1j * (phase[..., None] + 2 * np.pi * cfg.doppler_hz * t_sym * cos_theta[..., None] * t))
+    taps = np.sqrt(power / RAYS_PER_TAP)[..., None] * rays.sum(2)  # [n, L, n_sym]
+    f = np.arange(cfg.n_sc)
+    steer = np.exp(-2j * np.pi * cfg.subcarrier_hz * tau[..., None] * f)  # [n, L, n_sc]
+    return np.einsum("nlt,nlf->ntf", taps, steer).astype(np.complex64)
+
+
+def site_gains(site: str, n: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
+    """complex64 [n] slot gains from a site's narrowband channels (module docstring), unit mean power."""
+    from core.sites import get_site, load_dataset
+
+    H = load_dataset(get_site(site)).H(split)  # [S, N_U, N_T]
+    g = H[:, :, 0].reshape(-1)
+    g = g / np.sqrt(np.mean(np.abs(g) ** 2))
+    return g[rng.integers(0, len(g), n)].astype(np.complex64)
+
+
+def _qam(cfg: OfdmConfig, bits: np.ndarray) -> np.ndarray:
+    """Gray-mapped QAM symbols from bits [..., bits_per_symbol] (real-part bits first)."""
+    const = cfg.const
+    k = const.bits_per_dim
+    weights = 1 << np.arange(k)[::-1]
+    gray_to_level = np.argsort((const.gray * weights).sum(1))  # gray code value -> PAM level index
+    re = const.levels[gray_to_level[(bits[..., :k] * weights).sum(-1)]]
+    im = const.levels[gray_to_level[(bits[..., k:] * weights).sum(-1)]]
+    return (re + 1j * im).astype(np.complex64)
+
+
+def ls_estimate(cfg: OfdmConfig, y: np.ndarray) -> np.ndarray:
+    """Raw LS channel estimate Y/P on pilot REs, 0 on data REs."""
+    p = cfg.pilots
+    return np.where(cfg.pilot_mask, y / np.where(cfg.pilot_mask, p, 1), 0).astype(np.complex64)
+
+
+def simulate(
+    cfg: OfdmConfig,
+    sinr_db: np.ndarray | float,
+    rng: np.random.Generator,
+    n: int | None = None,
+    gains: np.ndarray | None = None,
+) -> OfdmSlot:
+    """``n`` slots (default: one per entry of ``sinr_db``) through TDL channels, optionally scaled by ``gains``."""
+    sinr_db = np.atleast_1d(np.asarray(sinr_db, float))
+    n = len(sinr_db) if n is None else n
+    sinr_db = np.broadcast_to(sinr_db, (n,))
+    bits = rng.integers(0, 2, (n, cfg.n_sym, cfg.n_sc, cfg.bits_per_symbol)).astype(np.int8)
+    bits[:, cfg.pilot_mask] = 0
+    x = np.where(cfg.pilot_mask, cfg.pilots, _qam(cfg, bits))
+    h = tdl_channel(cfg, n, rng)
+    if gains is not None:
+        h = h * np.asarray(gains, np.complex64).reshape(n, 1, 1)
+    imp = 10.0 ** (-sinr_db / 10.0)
+    shape = (n, cfg.n_sym, cfg.n_sc)
+    x_i = (rng.choice([-1.0, 1.0], shape) + 1j * rng.choice([-1.0, 1.0], shape)) / np.sqrt(2)
+    interference = np.sqrt(cfg.interference_share * imp)[:, None, None] * tdl_channel(cfg, n, rng) * x_i
+    noise = np.sqrt((1 - cfg.interference_share) * imp / 2)[:, None, None] * (
+        rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    )
+    y = (h * x + interference + noise).astype(np.complex64)
+    return OfdmSlot(y=y, h_ls=ls_estimate(cfg, y), h=h, bits=bits, impairment_var=imp.astype(np.float32))
+
+
+def bit_errors(cfg: OfdmConfig, logits: np.ndarray, bits: np.ndarray) -> tuple[int, int]:
+    """(bit errors, bits) over data REs; ``logits`` [B, n_sym, n_sc, bits_per_symbol], positive means 1."""
+    mask = cfg.data_mask
+    wrong = (np.asarray(logits) > 0) != (np.asarray(bits) > 0)
+    return int(wrong[:, mask].sum()), int(mask.sum() * bits.shape[0] * bits.shape[-1])
