@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import torch
+from bench_detection import median_ms  # benchmarks/ is on sys.path when run as a script
 
 from core.tasks.ofdm import OfdmConfig, simulate
 from plugins.deeprx import DeepRxArch, describe
@@ -21,16 +22,6 @@ from plugins.ofdm_receiver import receive
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
 EPOCH_STEPS = 100
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> None:
@@ -52,12 +43,12 @@ def main() -> None:
         epoch_s = (time.perf_counter() - t0) * 5
         with torch.no_grad():
             x1, x32 = inputs(cfg, one), inputs(cfg, many)
-            b1 = _median_ms(lambda: model(x1), 50)
-            b32 = _median_ms(lambda: model(x32), 10) / 32
+            b1 = median_ms(lambda: model(x1), 50)
+            b32 = median_ms(lambda: model(x32), 10) / 32
         macs = sum(layer.macs for layer in describe(arch))
         print(f"{f'deeprx {width}x{blocks}':<12}{macs:>12,}{epoch_s:>10.1f}{b1:>10.2f}{b32:>14.3f}")
-    b1 = _median_ms(lambda: receive(cfg, one), 50)
-    b32 = _median_ms(lambda: receive(cfg, many), 10) / 32
+    b1 = median_ms(lambda: receive(cfg, one), 50)
+    b32 = median_ms(lambda: receive(cfg, many), 10) / 32
     print(f"{'LS+LMMSE':<12}{'':>12}{'-':>10}{b1:>10.2f}{b32:>14.3f}")
 
 
