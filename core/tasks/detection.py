@@ -110,7 +110,7 @@ def rayleigh_channels(n: int, n_r: int, n_u: int, rng: np.random.Generator) -> n
 
 def site_channels(H_downlink: np.ndarray, n_r: int, n_u: int) -> np.ndarray:
     """Uplink channels ``[S, n_r, n_u]`` from a site's downlink ``[S, N_U, N_T]``: :math:`G = H^H` on the first
-    ``n_r`` BS antennas and the first ``n_u`` users, each user's column scaled to :math:`\|g_u\|^2 = N_R`."""
+    ``n_r`` BS antennas and the first ``n_u`` users, each user's column scaled to :math:`\\|g_u\\|^2 = N_R`."""
     s, users, antennas = H_downlink.shape
     if n_r > antennas or n_u > users:
         raise EdgejouleError(
