@@ -13,13 +13,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from core.errors import EdgejouleError
-from core.interfaces import ChannelGenerator, Progress
 from core.sites.config import SiteConfig
+
+if TYPE_CHECKING:  # core.interfaces imports core.sites: a runtime import here would be circular
+    from core.interfaces import ChannelGenerator, Progress
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
