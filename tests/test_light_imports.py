@@ -40,3 +40,18 @@ def test_baseline_runs_without_torch():
     result = run_without_torch(code)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) > 0
+
+
+def test_every_core_module_imports_on_its_own():
+    """Each module in a fresh interpreter, first: an import cycle shows up only when its module comes first."""
+    import pkgutil
+
+    import core
+
+    names = sorted(m.name for m in pkgutil.walk_packages(core.__path__, "core."))
+    code = "import importlib, subprocess, sys\n" + "\n".join(
+        f"r = subprocess.run([sys.executable, '-c', {BLOCK_TORCH + 'import ' + name!r}], capture_output=True, text=True)\n"
+        f"assert r.returncode == 0, ({name!r}, r.stderr[-500:])" for name in names)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "core.interfaces" in names and "core.cli.app" in names
