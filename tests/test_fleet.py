@@ -7,7 +7,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import AgentSettings  # noqa: E402
 from edge_agent.sources import open_source  # noqa: E402
 from plugins.export.tflite import export_precoder  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import Postgres, make_chosen, publish, start_registry  # noqa: E402
 
 
@@ -58,14 +58,6 @@ def make_agent(server, tmp_path, agent_id, token, broker_url=None, **extra) -> A
     return Agent(settings)
 
 
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_packages_record_their_storage_and_hash(packages):

@@ -22,6 +22,7 @@ from core.schemas.api import Assignment, LoadEvent
 from core.schemas.messages import AgentState, Heartbeat
 from registry.db import TelemetryRow
 from tests.brokers import free_port
+from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import start_registry
 from tests.registry_parts import package, register, upload, window
 
@@ -47,14 +48,6 @@ def publish_all(client: mqtt.Client, topic: str, payloads: list[str]) -> None:
         info.wait_for_publish(10)
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stored_windows(admin: httpx.Client) -> int:
