@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,9 @@ def serve(
     (data_dir / "broker-url").write_text(broker_public)
     console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker "
                   f"{broker_public or 'none'}); admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
+    # uvicorn shuts down gracefully on SIGTERM, restores the handler it found and raises the signal again:
+    # with this handler that ends in SystemExit, so the finally below stops the embedded broker
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn.run(create_app(settings, on_agents_changed), host=host, port=port, log_level="warning")
     finally:
