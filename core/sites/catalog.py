@@ -45,9 +45,9 @@ BUILTIN_SITES: dict[str, SiteConfig] = {
             generator="raytrace",
             scene="munich",
             propagation="nlos",
-            bs_position_m=(-100.0, -100.0, 20.0),
-            excess_loss_db=45.0,
-            positions_per_anchor=16,
+            bs_position_m=(-476.0, 261.0, 20.0),
+            excess_loss_db=41.0,
+            positions_per_anchor=24,
         ),
         SiteConfig(
             name="etoile-los",
