@@ -11,6 +11,7 @@ pytest.importorskip("sionna.rt")
 from core import plugins  # noqa: E402
 from core.sites import load_dataset  # noqa: E402
 from core.sites.config import SiteConfig  # noqa: E402
+from core.sites.dataset import user_positions  # noqa: E402
 from plugins.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
 
 pytestmark = pytest.mark.raytrace
@@ -36,8 +37,6 @@ def test_ground_mask_tells_streets_from_roofs():
 
 
 def test_channels_of_a_small_site():
-    from core.sites.dataset import user_positions
-
     positions = user_positions(CANYON)
     result = RayTracer(max_depth=2, samples_per_src=10**5).generate(CANYON, positions)
     assert result.channels.shape == (len(positions), 64) and result.channels.dtype == np.complex64
@@ -56,5 +55,22 @@ def test_ray_traced_dataset_goes_through_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEJOULE_CACHE", str(tmp_path))
     ds = load_dataset(CANYON, RayTracer(max_depth=1, samples_per_src=10**5))
     assert ds.H("train").shape[1:] == (4, 64)
+    # positions on roofs or without a path are not in the dataset: every kept channel is nonzero
+    assert len(ds.positions) < len(user_positions(CANYON))
+    assert np.all(np.abs(ds.channels).max(axis=1) > 0)
     again = load_dataset(CANYON)  # from the cache: no second trace, same arrays
     np.testing.assert_array_equal(again.H(), ds.H())
+
+
+def test_shipped_ray_traced_sites_stand_in_the_open():
+    from core.sites.catalog import BUILTIN_SITES
+
+    rt = _sionna()
+    sites = [s for s in BUILTIN_SITES.values() if s.generator == "raytrace"]
+    assert {s.propagation for s in sites} >= {"los", "nlos"}
+    for site in sites:
+        scene = rt.load_scene(getattr(rt.scene, site.scene), merge_shapes=True)
+        bs = np.array([site.bs_position_m])
+        assert ground_mask(scene, bs)[0], f"{site.name}: BS stands on a roof or inside a building"
+        # most of the site's circles must be open ground, or its dataset holds too few positions
+        assert ground_mask(scene, site.anchor_points()).mean() > 0.5, site.name
