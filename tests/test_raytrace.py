@@ -11,8 +11,11 @@ pytest.importorskip("sionna.rt")
 from core import plugins  # noqa: E402
 from core.sites import load_dataset  # noqa: E402
 from core.sites.config import SiteConfig  # noqa: E402
-from core.sites.dataset import user_positions  # noqa: E402
+from core.sites.dataset import generate, user_positions  # noqa: E402
+from core.tasks.precoding import average_snr_db, sum_rate, total_power  # noqa: E402
 from plugins.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
+from plugins.wmmse import wmmse, wmmse_per_sample  # noqa: E402
+from plugins.zf import zf_precoder  # noqa: E402
 
 pytestmark = pytest.mark.raytrace
 
@@ -74,3 +77,20 @@ def test_shipped_ray_traced_sites_stand_in_the_open():
         assert ground_mask(scene, bs)[0], f"{site.name}: BS stands on a roof or inside a building"
         # most of the site's circles must be open ground, or its dataset holds too few positions
         assert ground_mask(scene, site.anchor_points()).mean() > 0.5, site.name
+
+
+def test_wmmse_beats_zf_on_ray_traced_channels():
+    # 55 dB of excess loss brings the canyon's 20-40 m links to the NLOS regime (~15 dB) of the shipped sites
+    site = CANYON.with_overrides(excess_loss_db=55.0, n_samples=100)
+    ds = generate(site, RayTracer(max_depth=2, samples_per_src=10**5))
+    H = ds.H()
+    assert 5 < average_snr_db(H, ds.p_max, ds.noise_power) < 25
+    V, iterations, history = wmmse(H, ds.noise_power, ds.p_max, tol=1e-5, trace=True)
+    rates = sum_rate(H, V, ds.noise_power)
+    assert rates.mean() >= sum_rate(H, zf_precoder(H, ds.p_max), ds.noise_power).mean()
+    assert np.diff(np.stack(history), axis=0).min() >= -1e-9
+    assert np.all(total_power(V) <= ds.p_max * (1 + 1e-6))
+    for i in range(2):
+        v, its = wmmse_per_sample(H[i], ds.noise_power, ds.p_max, tol=1e-5)
+        assert its == iterations[i]
+        assert sum_rate(H[i : i + 1], v[None], ds.noise_power)[0] == pytest.approx(rates[i], rel=1e-6)
