@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        create_engine, event)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -101,6 +102,49 @@ class TelemetryRow(Base):
     latency_ms_p95: Mapped[float] = mapped_column(Float)
     latency_ms_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
     quality: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class TelemetryHourRow(Base):
+    """Hourly roll-up of the telemetry, per agent, model and meter, kept by the ingest in the transaction that
+    stores the raw rows. Only sums are kept (they add up across batches and hours); the fleet queries divide.
+
+    ``hour`` is the UTC epoch second where the hour of ``window_end`` starts; ``model_id`` is '' where the
+    telemetry's is None (the classical fallback), because a key column cannot be NULL."""
+
+    __tablename__ = "telemetry_hourly"
+    __table_args__ = (Index("ix_telemetry_hourly_agent", "agent_id", "hour"),
+                      Index("ix_telemetry_hourly_model", "model_id", "hour"))
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    meter_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    windows: Mapped[int] = mapped_column(BigInteger)
+    inferences: Mapped[int] = mapped_column(BigInteger)
+    energy_total_uj: Mapped[float] = mapped_column(Float, doc="sum of energy_total_uj x inferences")
+    energy_dynamic_uj: Mapped[float] = mapped_column(Float, doc="sum of energy_dynamic_uj x inferences")
+    latency_ms_p50: Mapped[float] = mapped_column(Float, doc="sum of latency_ms_p50 x inferences")
+    latency_ms_p95: Mapped[float] = mapped_column(Float, doc="sum of latency_ms_p95 x inferences")
+    estimated_energy_uj: Mapped[float] = mapped_column(Float, doc="sum of the estimates of the windows carrying one")
+    estimated_windows: Mapped[int] = mapped_column(BigInteger, doc="windows carrying an estimate")
+
+
+class TelemetryHourQualityRow(Base):
+    """Hourly roll-up of each quality metric: the inference-weighted sum and the inferences that reported it."""
+
+    __tablename__ = "telemetry_hourly_quality"
+    __table_args__ = (Index("ix_telemetry_hourly_quality_agent", "agent_id", "hour"),
+                      Index("ix_telemetry_hourly_quality_model", "model_id", "hour"))
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weighted_sum: Mapped[float] = mapped_column(Float, doc="sum of value x inferences")
+    inferences: Mapped[int] = mapped_column(BigInteger)
 
 
 class QualityMetricRow(Base):

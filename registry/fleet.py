@@ -1,94 +1,186 @@
 """Fleet queries: energy per inference (measured and estimated), latency, quality and counts per site,
 model and agent over a time window; energy and quality over time; each site's Pareto front; eCAL per model.
 
-Every aggregate is computed by the database (GROUP BY), weighted by the inferences of each window, so a
-query over a million reports moves only the groups to Python.
+Every aggregate is a sum the database computes (GROUP BY), weighted by the inferences of each window, so a
+query moves only groups to Python. Whole hours come from the hourly roll-up the ingest keeps
+(``telemetry_hourly``, ``telemetry_hourly_quality``); only the partial hours at the edges of a window are
+summed from raw reports. For a window ``[since, until]`` (on ``window_end``, both ends included) the roll-up
+serves the hours ``[ceil_h(since), floor_h(until))`` and the raw rows serve ``[since, ceil_h(since))`` and
+``[floor_h(until), until]``; a window inside one hour is all raw. Sums from both add up, then are divided.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, case, cast, extract, func, select
+from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
-from registry.db import ModelRow, QualityMetricRow, TelemetryRow
+from registry.db import ModelRow, QualityMetricRow, TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow
+from registry.service import HOUR_S, ROLLUP_SUMS, utc
 
-T = TelemetryRow
-GROUPINGS = {"site": (T.site,), "model": (T.site, T.model_id), "agent": (T.site, T.model_id, T.agent_id)}
+T, R, Q = TelemetryRow, TelemetryHourRow, TelemetryHourQualityRow
+GROUPINGS = {"site": ("site",), "model": ("site", "model_id"), "agent": ("site", "model_id", "agent_id")}
 
 
-def _filtered(query, site: str | None, model_id: str | None, agent_id: str | None, since: datetime | None,
-              until: datetime | None):
-    for column, value in ((T.site, site), (T.model_id, model_id), (T.agent_id, agent_id)):
+class _Groups:
+    """Sums per group key (ROLLUP_SUMS order), the meters seen and the quality sums, from either source."""
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple, list] = {}
+        self.meters: dict[tuple, set[str]] = {}
+        self.quality: dict[tuple, dict[str, list]] = {}
+
+    def add(self, key: tuple, values, meter: str | None = None, kind: str | None = None) -> None:
+        acc = self.sums.setdefault(key, [0] * len(ROLLUP_SUMS))
+        for i, v in enumerate(values):
+            acc[i] += v or 0
+        if meter is not None:
+            self.meters.setdefault(key, set()).add(f"{meter} ({kind})")
+
+    def add_quality(self, key: tuple, name: str, weighted_sum, inferences) -> None:
+        if inferences:
+            q = self.quality.setdefault(key, {}).setdefault(name, [0.0, 0])
+            q[0] += weighted_sum
+            q[1] += inferences
+
+    def rows(self, meters: bool = True) -> list[tuple[tuple, dict[str, Any]]]:
+        out = []
+        for key in sorted(self.sums, key=lambda k: tuple((v is not None, v or 0) for v in k)):
+            windows, n, total, dynamic, p50, p95, estimated, estimated_windows = self.sums[key]
+
+            def per(x):
+                return x / n if n else None
+
+            out.append((key, {"windows": windows, "inferences": n, "energy_total_uj": per(total),
+                              "energy_dynamic_uj": per(dynamic),
+                              "estimated_energy_uj": estimated / estimated_windows if estimated_windows else None,
+                              "latency_ms_p50": per(p50), "latency_ms_p95": per(p95),
+                              "quality": {name: s / w for name, (s, w) in sorted(self.quality.get(key, {}).items())}}
+                        | ({"meters": sorted(self.meters.get(key, ()))} if meters else {})))
+        return out
+
+
+def _plan(since: datetime | None, until: datetime | None, roll_up: bool = True):
+    """(the roll-up's hours as (lo, hi) epoch seconds, None for an open end, or None when it is not used;
+    the condition on raw rows, True for all of them, or None when no raw row is needed)."""
+    since = utc(since) if since is not None else None
+    until = utc(until) if until is not None else None
+    lo = None if since is None else -int(-since.timestamp() // HOUR_S) * HOUR_S  # start of the first whole hour
+    hi = None if until is None else int(until.timestamp() // HOUR_S) * HOUR_S  # end of the last whole hour
+    if not roll_up or (lo is not None and hi is not None and lo >= hi):
+        whole = [T.window_end >= since] if since is not None else []
+        whole += [T.window_end <= until] if until is not None else []
+        return None, and_(*whole) if whole else True
+    edges = []
+    if since is not None and since.timestamp() < lo:
+        edges.append(and_(T.window_end >= since, T.window_end < _at(lo)))
+    if until is not None:
+        edges.append(and_(T.window_end >= _at(hi), T.window_end <= until))
+    return (lo, hi), (or_(*edges) if edges else None)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _where(query, table, site: str | None, model_id: str | None, agent_id: str | None):
+    for column, value in ((table.site, site), (table.model_id, model_id), (table.agent_id, agent_id)):
         if value is not None:
             query = query.where(column == value)
-    if since is not None:
-        query = query.where(T.window_end >= since)
-    if until is not None:
-        query = query.where(T.window_end <= until)
     return query
 
 
-def _weighted_columns(session: Session) -> tuple[list, list[str]]:
-    """SUM(x * inferences) for each per-inference column and each quality metric, with its weight."""
+def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters: tuple, meters: bool) -> None:
+    """One scan of the raw rows matching ``condition``: the sums per key (and meter), each quality metric's too."""
     names = list(session.scalars(select(QualityMetricRow.name).order_by(QualityMetricRow.name)))
-    columns = [func.sum(T.inferences), func.count()]
-    for column in (T.energy_total_uj, T.energy_dynamic_uj, T.latency_ms_p50, T.latency_ms_p95):
-        columns.append(func.sum(column * T.inferences))
-    columns += [func.avg(T.estimated_energy_uj)]
+    n = T.inferences
+    columns = [func.count(), func.sum(n), func.sum(T.energy_total_uj * n), func.sum(T.energy_dynamic_uj * n),
+               func.sum(T.latency_ms_p50 * n), func.sum(T.latency_ms_p95 * n), func.sum(T.estimated_energy_uj),
+               func.count(T.estimated_energy_uj)]
     for name in names:
         value = T.quality[name].as_float()
-        columns += [func.sum(value * T.inferences), func.sum(case((value.is_not(None), T.inferences), else_=0))]
-    return columns, names
+        columns += [func.sum(value * n), func.sum(case((value.is_not(None), n), else_=0))]
+    meter_columns = [T.meter, T.meter_kind] if meters else []
+    query = _where(select(*keys, *meter_columns, *columns), T, *filters)
+    if condition is not True:
+        query = query.where(condition)
+    for row in session.execute(query.group_by(*keys, *meter_columns)):
+        key, rest = tuple(row[: len(keys)]), row[len(keys):]
+        if meters:
+            groups.add(key, rest[2:2 + len(ROLLUP_SUMS)], *rest[:2])
+        else:
+            groups.add(key, rest[: len(ROLLUP_SUMS)])
+        sums = rest[len(meter_columns) + len(ROLLUP_SUMS):]
+        for name, s, w in zip(names, sums[::2], sums[1::2]):
+            groups.add_quality(key, name, s, w)
 
 
-def _unpack(values, names: list[str]) -> dict[str, Any]:
-    n, windows, total, dynamic, p50, p95, estimated, *quality = values
-    n = n or 0
+def _rolled_up_sums(session: Session, groups: _Groups, keys: list, quality_keys: list, hours: tuple,
+                    filters: tuple, meters: bool) -> None:
+    """The same sums over whole hours, from the roll-up tables (a few rows per agent and hour)."""
+    lo, hi = hours
 
-    def per(x):
-        return None if not n or x is None else x / n
+    def within(query, table):
+        query = _where(query, table, *filters)
+        if lo is not None:
+            query = query.where(table.hour >= lo)
+        return query if hi is None else query.where(table.hour < hi)
 
-    return {"windows": windows, "inferences": n, "energy_total_uj": per(total), "energy_dynamic_uj": per(dynamic),
-            "estimated_energy_uj": estimated, "latency_ms_p50": per(p50), "latency_ms_p95": per(p95),
-            "quality": {name: s / w for name, s, w in zip(names, quality[::2], quality[1::2]) if w}}
+    meter_columns = [R.meter, R.meter_kind] if meters else []
+    # PostgreSQL sums BIGINT as NUMERIC: cast back, so counts stay integers in Python
+    query = within(select(*keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
+                                                   for c in ROLLUP_SUMS)), R)
+    for row in session.execute(query.group_by(*keys, *meter_columns)):
+        key, rest = _key(row[: len(keys)]), row[len(keys):]
+        groups.add(key, rest[len(meter_columns):], *rest[: len(meter_columns)])
+    query = within(select(*quality_keys, Q.metric, func.sum(Q.weighted_sum), cast(func.sum(Q.inferences), BigInteger)), Q)
+    for row in session.execute(query.group_by(*quality_keys, Q.metric)):
+        groups.add_quality(_key(row[: len(quality_keys)]), *row[len(quality_keys):])
+
+
+def _key(values) -> tuple:
+    """The roll-up keeps the fallback's model_id as ''; the API says None, like the raw rows."""
+    return tuple(None if v == "" else v for v in values)
 
 
 def fleet(session: Session, group_by: str = "model", site: str | None = None, model_id: str | None = None,
           agent_id: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
-    keys = GROUPINGS[group_by]
-    columns, names = _weighted_columns(session)
-    query = _filtered(select(*keys, *columns), site, model_id, agent_id, since, until).group_by(*keys).order_by(*keys)
-    meters: dict[tuple, list[str]] = {}
-    meter_query = _filtered(select(*keys, T.meter, T.meter_kind), site, model_id, agent_id, since, until).distinct()
-    for *key, meter, kind in session.execute(meter_query):
-        meters.setdefault(tuple(key), []).append(f"{meter} ({kind})")
-    out = []
-    for row in session.execute(query):
-        key = tuple(row[: len(keys)])
-        out.append({k.key: v for k, v in zip(keys, key)} | _unpack(row[len(keys):], names)
-                   | {"meters": sorted(meters.get(key, []))})
-    return out
+    names = GROUPINGS[group_by]
+    filters = (site, model_id, agent_id)
+    hours, condition = _plan(since, until)
+    groups = _Groups()
+    if hours is not None:
+        _rolled_up_sums(session, groups, [getattr(R, k) for k in names], [getattr(Q, k) for k in names], hours,
+                        filters, meters=True)
+    if condition is not None:
+        _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters, meters=True)
+    return [dict(zip(names, key)) | values for key, values in groups.rows()]
 
 
 def _epoch_seconds(session: Session):
     if session.get_bind().dialect.name == "sqlite":
         return cast(func.strftime("%s", T.window_end), BigInteger)
-    return cast(extract("epoch", T.window_end), BigInteger)
+    return cast(func.floor(extract("epoch", T.window_end)), BigInteger)
 
 
 def series(session: Session, bucket_s: int, site: str | None = None, model_id: str | None = None,
            since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
-    """Energy per inference and quality per site and model in time buckets of ``bucket_s`` seconds."""
-    bucket = (_epoch_seconds(session) // bucket_s * bucket_s).label("bucket")
-    columns, names = _weighted_columns(session)
-    query = _filtered(select(T.site, T.model_id, bucket, *columns), site, model_id, None, since, until)
-    query = query.group_by(T.site, T.model_id, bucket).order_by(T.site, T.model_id, bucket)
-    return [{"site": row[0], "model_id": row[1], "bucket_start": int(row[2])} | _unpack(row[3:], names)
-            for row in session.execute(query)]
+    """Energy per inference and quality per site and model in time buckets of ``bucket_s`` seconds (from the
+    roll-up where the buckets are whole hours)."""
+    filters = (site, model_id, None)
+    hours, condition = _plan(since, until, roll_up=bucket_s % HOUR_S == 0)
+    groups = _Groups()
+    if hours is not None:
+        _rolled_up_sums(session, groups, [R.site, R.model_id, R.hour // bucket_s * bucket_s],
+                        [Q.site, Q.model_id, Q.hour // bucket_s * bucket_s], hours, filters, meters=False)
+    if condition is not None:
+        bucket = _epoch_seconds(session) // bucket_s * bucket_s
+        _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters, meters=False)
+    return [{"site": key[0], "model_id": key[1], "bucket_start": int(key[2])} | values
+            for key, values in groups.rows(meters=False)]
 
 
 def pareto(session: Session, site: str, metric: str = "sum_rate") -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timezone
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.schemas.api import AgentRegistration, LoadEvent
@@ -14,7 +15,8 @@ from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
 from registry.auth import new_token, token_hash
 from registry.broker_auth import mosquitto_hash
-from registry.db import AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow, TelemetryRow
+from registry.db import (AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow,
+                         TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow)
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -135,9 +137,11 @@ def check_fits(message):
     if fields.get("inferences", 0) > INT_LIMIT:
         raise ValueError(f"inferences must be at most {INT_LIMIT} per window")
     quality = fields.get("quality") or {}
+    if fields.get("model_id") == "":
+        raise ValueError("model_id must not be empty (send null while serving the classical fallback)")
     floats = [v for v in fields.values() if isinstance(v, float)]
-    if any(abs(v) > FLOAT_LIMIT for v in [*floats, *quality.values()]):
-        raise ValueError(f"measurements must lie within +-{FLOAT_LIMIT:g}")
+    if not all(abs(v) <= FLOAT_LIMIT for v in [*floats, *quality.values()]):  # NaN too: it would poison every sum
+        raise ValueError(f"measurements must be numbers within +-{FLOAT_LIMIT:g}")
     if len(quality) > QUALITY_METRICS_LIMIT or not all(METRIC_NAME.fullmatch(name) for name in quality):
         raise ValueError(f"quality holds at most {QUALITY_METRICS_LIMIT} metrics named like 'sum_rate' "
                          f"(letters, digits, '_', '.', '-'; at most 64)")
@@ -147,9 +151,10 @@ def check_fits(message):
 
 
 def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
-    """Store telemetry messages once each: a replayed or redelivered message_id is ignored. Returns how many
-    were new. Raises IntegrityError when another registry worker stored one of them meanwhile; the caller
-    retries, and the retry skips what is stored."""
+    """Store telemetry messages once each, and add them to the hourly roll-up in the same transaction: a replayed
+    or redelivered message_id is ignored by both. Returns how many were new. Raises IntegrityError when another
+    registry worker stored one of them meanwhile; the caller retries (the whole transaction, roll-up included, was
+    rolled back), and the retry skips what is stored."""
     unique = {m.message_id: m for m in messages}
     if not unique:
         return 0
@@ -159,16 +164,78 @@ def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
         return 0
     _remember_quality_names(session, {name for m in fresh for name in m.quality})
     session.execute(insert(TelemetryRow.__table__), [_telemetry_row(m) for m in fresh])  # Core: no ORM bookkeeping
+    _roll_up(session, fresh)
     return len(fresh)
+
+
+def utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive time is taken as UTC. Stored times are UTC, so SQLite (which keeps no zone) compares
+    and buckets them the same way as PostgreSQL."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+HOUR_S = 3600
+
+
+def hour_of(moment: datetime) -> int:
+    """The UTC epoch second where the hour holding ``moment`` starts (the roll-up's ``hour``)."""
+    return int(utc(moment).timestamp() // HOUR_S) * HOUR_S
 
 
 def _telemetry_row(m: Telemetry) -> dict:
     return dict(message_id=m.message_id, agent_id=m.agent_id, site=m.site, model_id=m.model_id, fallback=m.fallback,
-                window_start=m.window_start, window_end=m.window_end, inferences=m.inferences, meter=m.meter,
+                window_start=utc(m.window_start), window_end=utc(m.window_end), inferences=m.inferences, meter=m.meter,
                 meter_kind=m.meter_kind, energy_total_uj=m.energy_total_uj, energy_dynamic_uj=m.energy_dynamic_uj,
                 idle_power_w=m.idle_power_w, estimated_energy_uj=m.estimated_energy_uj,
                 latency_ms_p50=m.latency_ms_p50, latency_ms_p95=m.latency_ms_p95, latency_ms_p99=m.latency_ms_p99,
                 quality=m.quality)
+
+
+ROLLUP_SUMS = ("windows", "inferences", "energy_total_uj", "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95",
+               "estimated_energy_uj", "estimated_windows")
+
+
+def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
+    """Add new windows to the hourly roll-up: sums per key in Python, then one upsert per key that adds them."""
+    sums: dict[tuple, list] = {}
+    quality: dict[tuple, list] = {}
+    for m in fresh:
+        group = (hour_of(m.window_end), m.site, m.model_id or "", m.agent_id)
+        n = m.inferences
+        acc = sums.get(key := (*group, m.meter, m.meter_kind))
+        if acc is None:
+            acc = sums[key] = [0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0]
+        acc[0] += 1
+        acc[1] += n
+        acc[2] += m.energy_total_uj * n
+        acc[3] += m.energy_dynamic_uj * n
+        acc[4] += m.latency_ms_p50 * n
+        acc[5] += m.latency_ms_p95 * n
+        if m.estimated_energy_uj is not None:
+            acc[6] += m.estimated_energy_uj
+            acc[7] += 1
+        for name, value in m.quality.items():
+            q = quality.get(qkey := (*group, name))
+            if q is None:
+                q = quality[qkey] = [0.0, 0]
+            q[0] += value * n
+            q[1] += n
+    # sorted keys: two registry workers upserting the same keys lock them in the same order (no deadlock)
+    _add(session, TelemetryHourRow, ("hour", "site", "model_id", "agent_id", "meter", "meter_kind"), ROLLUP_SUMS, sums)
+    _add(session, TelemetryHourQualityRow, ("hour", "site", "model_id", "agent_id", "metric"),
+         ("weighted_sum", "inferences"), quality)
+
+
+def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str, ...], sums: dict[tuple, list]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET column = column + excluded.column, for every key at once."""
+    if not sums:
+        return
+    table = row.__table__
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    statement = statement.on_conflict_do_update(index_elements=list(keys), set_={
+        c: table.c[c] + statement.excluded[c] for c in columns})
+    session.execute(statement, [dict(zip(keys, key)) | dict(zip(columns, values)) for key, values in sorted(sums.items())])
 
 
 def _remember_quality_names(session: Session, names: set[str]) -> None:

@@ -1,0 +1,175 @@
+"""The hourly roll-up against the reports themselves, on SQLite and PostgreSQL 15: fleet and series answers
+for windows that cut hours (read from whole roll-up hours plus raw edge rows) equal the answers computed
+from the messages sent through the real ingest (HTTP, duplicates included); migration 0003 builds the same
+roll-up from reports stored before it existed."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, func, insert, select
+
+from registry import fleet as fleet_queries
+from registry import service
+from registry.db import QualityMetricRow, TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow, make_engine, session_factory
+from registry.migrate import alembic_config, upgrade
+from tests.fleet import start_registry
+from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
+from tests.registry_parts import T0, package, send, upload, window
+
+AGENTS = {"bs-1": ("urban-nlos", "rapl"), "bs-2": ("urban-nlos", "ina219"), "bs-3": ("campus-los", "rapl")}
+MODELS = ("m1", "m2", None)
+
+
+def reports(n: int = 240, seed: int = 1) -> list:
+    """Windows over about five hours ending at odd seconds, mixed models and the fallback, two meters, a
+    metric only some windows report, estimates only some carry."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        agent = rng.choice(sorted(AGENTS))
+        site, meter = AGENTS[agent]
+        model = rng.choice(MODELS)
+        quality = {"sum_rate": rng.uniform(8, 12)} | ({"ber": rng.uniform(0, 0.01)} if i % 3 else {})
+        w = window(agent, model, 0, inferences=rng.randint(1, 500), energy_uj=rng.uniform(10, 90),
+                   p95_ms=rng.uniform(0.5, 3), site=site, quality=quality, fallback="zf" if model is None else None)
+        end = T0 + timedelta(seconds=rng.randint(0, 5 * 3600))
+        out.append(w.model_copy(update={
+            "window_start": end - timedelta(seconds=30), "window_end": end, "meter": meter,
+            "meter_kind": "estimated" if meter == "rapl" and i % 5 == 0 else "measured",
+            "estimated_energy_uj": None if i % 4 == 0 else rng.uniform(5, 20)}))
+    return out
+
+
+def expected(messages: list, keys: tuple[str, ...], since=None, until=None, **filters) -> dict[tuple, dict]:
+    """What a fleet query must answer, from the messages themselves."""
+    groups: dict[tuple, list] = defaultdict(list)
+    since, until = (None if t is None else service.utc(t) for t in (since, until))
+    for m in messages:
+        if (since is None or m.window_end >= since) and (until is None or m.window_end <= until) \
+                and all(getattr(m, k) == v for k, v in filters.items() if v is not None):
+            groups[tuple(getattr(m, k) for k in keys)].append(m)
+    out = {}
+    for key, ms in groups.items():
+        n = sum(m.inferences for m in ms)
+        estimates = [m.estimated_energy_uj for m in ms if m.estimated_energy_uj is not None]
+        names = {name for m in ms for name in m.quality}
+        out[key] = {"windows": len(ms), "inferences": n,
+                    "energy_total_uj": sum(m.energy_total_uj * m.inferences for m in ms) / n,
+                    "energy_dynamic_uj": sum(m.energy_dynamic_uj * m.inferences for m in ms) / n,
+                    "latency_ms_p50": sum(m.latency_ms_p50 * m.inferences for m in ms) / n,
+                    "latency_ms_p95": sum(m.latency_ms_p95 * m.inferences for m in ms) / n,
+                    "estimated_energy_uj": sum(estimates) / len(estimates) if estimates else None,
+                    "quality": {name: sum(m.quality[name] * m.inferences for m in ms if name in m.quality)
+                                / sum(m.inferences for m in ms if name in m.quality) for name in names},
+                    "meters": sorted({f"{m.meter} ({m.meter_kind})" for m in ms})}
+    return out
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+WINDOWS = [(None, None), (at(1.29), None), (None, at(3.61)), (at(0.5), at(4.25)), (at(1), at(3)),  # cut and whole hours
+           (at(2.1), at(2.8)), (at(1.9), at(2.1)), (at(1), at(1)),  # inside one hour, across one boundary, empty
+           (at(1.29).astimezone(timezone(timedelta(hours=2))), at(3.61).replace(tzinfo=None))]  # other zone, naive UTC
+
+
+def assert_same(answer: list[dict], truth: dict[tuple, dict], keys: tuple[str, ...]) -> None:
+    got = {tuple(r[k] for k in keys): r for r in answer}
+    assert set(got) == set(truth)
+    for key, want in truth.items():
+        row = got[key]
+        assert (row["windows"], row["inferences"], row["meters"]) == (want["windows"], want["inferences"], want["meters"])
+        for field in ("energy_total_uj", "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95", "estimated_energy_uj"):
+            assert row[field] == (want[field] if want[field] is None else pytest.approx(want[field], rel=1e-9)), (key, field)
+        assert row["quality"] == pytest.approx(want["quality"], rel=1e-9)
+
+
+def check_fleet(session, messages: list) -> None:
+    for since, until in WINDOWS:
+        for group_by, keys in fleet_queries.GROUPINGS.items():
+            answer = fleet_queries.fleet(session, group_by, since=since, until=until)
+            assert_same(answer, expected(messages, keys, since, until), keys)
+        one = fleet_queries.fleet(session, "agent", agent_id="bs-2", model_id="m1", since=since, until=until)
+        assert_same(one, expected(messages, ("site", "model_id", "agent_id"), since, until, agent_id="bs-2",
+                                  model_id="m1"), ("site", "model_id", "agent_id"))
+
+
+def test_rollup_answers_equal_the_reports_for_windows_that_cut_hours(tmp_path, database_url):
+    messages = reports()
+    server = start_registry(tmp_path / "data", None, database_url)
+    try:
+        with server.admin() as admin:
+            for model in ("m1", "m2"):
+                upload(admin, *package(model)).raise_for_status()
+            for m in messages + messages[::7]:  # the HTTP fallback path, replays included
+                assert send(admin, "/telemetry", m).status_code == 202
+            assert admin.get("/fleet", params={"group_by": "site", "since": at(1.29).isoformat()}).status_code == 200
+            ecal = admin.get("/models/m1/ecal").json()
+        assert ecal["inferences"] == sum(m.inferences for m in messages if m.model_id == "m1")
+        sessions = session_factory(make_engine(database_url))
+        with sessions() as session:
+            check_fleet(session, messages)
+            for bucket_s in (3600, 7200, 600):  # from the roll-up (whole hours) and from raw rows (10 minutes)
+                for since, until in WINDOWS[:4]:
+                    answer = fleet_queries.series(session, bucket_s, since=since, until=until)
+                    bucketed = [m.model_copy(update={"site": f"{m.site}|{_bucket(m.window_end, bucket_s)}"})
+                                for m in messages]
+                    truth = {(site.split("|")[0], model, int(site.split("|")[1])): v for (site, model), v
+                             in expected(bucketed, ("site", "model_id"), since, until).items()}
+                    for row in answer:
+                        row["meters"] = truth[(row["site"], row["model_id"], row["bucket_start"])]["meters"]
+                    assert_same(answer, truth, ("site", "model_id", "bucket_start"))
+            hours = session.scalar(select(func.count()).select_from(TelemetryHourRow))
+            assert 0 < hours < len(messages)  # the roll-up is smaller than the reports
+    finally:
+        server.stop()
+
+
+def _bucket(moment: datetime, bucket_s: int) -> int:
+    return int(moment.timestamp()) // bucket_s * bucket_s
+
+
+def test_a_duplicate_in_a_batch_or_across_batches_is_rolled_up_once(database_url):
+    upgrade(database_url)
+    sessions = session_factory(make_engine(database_url))
+    first, second = reports(20, seed=2), reports(20, seed=3)
+    with sessions.begin() as session:
+        assert service.ingest_telemetry_batch(session, first + first[:5]) == 20
+    with sessions.begin() as session:
+        assert service.ingest_telemetry_batch(session, first[10:] + second) == 20
+    with sessions() as session:
+        check_fleet(session, first + second)
+
+
+def test_migration_0003_backfills_the_rollup_from_stored_reports(tmp_path, database_url):
+    """A database at 0002 with reports in it (stored as the old registry did: raw rows and metric names) is upgraded; its
+    roll-up must equal the one the ingest builds, and the queries must answer as from the reports."""
+    messages = reports(seed=4)
+    command.upgrade(alembic_config(database_url), "0002")
+    old = create_engine(database_url)
+    with old.begin() as conn:
+        conn.execute(insert(TelemetryRow.__table__), [service._telemetry_row(m) for m in messages])
+        conn.execute(insert(QualityMetricRow.__table__), [{"name": "ber"}, {"name": "sum_rate"}])
+    old.dispose()
+    upgrade(database_url)
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    upgrade(reference)
+    with session_factory(make_engine(reference)).begin() as session:
+        service.ingest_telemetry_batch(session, messages)
+    tables = {}
+    for url in (database_url, reference):
+        with session_factory(make_engine(url))() as session:
+            tables[url] = [sorted(map(tuple, session.execute(select(table.__table__)))) for table in (TelemetryHourRow,
+                                                                                         TelemetryHourQualityRow)]
+            check_fleet(session, messages)
+    for backfilled, built in zip(tables[database_url], tables[reference]):
+        assert len(backfilled) == len(built) > 0
+        for a, b in zip(backfilled, built):
+            assert [v for v in a if not isinstance(v, float)] == [v for v in b if not isinstance(v, float)]
+            assert [v for v in a if isinstance(v, float)] == pytest.approx([v for v in b if isinstance(v, float)], rel=1e-9)
