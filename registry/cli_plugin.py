@@ -90,6 +90,8 @@ def serve(
             settings.broker_url = f"mqtt://{REGISTRY_USER}@127.0.0.1:{embedded.port}"
         else:
             settings.broker_url = embedded.start().url
+            console.print(f"[yellow]development broker {embedded.url} is anonymous: any local process may publish as "
+                          f"any agent; --secure-broker gives each agent its id and token as MQTT login[/yellow]")
     broker_public = embedded.url if embedded else (settings.broker_url or "")
     # agents started next to an embedded broker read its (random) address here
     data_dir.mkdir(parents=True, exist_ok=True)

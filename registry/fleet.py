@@ -138,16 +138,16 @@ def _rolled_up_sums(session: Session, groups: _Groups, keys: list, quality_keys:
     query = within(select(*keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
                                                    for c in ROLLUP_SUMS)), R)
     for row in session.execute(query.group_by(*reversed(keys), *meter_columns)):
-        key, rest = _key(row[: len(keys)]), row[len(keys):]
+        key, rest = tuple(row[: len(keys)]), row[len(keys):]
         groups.add(key, rest[len(meter_columns):], *rest[: len(meter_columns)])
     query = within(select(*quality_keys, Q.metric, func.sum(Q.weighted_sum), cast(func.sum(Q.inferences), BigInteger)), Q)
     for row in session.execute(query.group_by(*reversed(quality_keys), Q.metric)):
-        groups.add_quality(_key(row[: len(quality_keys)]), *row[len(quality_keys):])
+        groups.add_quality(tuple(row[: len(quality_keys)]), *row[len(quality_keys):])
 
 
-def _key(values) -> tuple:
-    """The roll-up keeps the fallback's model_id as ''; the API says None, like the raw rows."""
-    return tuple(None if v == "" else v for v in values)
+def _columns(table, names) -> list:
+    """The roll-up's key columns; its '' for the fallback's model_id reads as NULL, like the raw rows'."""
+    return [func.nullif(table.model_id, "") if name == "model_id" else getattr(table, name) for name in names]
 
 
 def fleet(session: Session, group_by: str = "model", site: str | None = None, model_id: str | None = None,
@@ -157,7 +157,7 @@ def fleet(session: Session, group_by: str = "model", site: str | None = None, mo
     hours, condition = _plan(since, until)
     groups = _Groups()
     if hours is not None:
-        _rolled_up_sums(session, groups, [getattr(R, k) for k in names], [getattr(Q, k) for k in names], hours,
+        _rolled_up_sums(session, groups, _columns(R, names), _columns(Q, names), hours,
                         filters, meters=True)
     if condition is not None:
         _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters, meters=True)
@@ -178,8 +178,8 @@ def series(session: Session, bucket_s: int, site: str | None = None, model_id: s
     hours, condition = _plan(since, until, roll_up=bucket_s % HOUR_S == 0)
     groups = _Groups()
     if hours is not None:
-        _rolled_up_sums(session, groups, [R.site, R.model_id, R.hour // bucket_s * bucket_s],
-                        [Q.site, Q.model_id, Q.hour // bucket_s * bucket_s], hours, filters, meters=False)
+        _rolled_up_sums(session, groups, [*_columns(R, ("site", "model_id")), R.hour // bucket_s * bucket_s],
+                        [*_columns(Q, ("site", "model_id")), Q.hour // bucket_s * bucket_s], hours, filters, meters=False)
     if condition is not None:
         bucket = _epoch_seconds(session) // bucket_s * bucket_s
         _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters, meters=False)
