@@ -169,8 +169,9 @@ def _store_new(session: Session, messages: list[Telemetry]) -> list[Telemetry]:
         return []
     table = TelemetryRow.__table__
     if _postgres(session):  # one statement: ON CONFLICT skips the stored ids and RETURNING names the new ones
-        new = set(_pg_insert(session, table, [_telemetry_row(m) for m in messages], conflict=("message_id",),
-                             returning="message_id"))
+        # in id order: two workers inserting the same ids wait for each other in one direction only (no deadlock)
+        rows = sorted((_telemetry_row(m) for m in messages), key=lambda row: row["message_id"])
+        new = set(_pg_insert(session, table, rows, conflict=("message_id",), returning="message_id"))
         return [m for m in messages if m.message_id in new]
     known = set(session.scalars(select(TelemetryRow.message_id).where(
         TelemetryRow.message_id.in_([m.message_id for m in messages]))))

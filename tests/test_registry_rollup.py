@@ -6,8 +6,10 @@ roll-up from reports stored before it existed."""
 from __future__ import annotations
 
 import random
+import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 from alembic import command
@@ -173,3 +175,37 @@ def test_migration_0003_backfills_the_rollup_from_stored_reports(tmp_path, datab
         for a, b in zip(backfilled, built):
             assert [v for v in a if not isinstance(v, float)] == [v for v in b if not isinstance(v, float)]
             assert [v for v in a if isinstance(v, float)] == pytest.approx([v for v in b if isinstance(v, float)], rel=1e-9)
+
+
+def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(database_url):
+    """Two registry writers (the MQTT ingest's batch path, without a broker) get the same messages in opposite
+    orders at once, as redelivery to two workers could: each window is stored and rolled up exactly once."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from core.schemas import topics
+    from registry.ingest import MqttIngest
+
+    upgrade(database_url)
+    messages = reports(300, seed=5)
+    mqtt = [SimpleNamespace(topic=topics.telemetry(m.agent_id), payload=m.model_dump_json(by_alias=True).encode())
+            for m in messages]
+    writers, metrics_of = [], []
+    for i in range(2):
+        metrics = CollectorRegistry()
+        counters = {"telemetry": Counter("t", "t", ["via"], registry=metrics), "duplicates": Counter("d", "d", registry=metrics),
+                    "rejected_messages": Counter("r", "r", registry=metrics)}
+        metrics_of.append(metrics)
+        writers.append(MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(database_url)), counters,
+                                  client_id=f"race-{i}"))
+    orders = [mqtt, mqtt[::-1]]
+    threads = [threading.Thread(target=lambda w=w, o=o: [w._store_or_retry(o[i:i + 50]) for i in range(0, len(o), 50)])
+               for w, o in zip(writers, orders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stored = [m.get_sample_value("t_total", {"via": "mqtt"}) or 0 for m in metrics_of]
+    assert sum(stored) == len(messages)
+    with session_factory(make_engine(database_url))() as session:
+        assert session.scalar(select(func.count()).select_from(TelemetryRow)) == len(messages)
+        check_fleet(session, messages)
