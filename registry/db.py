@@ -104,21 +104,27 @@ class TelemetryRow(Base):
     quality: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
-class TelemetryHourRow(Base):
-    """Hourly roll-up of the telemetry, per agent, model and meter, kept by the ingest in the transaction that
-    stores the raw rows. Only sums are kept (they add up across batches and hours); the fleet queries divide.
+class _HourKey:
+    """The key the two roll-up tables share: an hour of one agent's reports with one model at one site.
 
     ``hour`` is the UTC epoch second where the hour of ``window_end`` starts; ``model_id`` is '' where the
-    telemetry's is None (the classical fallback), because a key column cannot be NULL."""
+    telemetry's is None (the classical fallback), because a key column cannot be NULL. (``sort_order``: these
+    columns come first, as in migration 0003.)"""
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-1)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+
+class TelemetryHourRow(_HourKey, Base):
+    """Hourly roll-up of the telemetry, per agent, model and meter, kept by the ingest in the transaction that
+    stores the raw rows. Only sums are kept (they add up across batches and hours); the fleet queries divide."""
 
     __tablename__ = "telemetry_hourly"
     __table_args__ = (Index("ix_telemetry_hourly_agent", "agent_id", "hour"),
                       Index("ix_telemetry_hourly_model", "model_id", "hour"))
 
-    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), primary_key=True)
-    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     meter: Mapped[str] = mapped_column(String(32), primary_key=True)
     meter_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     windows: Mapped[int] = mapped_column(BigInteger)
@@ -131,17 +137,13 @@ class TelemetryHourRow(Base):
     estimated_windows: Mapped[int] = mapped_column(BigInteger, doc="windows carrying an estimate")
 
 
-class TelemetryHourQualityRow(Base):
+class TelemetryHourQualityRow(_HourKey, Base):
     """Hourly roll-up of each quality metric: the inference-weighted sum and the inferences that reported it."""
 
     __tablename__ = "telemetry_hourly_quality"
     __table_args__ = (Index("ix_telemetry_hourly_quality_agent", "agent_id", "hour"),
                       Index("ix_telemetry_hourly_quality_model", "model_id", "hour"))
 
-    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), primary_key=True)
-    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     metric: Mapped[str] = mapped_column(String(64), primary_key=True)
     weighted_sum: Mapped[float] = mapped_column(Float, doc="sum of value x inferences")
     inferences: Mapped[int] = mapped_column(BigInteger)
