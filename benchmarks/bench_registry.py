@@ -128,7 +128,7 @@ def bench_ingest(server, broker: EmbeddedBroker, args) -> dict:
         time.sleep(1.0)
         final = counted(admin)  # rows in the table, not the counter
     return {"published": args.messages, "stored": final, "publish_s": published_s, "ingest_s": elapsed,
-            "rate": final / elapsed}
+            "rate": final / elapsed, "load_average_1min": os.getloadavg()[0]}
 
 
 def fill(server, args) -> float:
@@ -216,11 +216,11 @@ def main() -> None:
     print(f"\nmachine: 2-core x86-64 CPU, shared; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
           f"{args.agents} agents, each its own MQTT connection, in {args.publishers} processes; ingest {args.messages} "
           f"messages; queries over {args.agents} x {args.reports} rows\n")
-    print(f"| backend | published | stored | ingest rate (msg/s) | publish s | ingest s |")
-    print("|---|---|---|---|---|---|")
+    print("| backend | published | stored | ingest rate (msg/s) | publish s | ingest s | load average after |")
+    print("|---|---|---|---|---|---|---|")
     for backend, (ingest, _) in results.items():
         print(f"| {backend} | {ingest['published']} | {ingest['stored']} | {ingest['rate']:.0f} | "
-              f"{ingest['publish_s']:.1f} | {ingest['ingest_s']:.1f} |")
+              f"{ingest['publish_s']:.1f} | {ingest['ingest_s']:.1f} | {ingest['load_average_1min']:.1f} |")
     print(f"\n| query ({args.repeat} runs over HTTP) | " + " | ".join(f"{b} p50 / p95 ms" for b in results) + " |")
     print("|---|" + "---|" * len(results))
     for name in next(iter(results.values()))[1]:
