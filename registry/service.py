@@ -280,6 +280,10 @@ def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str,
 
 
 def _remember_quality_names(session: Session, names: set[str]) -> None:
-    if names:
-        known = set(session.scalars(select(QualityMetricRow.name).where(QualityMetricRow.name.in_(names))))
-        session.add_all(QualityMetricRow(name=name) for name in sorted(names - known))
+    if not names:
+        return
+    if _postgres(session):  # a name two workers add at once is stored once, without an error
+        _pg_insert(session, QualityMetricRow.__table__, [{"name": name} for name in sorted(names)], conflict=("name",))
+        return
+    known = set(session.scalars(select(QualityMetricRow.name).where(QualityMetricRow.name.in_(names))))
+    session.add_all(QualityMetricRow(name=name) for name in sorted(names - known))
