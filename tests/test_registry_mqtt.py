@@ -24,6 +24,7 @@ from registry.db import TelemetryRow
 from tests.brokers import free_port
 from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import start_registry
+from tests.postgres import database_url, postgres_server  # noqa: F401 (fixtures)
 from tests.registry_parts import package, register, upload, window
 
 
@@ -100,8 +101,8 @@ def test_ingest_heartbeat_last_will_and_rollback_over_mqtt(tmp_path, mosquitto):
         registry.stop()
 
 
-def test_restart_during_ingest_loses_nothing(tmp_path, mosquitto):
-    registry = start_registry(tmp_path / "data", mosquitto.url)
+def test_restart_during_ingest_loses_nothing(tmp_path, mosquitto, database_url):
+    registry = start_registry(tmp_path / "data", mosquitto.url, database_url)
     with registry.admin() as admin:
         register(admin, "bs-1")
     wait_for(lambda: httpx.get(registry.url + "/healthz").json()["mqtt"], what="the subscription")
@@ -112,11 +113,11 @@ def test_restart_during_ingest_loses_nothing(tmp_path, mosquitto):
     publisher.start()
     time.sleep(0.3)
     registry.stop()  # mid-ingest: what the broker acknowledged to the agent is queued or redelivered
-    with create_engine(f"sqlite:///{tmp_path / 'data' / 'registry.db'}").connect() as conn:
+    with create_engine(database_url).connect() as conn:
         before = conn.scalar(select(func.count()).select_from(TelemetryRow))
     publisher.join(60)
     assert 0 < before < 3000
-    registry = start_registry(tmp_path / "data", mosquitto.url)
+    registry = start_registry(tmp_path / "data", mosquitto.url, database_url)
     try:
         with registry.admin() as admin:
             wait_for(lambda: stored_windows(admin) == 3000, what="all 3000 windows after the restart")
