@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import Body, Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -111,6 +112,12 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         engine.dispose()
 
     app = FastAPI(title="edgejoule registry", version="1", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 as FastAPI's, without echoing the input back: a NaN in it is not JSON (that was a 500)."""
+        errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next):

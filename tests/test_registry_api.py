@@ -167,6 +167,11 @@ def test_telemetry_is_idempotent_and_fleet_queries_weight_by_inferences(registry
         assert [(s["bucket_start"] % 300, s["inferences"]) for s in coarse] == [(0, 500)]
         bad = window("bs-1", "m1", 5, quality={"sum rate; drop table": 1.0})
         assert send(admin, "/telemetry", bad).status_code == 422
+        for field in ('"energy_total_uj":50.0', '"energy_dynamic_uj":25.0', '"sum_rate":11.0'):  # schema; check_fits
+            nan = window("bs-1", "m1", 6).model_dump_json(by_alias=True).replace(field, field.split(":")[0] + ":NaN")
+            assert "NaN" in nan  # a NaN would poison every sum of its hour in the roll-up
+            assert admin.post("/telemetry", content=nan, headers={"Content-Type": "application/json"}).status_code == 422
+        assert send(admin, "/telemetry", window("bs-1", "", 6)).status_code == 422  # '' would read as the fallback
         front = {p["model_id"]: p for p in admin.get("/sites/urban-nlos/pareto").json()}
         assert (front["m1"]["on_front"], front["m2"]["on_front"], front["m3"]["on_front"]) == (True, True, False)
         assert front["m1"]["measured_energy_uj"] == pytest.approx(m1["energy_total_uj"])
