@@ -23,7 +23,14 @@ from plugins.mpq.pareto import pareto_front  # noqa: E402
 from plugins.mpq.search import SearchRequest, run_search  # noqa: E402
 from plugins.mpq.space import SearchSpace  # noqa: E402
 from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
-from plugins.precoder_training import TrainConfig, evaluate, input_scale, train, unit_noise_channels  # noqa: E402
+from plugins.precoder_training import (  # noqa: E402
+    TrainConfig,
+    evaluate,
+    input_scale,
+    train,
+    training_combinations,
+    unit_noise_channels,
+)
 from tests.conftest import run_cli  # noqa: E402
 
 torch.set_num_threads(1)
@@ -95,9 +102,29 @@ def test_ptq_rounds_to_few_levels():
         assert len(torch.unique(layer.weight)) <= 4
 
 
-def test_training_improves_the_sum_rate():
+def test_training_combinations_are_fresh_draws_of_the_training_positions():
     ds = load_dataset(get_site("urban-nlos").with_overrides(n_samples=600))
-    H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
+    train_set = training_combinations(ds)
+    pool = np.unique(ds.users[ds.splits["train"]])
+    assert len(train_set.channels) == len(pool) and train_set.size == len(ds.splits["train"])
+    first = train_set.epoch(torch.Generator().manual_seed(1))
+    assert first.shape == (train_set.size, ds.site.n_users, ds.site.n_antennas)
+    # every user of every sample is one of the training positions (unit noise), N_U distinct ones per sample
+    H_pool = ds.channels[pool] / np.float32(np.sqrt(ds.noise_power))
+    match = np.abs(first.numpy()[:, :, None, :] - H_pool[None, None]).max(-1) < 1e-6
+    which = match.argmax(-1)
+    assert match.any(-1).all()
+    assert all(len(set(row)) == ds.site.n_users for row in which)
+    assert torch.equal(first, train_set.epoch(torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, train_set.epoch(torch.Generator().manual_seed(2)))
+    assert input_scale(train_set) == pytest.approx(input_scale(unit_noise_channels(ds, "train")), rel=0.1)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_training_improves_the_sum_rate(fresh):
+    ds = load_dataset(get_site("urban-nlos").with_overrides(n_samples=600))
+    H_train = training_combinations(ds) if fresh else unit_noise_channels(ds, "train")
+    H_val = unit_noise_channels(ds, "val")
     torch.manual_seed(0)
     model = PrecoderCNNFamily().build(TINY)
     model.input_scale.fill_(input_scale(H_train))

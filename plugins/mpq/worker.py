@@ -23,10 +23,12 @@ def _arch(c: Candidate, site: SiteConfig) -> PrecoderArch:
 
 
 def _data(site: SiteConfig, budget: Budget):
-    from plugins.precoder_training import unit_noise_channels
+    from plugins.precoder_training import training_combinations, unit_noise_channels
 
     ds = load_dataset(site)
-    return ds, {s: unit_noise_channels(ds, s) for s in ("train", "val")}, unit_noise_channels(ds, "test", budget.eval_samples)
+    # training draws fresh combinations of the training positions each epoch (plugins.precoder_training)
+    data = {"train": training_combinations(ds), "val": unit_noise_channels(ds, "val")}
+    return ds, data, unit_noise_channels(ds, "test", budget.eval_samples)
 
 
 def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path) -> dict[str, Any]:
