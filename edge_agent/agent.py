@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -13,6 +14,7 @@ import numpy as np
 
 from core import plugins
 from core.errors import EdgejouleError
+from core.runtime import complex_of
 from core.schemas.api import LoadEvent
 from core.schemas.messages import Heartbeat, Telemetry
 from core.sites import get_site
@@ -26,6 +28,7 @@ from edge_agent.telemetry import MqttTelemetry, Spool
 
 log = logging.getLogger("edge_agent")
 METER_PREFERENCE = ("rapl", "ina2xx", "pi5_pmic", "cpu_time")
+RATE_CHUNK = 64  # inferences per sum-rate evaluation: 256 kB of channels and precoders, cache-resident
 
 
 def pick_meter(name: str):
@@ -111,47 +114,74 @@ class Agent:
         return self.package.manifest.id if self.package else None
 
     # -- serving -------------------------------------------------------------------------------------
+    def _zf(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
+        W = plugins.get("baselines", "zf").run(h[None], self.site.noise_power_w, self.site.tx_power_w).output[0]
+        out[0], out[1] = W.real, W.imag
+        return out
+
+    @property
+    def _serve(self):
+        """``(h, out) -> out``: the precoder's real and imaginary planes ``[2, N_T, N_U]`` from the installed
+        model's serving path, else from ZF."""
+        return self.package.runtime.serve if self.package is not None else self._zf
+
     def precode(self, H: np.ndarray) -> np.ndarray:
         """The precoder for one channel ``[N_U, N_T]`` with the installed model, else ZF."""
-        if self.package is not None:
-            return self.package.runtime.precode(H[None])[0]
-        return plugins.get("baselines", "zf").run(H[None], self.site.noise_power_w, self.site.tx_power_w).output[0]
+        return complex_of(self._serve(H, np.empty((2, *H.shape[::-1]), dtype=np.float32)))
 
     def window(self, source: Iterator[Request], n: int) -> Telemetry | None:
-        """Up to ``n`` inferences measured as one window; None if the source had nothing left."""
-        channels, precoders, latencies = [], [], []
+        """Up to ``n`` inferences measured as one window; None if the source had nothing left.
+
+        Per inference only what must happen then: the precoder's planes written into a small reused array,
+        the channel kept beside it, a latency appended. The sum rate is computed every ``RATE_CHUNK``
+        inferences on the chunk, and the percentiles once per window: a window-sized copy of every channel
+        and precoder (2 MB for 500) would push the model's weights out of the cache and slow the invokes.
+        """
         if self.windows % self.settings.idle_refresh_windows == 0:
             self.energy.measure_idle()
+        serve = self._serve
+        chunk = min(n, RATE_CHUNK)
+        planes = np.empty((chunk, 2, self.site.n_antennas, self.site.n_users), dtype=np.float32)
+        seen: list[np.ndarray] = []
+        noise = self.site.noise_power_w
+        latencies: list[float] = []
+        clock = time.perf_counter
+        rate_total, count = 0.0, 0
         started_at = datetime.now(timezone.utc)
         start = self.energy.start()
-        for _ in range(n):
-            try:
-                H, reply = next(source)
-            except StopIteration:  # a finite source (npz files) ran out: the window ends early
-                break
-            t0 = time.perf_counter()
-            W = self.precode(H)
-            latencies.append((time.perf_counter() - t0) * 1e3)
+        for H, reply in source:
+            out = planes[len(seen)]
+            t0 = clock()
+            serve(H, out)
+            latencies.append(clock() - t0)
             if reply is not None:
-                reply(W)
-            channels.append(H)
-            precoders.append(W)
-        if not channels:
+                reply(complex_of(out))
+            seen.append(H)
+            count += 1
+            if len(seen) == chunk:
+                rate_total += float(sum_rate(np.stack(seen), complex_of(planes), noise).sum())
+                seen.clear()
+            if count == n:
+                break
+        if not count:  # a finite source (npz files) ran out before this window began
             return None
-        result = self.energy.finish(start, len(channels), latencies)
+        if seen:
+            rate_total += float(sum_rate(np.stack(seen), complex_of(planes[: len(seen)]), noise).sum())
+        result = self.energy.finish(start, count, latencies)
         self.windows += 1
-        return self._telemetry(result, started_at, np.stack(channels), np.stack(precoders))
+        return self._telemetry(result, started_at, rate_total / count)
 
-    def _telemetry(self, r: WindowResult, started_at: datetime, H: np.ndarray, W: np.ndarray) -> Telemetry:
+    def _telemetry(self, r: WindowResult, started_at: datetime, mean_sum_rate: float) -> Telemetry:
         manifest = self.package.manifest if self.package else None
+        p50, p95, p99 = r.percentiles((50, 95, 99))
         return Telemetry(
             agent_id=self.settings.agent_id, site=self.settings.site, model_id=manifest.id if manifest else None,
             fallback=None if manifest else "zf", window_start=started_at, window_end=datetime.now(timezone.utc),
             inferences=r.inferences, meter=self.meter.name, meter_kind=self.meter.kind,
             energy_total_uj=r.total_uj_per_inference, energy_dynamic_uj=r.dynamic_uj_per_inference,
             idle_power_w=r.idle_power_w, estimated_energy_uj=manifest.energy.total_uj if manifest else None,
-            latency_ms_p50=r.percentile(50), latency_ms_p95=r.percentile(95), latency_ms_p99=r.percentile(99),
-            quality={"sum_rate": float(sum_rate(H, W, self.site.noise_power_w).mean())},
+            latency_ms_p50=p50, latency_ms_p95=p95, latency_ms_p99=p99,
+            quality={"sum_rate": mean_sum_rate},
         )
 
     def report(self, message: Telemetry) -> int:
@@ -195,10 +225,13 @@ class Agent:
                 break
         return sent
 
-    def run(self, stop_after_windows: int | None = None) -> None:
-        source = open_source(self.settings.source, self.settings.site)
+    def run(self, stop_after_windows: int | None = None, stop: threading.Event | None = None,
+            source: Iterator[Request] | None = None) -> None:
+        """Serve windows until ``stop_after_windows``, ``stop`` is set or the source runs out; ``source``
+        replaces the configured one (a process embedding the agent)."""
+        source = source if source is not None else open_source(self.settings.source, self.settings.site)
         last_sync = -float("inf")
-        while stop_after_windows is None or self.windows < stop_after_windows:
+        while (stop_after_windows is None or self.windows < stop_after_windows) and not (stop and stop.is_set()):
             notified = self.mqtt is not None and self.mqtt.assignment_changed.is_set()
             if notified or time.monotonic() - last_sync >= self.settings.poll_seconds:
                 if notified:

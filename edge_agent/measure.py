@@ -26,8 +26,11 @@ class WindowResult:
     def dynamic_uj_per_inference(self) -> float:
         return (self.energy_uj - self.idle_power_w * self.seconds * 1e6) / max(self.inferences, 1)
 
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
+    def percentiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Latency percentiles in ms, in one pass over the window's latencies."""
+        if not len(self.latencies_ms):
+            return [0.0] * len(qs)
+        return [float(v) for v in np.percentile(self.latencies_ms, qs)]
 
 
 class EnergyAccount:
@@ -47,6 +50,6 @@ class EnergyAccount:
     def start(self) -> tuple[float, float]:
         return self.meter.read_uj(), time.monotonic()
 
-    def finish(self, start: tuple[float, float], inferences: int, latencies_ms: list[float]) -> WindowResult:
+    def finish(self, start: tuple[float, float], inferences: int, latencies_s: list[float]) -> WindowResult:
         e1, t1 = self.meter.read_uj(), time.monotonic()
-        return WindowResult(inferences, t1 - start[1], e1 - start[0], self.idle_power_w, np.asarray(latencies_ms))
+        return WindowResult(inferences, t1 - start[1], e1 - start[0], self.idle_power_w, np.multiply(latencies_s, 1e3))

@@ -1,6 +1,6 @@
 """The edge agent with real parts: a torch-free process, its configuration, the package store on real exported
-files, the HTTP endpoint a base station calls for precoders, and the assignment announced over a real
-mosquitto by the real registry. (Registry-side faults and the broker outage: tests/test_fleet.py.)"""
+files, the HTTP and socket endpoints a base station calls for precoders, the assignment announced over a
+real mosquitto by the real registry, and a full 30 s broker outage while the agent serves. (Registry-side faults and the broker outage: tests/test_fleet.py.)"""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import io
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -200,3 +202,84 @@ def test_assignment_is_announced_over_mqtt_and_installed(package, tmp_path, mosq
             agent.close()
     finally:
         registry.stop()
+
+
+def _frame(header: dict, payload: bytes = b"") -> bytes:
+    """A frame as docs/EDGE.md describes it, built by hand (not with the agent's own code)."""
+    data = json.dumps(header).encode()
+    return struct.pack(">I", len(data)) + data + payload
+
+
+def _answer(conn: socket.socket) -> tuple[dict, np.ndarray | None]:
+    stream = conn.makefile("rb")
+    (length,) = struct.unpack(">I", stream.read(4))
+    header = json.loads(stream.read(length))
+    if "error" in header:
+        return header, None
+    shape = header["shape"]
+    return header, np.frombuffer(stream.read(int(np.prod(shape)) * 8), dtype="<c8").reshape(shape)
+
+
+def test_base_station_gets_its_precoder_over_a_socket(package, tmp_path):
+    from tests.brokers import free_port
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentSettings
+    from edge_agent.packages import PackageStore
+    from edge_agent.sources import open_source
+
+    path = tmp_path / "agent.sock"
+    settings = AgentSettings(agent_id="bs-s", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
+                             data_dir=tmp_path / "agent", idle_seconds=0.05, source=f"unix:{path}")
+    PackageStore(settings.packages_dir).install(ModelManifest.model_validate_json((package / "manifest.json").read_text()),
+                                                package / "model.tflite")
+    agent = Agent(settings)
+    source = open_source(settings.source, settings.site)
+    messages = []
+    serving = threading.Thread(target=lambda: messages.append(agent.window(source, 4)))
+    serving.start()
+    H = channels(4)
+    answers = []
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(_frame({"shape": [3, 64]}, H[0, :3].tobytes()))  # well framed, wrong shape: answered, kept open
+        error, _ = _answer(conn)
+        assert "[4, 64]" in error["error"] and "[3, 64]" in error["error"]
+        nan = H[0].copy()
+        nan[1, 2] = np.nan
+        conn.sendall(_frame({"shape": [4, 64], "dtype": "complex64"}, nan.tobytes()))
+        assert "non-finite" in _answer(conn)[0]["error"]
+        for h in H[:3]:  # several requests on one connection
+            conn.sendall(_frame({"shape": [4, 64]}, h.astype("<c8").tobytes()))
+            header, W = _answer(conn)
+            assert header["shape"] == [64, 4] and header["dtype"] == "complex64"
+            answers.append(W)
+    with socket.socket(socket.AF_UNIX) as conn:  # an HTTP request on the socket: framing lost, answered, closed
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(b"POST /precode HTTP/1.1\r\n\r\n")
+        assert "header length" in _answer(conn)[0]["error"]
+        assert conn.recv(1) == b""
+    with socket.socket(socket.AF_UNIX) as conn:  # the agent is still serving
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(_frame({"shape": [1, 4, 64]}, H[3].tobytes()))
+        answers.append(_answer(conn)[1])
+    serving.join(30)
+    W = np.stack(answers)
+    np.testing.assert_allclose(W, agent.package.runtime.precode(H), rtol=1e-5, atol=1e-7)  # LiteRT on the same H
+    np.testing.assert_allclose(np.sum(np.abs(W) ** 2, axis=(1, 2)), get_site("urban-nlos").tx_power_w, rtol=1e-3)
+    (message,) = messages
+    assert message.inferences == 4 and message.model_id == "tiny-mixed"  # the refused frames were not served
+    assert message.quality["sum_rate"] == pytest.approx(float(sum_rate(H, W, get_site("urban-nlos").noise_power_w).mean()), rel=1e-4)
+
+    port = free_port()  # the same frames over TCP loopback
+    tcp = open_source(f"tcp:127.0.0.1:{port}", "urban-nlos")
+    serving = threading.Thread(target=lambda: messages.append(agent.window(tcp, 1)))
+    serving.start()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(_frame({"shape": [4, 64]}, H[0].tobytes()))
+        np.testing.assert_array_equal(_answer(conn)[1], W[0])
+    serving.join(30)
+    assert messages[-1].inferences == 1

@@ -35,7 +35,7 @@ def _per_sample(value: Array) -> Array:
 
 def sinr(H: Array, W: Array, noise_power: Array, xp: Any = np) -> Array:
     """Eq. 2 for every user of every sample: shape ``[batch, N_U]``."""
-    gains = xp.abs(xp.einsum("bun,bnj->buj", H, W)) ** 2
+    gains = xp.abs(H @ W) ** 2  # [h_u^H w_j]; matmul, not einsum: numpy's einsum is 8x slower on the agent's path
     signal = xp.einsum("buu->bu", gains)
     interference = xp.sum(gains, -1) - signal
     return signal / (interference + _per_sample(noise_power))
