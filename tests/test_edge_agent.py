@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -283,3 +284,87 @@ def test_base_station_gets_its_precoder_over_a_socket(package, tmp_path):
         np.testing.assert_array_equal(_answer(conn)[1], W[0])
     serving.join(30)
     assert messages[-1].inferences == 1
+
+
+def test_a_30_s_broker_outage_loses_and_duplicates_no_telemetry(tmp_path):
+    """The acceptance fault, at full length: mosquitto stopped for 30 s while the agent serves and reports,
+    restarted on the same port; a subscriber whose session the broker keeps on disk sees every message id
+    exactly once. (About 40 s.)"""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.packettypes import PacketTypes
+
+    from core.schemas import topics
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentSettings
+    from tests.brokers import Mosquitto
+
+    workdir = Path(tempfile.mkdtemp(prefix="mosquitto-"))  # pytest's tmp_path is closed to other users
+    store = workdir / "db"
+    store.mkdir()
+    if os.geteuid() == 0:  # mosquitto drops to its own user and writes its database on shutdown
+        shutil.chown(store, "mosquitto")
+    broker = Mosquitto(extra_config=["persistence true", f"persistence_location {store}/"], workdir=workdir).start()
+    received: list[str] = []
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="outage-subscriber", protocol=mqtt.MQTTv5)
+    subscriber.on_message = lambda client, userdata, msg: received.append(json.loads(msg.payload)["message_id"])
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    session = Properties(PacketTypes.CONNECT)
+    session.SessionExpiryInterval = 600  # the broker queues QoS 1 messages for us while we are away
+    subscriber.reconnect_delay_set(1, 2)
+    subscriber.connect("127.0.0.1", broker.port, clean_start=False, properties=session)
+    subscriber.subscribe(topics.telemetry("bs-o"), qos=1)
+    subscriber.loop_start()
+    agent = Agent(AgentSettings(agent_id="bs-o", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
+                                broker_url=broker.url, data_dir=tmp_path / "agent", idle_seconds=0.05,
+                                window_inferences=25))
+    sent: list[str] = []
+    delivered = threading.Event()
+    report = agent.report
+
+    def counted(message):
+        sent.append(message.message_id)
+        waiting = report(message)
+        delivered.set() if waiting == 0 else delivered.clear()
+        return waiting
+
+    agent.report = counted
+    H = channels(50)
+
+    def base_station():  # a channel every 10 ms: a window and a message every ~0.25 s
+        while True:
+            for h in H:
+                time.sleep(0.01)
+                yield h, None
+
+    stop = threading.Event()
+    serving = threading.Thread(target=agent.run, kwargs={"stop": stop, "source": base_station()})
+    try:
+        assert subscribed.wait(10)
+        wait_for(agent.mqtt.connected.is_set)
+        serving.start()
+        wait_for(lambda: len(received) >= 3 and delivered.is_set())
+        broker.stop()  # right after an acknowledged report: nothing of ours is in flight
+        outage = time.monotonic()
+        while time.monotonic() - outage < 30:
+            time.sleep(1)
+            assert serving.is_alive()  # the agent keeps serving and reporting into its spool
+        spooled, during = len(agent.mqtt.spool.pending()), len(sent)
+        assert spooled >= 20, spooled  # ~4 windows a second were served and spooled
+        broker.start()  # same port; the subscriber's session comes back from the broker's database
+        wait_for(lambda: delivered.is_set() and len(sent) > during, timeout=30)  # reconnected, spool replayed
+        stop.set()
+        serving.join(30)
+        wait_for(lambda: agent.mqtt.flush() == 0)
+        wait_for(lambda: len(received) >= len(sent), timeout=30)
+        time.sleep(1)  # a duplicate would arrive now
+    finally:
+        stop.set()
+        agent.close()
+        subscriber.loop_stop()
+        subscriber.disconnect()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert len(set(sent)) == len(sent)
+    assert sorted(received) == sorted(sent)  # every message id exactly once
