@@ -2,8 +2,9 @@
 
 Trains one architecture of the Fig. 1 template (``plugins.precoder_net.PrecoderCNN``) with the loss -R(W)
 (eq. 6), one random batch per step, either from the fixed training split (``--fixed``, what the search did
-before) or from fresh combinations of the training positions (``plugins.precoder_training.Combinations``,
-what it does now), and prints the sum rate on 2000 training samples and on the validation split along the
+before) or from fresh combinations of the training positions (those of
+``plugins.precoder_training.training_combinations``, what the search now trains on, drawn here per batch
+on the device), and prints the sum rate on 2000 training samples and on the validation split along the
 way. ``--features`` compares input scalings: ``global`` (the per-site constant the package uses), ``sample``
 (per-sample RMS) or ``user`` (each user's row to unit RMS). Runs on CUDA when present.
 
