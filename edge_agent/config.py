@@ -22,7 +22,8 @@ class AgentSettings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     meter: str = Field("auto", description="energy meter plugin, or auto (best available)")
-    source: str = Field("replay", description="replay (the site's test split) or npz:PATH (file or directory)")
+    source: str = Field("replay", description="replay (the site's test split), npz:PATH (file or directory), "
+                                              "http:HOST:PORT, unix:PATH or tcp:HOST:PORT (edge_agent/sources.py)")
     data_dir: Path = Path("edge-agent-data")
     window_inferences: int = Field(500, ge=1, description="inferences per telemetry window")
     idle_seconds: float = Field(1.0, ge=0, description="idle measurement at start and on refresh")
