@@ -102,7 +102,11 @@ class Ina2xxMeter:
         return None
 
     def available(self) -> bool:
-        return self.sensor() is not None
+        sensor = self.sensor()
+        try:
+            return sensor is not None and int((sensor / "power1_input").read_text()) >= 0
+        except (OSError, ValueError):  # unreadable (permissions, a driver error) or unparsable reading
+            return False
 
     def read_uj(self) -> float:
         sensor = self.sensor()

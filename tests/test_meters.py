@@ -38,6 +38,11 @@ def test_rapl_missing_or_unreadable_counter(tmp_path):
     else:
         os.chmod(domain / "energy_uj", 0)
     assert not RaplMeter(tmp_path).available()
+    (domain / "energy_uj").unlink()
+    (domain / "energy_uj").mkdir()  # a read that fails with an OSError, for root too
+    assert not RaplMeter(tmp_path).available()
+    (domain / "energy_uj").rmdir()
+    assert not RaplMeter(tmp_path).available()  # the counter file is missing
 
 
 def test_ina2xx_integrates_power(tmp_path):
@@ -54,6 +59,11 @@ def test_ina2xx_integrates_power(tmp_path):
     integrator.add(2.0, now=0.0)
     assert integrator.add(4.0, now=0.5) == pytest.approx(1.5e6)  # trapezoid: 3 W x 0.5 s
     assert not Ina2xxMeter(tmp_path / "none").available()
+    (hwmon / "power1_input").write_text("garbage\n")  # the driver answered something unparsable
+    assert not Ina2xxMeter(tmp_path).available()
+    (hwmon / "power1_input").unlink()
+    (hwmon / "power1_input").mkdir()  # unreadable, for root too
+    assert not Ina2xxMeter(tmp_path).available()
 
 
 PMIC_OUTPUT = """\
