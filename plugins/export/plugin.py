@@ -34,7 +34,8 @@ def export_command(
 
 def publish_command(
     package: Path = typer.Argument(..., help="package directory (model.tflite + manifest.json)"),
-    registry: str = typer.Option(..., "--registry", help="registry base URL, e.g. http://127.0.0.1:8000"),
+    registry: str = typer.Option("http://127.0.0.1:8000", "--registry", envvar="EDGEJOULE_REGISTRY_URL",
+                                 help="registry base URL (like the other registry commands)"),
     token: str = typer.Option(..., "--token", envvar="EDGEJOULE_ADMIN_TOKEN", help="admin token"),
 ) -> None:
     """Upload a model package to the registry (POST /api/v1/models)."""
