@@ -110,31 +110,25 @@ def bare_and_agent_ms(package: Path, H: np.ndarray, work: Path, n: int, rounds: 
 
     stream = source()
     agent.window(stream, 20)  # measures idle power once, warms up
-    bare, served = [], []
-    for _ in range(rounds):
-        t0 = time.thread_time()
-        for i in range(n):
-            interpreter.set_tensor(index_in, xs[i % len(xs)])
-            interpreter.invoke()
-            interpreter.get_tensor(index_out)
-        bare.append((time.thread_time() - t0) / n * 1e3)
-        t0 = time.thread_time()
-        agent.window(stream, n)
-        served.append((time.thread_time() - t0) / n * 1e3)
-    # the same two loops with invoke stubbed out: the agent's own Python and numpy, without the model
-    interpreter.invoke = lambda: None
-    bare_py, served_py = [], []
-    for _ in range(rounds):
-        t0 = time.thread_time()
-        for i in range(n):
-            interpreter.set_tensor(index_in, xs[i % len(xs)])
-            interpreter.invoke()
-            interpreter.get_tensor(index_out)
-        bare_py.append((time.thread_time() - t0) / n * 1e3)
-        t0 = time.thread_time()
-        agent.window(stream, n)
-        served_py.append((time.thread_time() - t0) / n * 1e3)
-    return min(bare), min(served), float(np.median(np.divide(served, bare))) - 1, min(served_py) - min(bare_py)
+
+    def alternating() -> tuple[np.ndarray, np.ndarray]:
+        bare, served = [], []
+        for _ in range(rounds):
+            t0 = time.thread_time()
+            for i in range(n):
+                interpreter.set_tensor(index_in, xs[i % len(xs)])
+                interpreter.invoke()
+                interpreter.get_tensor(index_out)
+            bare.append((time.thread_time() - t0) / n * 1e3)
+            t0 = time.thread_time()
+            agent.window(stream, n)
+            served.append((time.thread_time() - t0) / n * 1e3)
+        return np.array(bare), np.array(served)
+
+    bare, served = alternating()
+    interpreter.invoke = lambda: None  # the same loops without the model: the agent's own Python and numpy
+    bare_py, served_py = alternating()
+    return bare.min(), served.min(), float(np.median(served / bare)) - 1, served_py.min() - bare_py.min()
 
 
 def agent_rss_mb(data_dir: Path, channels: Path) -> float:
