@@ -25,7 +25,7 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Literal, Optional
+from typing import Annotated, BinaryIO, Callable, Iterator, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -155,7 +155,7 @@ class Frame(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: list[int] = Field(default_factory=list, max_length=3)
+    shape: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=3)
     dtype: Literal["complex64"] = "complex64"
     error: str | None = None
 

@@ -262,6 +262,12 @@ def test_base_station_gets_its_precoder_over_a_socket(package, tmp_path):
         conn.sendall(b"POST /precode HTTP/1.1\r\n\r\n")
         assert "header length" in _answer(conn)[0]["error"]
         assert conn.recv(1) == b""
+    with socket.socket(socket.AF_UNIX) as conn:  # a header that is not a frame header: its payload size is unknown
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(_frame({"shape": [-4, 64]}))
+        assert "not a valid frame header" in _answer(conn)[0]["error"]
+        assert conn.recv(1) == b""
     with socket.socket(socket.AF_UNIX) as conn:  # the agent is still serving
         conn.settimeout(30)
         conn.connect(str(path))
