@@ -6,7 +6,8 @@ and complex noise variance :math:`\sigma^2` (:math:`\sigma^2/2` per real dimensi
 - ZF:    :math:`\hat x = (H^T H)^{-1} H^T y`
 - LMMSE: :math:`\hat x = (H^T H + \sigma^2 I)^{-1} H^T y`  (the ratio of the real noise and symbol variances)
 - ML:    :math:`\hat x = \arg\min_{x \in \mathcal{C}^{N_U}} \|y - Hx\|^2`, by exhaustive search (small sizes:
-  at most ``ML_MAX_CANDIDATES`` candidate vectors).
+  at most ``ML_MAX_CANDIDATES`` candidate vectors), or exactly by the sphere decoder of :mod:`plugins.sphere`
+  (``sphere-detector``, any size; its operation count is measured per detection).
 
 ZF and LMMSE return soft estimates that are sliced to the nearest PAM level when scored.
 
@@ -27,6 +28,7 @@ from core.tasks.detection import Constellation  # first: it loads core.sites, wh
 from core.errors import EdgejouleError
 from core.hookspecs import hookimpl
 from core.interfaces import BaselineResult
+from plugins.sphere import SphereDetector
 
 ML_MAX_CANDIDATES = 4096
 
@@ -107,3 +109,4 @@ def register_baselines(register) -> None:
     register("zf-detector", LinearDetector("zf-detector", regularized=False))
     register("lmmse-detector", LinearDetector("lmmse-detector", regularized=True))
     register("ml-detector", MlDetector())
+    register("sphere-detector", SphereDetector())

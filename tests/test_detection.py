@@ -105,3 +105,32 @@ def test_site_channels_are_the_uplink_of_the_site(small_site):
     np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 8)), rtol=1e-3)
     with pytest.raises(EdgejouleError, match="at most"):
         site_channels(H, 8, 5)
+
+
+@pytest.mark.parametrize("name, n_r, n_u, snr", [("qpsk", 8, 4, 2.0), ("16qam", 4, 3, 8.0)])
+def test_sphere_decoder_equals_exhaustive_ml(name, n_r, n_u, snr):
+    rng = np.random.default_rng(3)
+    const = constellation(name)
+    b = simulate(rayleigh_channels(200, n_r, n_u, rng), const, snr, rng)
+    sphere = plugins.get("baselines", "sphere-detector").run(b.H, b.y, b.noise_var, const=const)
+    np.testing.assert_array_equal(sphere.output, ml_detect(b.H, b.y, const))
+    exhaustive = plugins.get("baselines", "ml-detector").op_count(n=2 * n_r, m=2 * n_u, order=const.order)
+    assert sphere.macs_per_sample.mean() < exhaustive  # pruning visits a fraction of the tree
+
+
+def test_sphere_decoder_runs_where_exhaustive_ml_cannot_and_prunes_more_at_high_snr():
+    rng = np.random.default_rng(4)
+    const = constellation("16qam")  # 8x8 16-QAM: 16^8 = 4.3e9 candidates
+    G = rayleigh_channels(100, 8, 8, rng)
+    with pytest.raises(EdgejouleError):
+        ml_detect(real_channel(G), np.zeros((100, 16), np.float32), const)
+    sphere = plugins.get("baselines", "sphere-detector")
+    ops = {}
+    for snr in (12.0, 24.0):
+        b = simulate(G, const, snr, rng)
+        res = sphere.run(b.H, b.y, b.noise_var, const=const)
+        ops[snr] = np.median(res.macs_per_sample)  # the mean is heavy-tailed: ill-conditioned channels
+        x_true_dist = np.sum((b.y - np.einsum("bij,bj->bi", b.H, b.x)) ** 2, -1)
+        x_hat_dist = np.sum((b.y - np.einsum("bij,bj->bi", b.H, res.output)) ** 2, -1)
+        assert np.all(x_hat_dist <= x_true_dist + 1e-4)  # never farther than the transmitted vector
+    assert ops[24.0] < ops[12.0] < sphere.op_count(n=16, m=16, order=16)
