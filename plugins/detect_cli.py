@@ -37,6 +37,7 @@ def detect_command(
     mmd_weight: float = typer.Option(1.0, "--mmd-weight", min=0.0, help="weight w of the MMD^2 term"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output directory (default runs/detect-SITE)"),
+    export: Path = typer.Option(None, help="also export each FP net as a LiteRT model package DIR/SITE-MODEL-fp"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train PGD-/ADMM-Net detectors, quantize them (KAQ, LSQ, PTQ), write BER-vs-SNR table, plot and energy."""
@@ -71,7 +72,7 @@ def detect_command(
     )
     out_dir = out or Path("runs") / f"detect-{site}"
     with progress_bar("training detectors (epochs)", progress_units(req), enabled=not as_json) as advance:
-        result = run_detect(req, out_dir, advance)
+        result = run_detect(req, out_dir, advance, export=export)
     if as_json:
         print_json(result)
         return

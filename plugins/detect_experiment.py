@@ -69,7 +69,10 @@ def _curve(name, model, quantizer, bits, rates, energy_uj) -> Curve:
     )
 
 
-def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | None = None) -> DetectResult:
+def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | None = None,
+               export: Path | None = None) -> DetectResult:
+    """``export``: also write each trained FP net as a model package ``export/<site>-<kind>-fp``
+    (:mod:`plugins.export.unfolded`, parity-checked against torch)."""
     torch.manual_seed(req.seed)
     const = constellation(req.modulation)
     train_src = channel_source(req.site, req.n_r, req.n_u, "train")
@@ -92,6 +95,10 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
         layers = family.describe(arch)
         fp = family.build(arch)
         train(fp, train_src, const, fp_cfg, progress=progress)
+        if export is not None:
+            from plugins.export.unfolded import export_detector
+
+            export_detector(fp, arch, req.site, test_src, export / f"{req.site}-{kind}-fp", seed=req.seed)
         energy = dnn_energy(layers, [FP_BITS] * len(layers), FP_BITS).total_uj
         curves.append(_curve(f"{kind}-fp", kind, None, FP_BITS, evaluate(detector(fp)), energy))
         for bits in req.bits:

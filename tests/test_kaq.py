@@ -91,9 +91,12 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
     result = run_cli(
         "detect", "--site", "rayleigh", "--model", "pgd", "--quantizer", "kaq", "--quantizer", "ptq", "--bits", "4",
         "--samples", "512", "--epochs", "2", "--qat-epochs", "1", "--snr", "0,6", "--eval-samples", "500",
-        "--out", str(out), "--json",
+        "--out", str(out), "--export", str(tmp_path / "packages"), "--json",
     )
     assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "packages" / "rayleigh-pgd-fp" / "manifest.json").read_text())
+    assert manifest["task"] == "detection" and manifest["family"] == "unfolded"
+    assert manifest["metrics"]["parity_ber_litert"] == manifest["metrics"]["parity_ber_torch"]
     data = json.loads(result.stdout)
     names = {c["name"]: c for c in data["curves"]}
     assert {"zf-detector", "lmmse-detector", "ml-detector", "pgd-fp", "pgd-kaq4", "pgd-ptq4"} <= set(names)

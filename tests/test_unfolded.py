@@ -58,3 +58,32 @@ def test_short_training_improves_ber(kind):
     assert after < 0.7 * before
     if kind == "pgd":  # even this short run beats ZF where ZF is noise-limited (ADMM-Net needs the full budget)
         assert after < ber(lambda b: linear_detect(b.H, b.y, None))
+
+
+def test_exported_detector_runs_in_litert_like_torch(tmp_path):
+    from core.schemas.manifest import ModelManifest
+    from core.tasks.detection import simulate
+    from plugins.export.tflite import ExportError, sha256_file
+    from plugins.export.unfolded import DetectorRuntime, export_detector
+    from plugins.kaq_core import quantize_activations
+
+    const = constellation("qpsk")
+    arch = UnfoldedArch(kind="admm", n_r=8, n_u=4)
+    net = plugins.get("models", "unfolded").build(arch)
+    train(net, ChannelSource(8, 4), const, TrainConfig(samples=512, epochs=2))
+    manifest = export_detector(net, arch, "rayleigh", ChannelSource(8, 4), tmp_path / "pkg")
+    assert ModelManifest.model_validate_json((tmp_path / "pkg" / "manifest.json").read_text()) == manifest
+    assert manifest.sha256 == sha256_file(tmp_path / "pkg" / "model.tflite")
+
+    rng = np.random.default_rng(7)
+    b = simulate(ChannelSource(8, 4).draw(50, rng), const, 6.0, rng)
+    x_lite = DetectorRuntime(tmp_path / "pkg" / "model.tflite").detect(b)
+    with torch.no_grad():
+        x_torch = net(torch.from_numpy(b.H), torch.from_numpy(b.y), torch.from_numpy(b.noise_var)).numpy()
+    np.testing.assert_allclose(x_lite, x_torch, atol=1e-4)
+    assert manifest.metrics["parity_max_abs_error"] <= 1e-4
+
+    kaq = quantize_activations(net, "ptq", 4, ChannelSource(8, 4), TrainConfig(samples=256, epochs=1))
+    with pytest.raises(ExportError, match="only full-precision"):
+        export_detector(kaq, arch, "rayleigh", ChannelSource(8, 4), tmp_path / "kaq")
+    assert not (tmp_path / "kaq").exists()
