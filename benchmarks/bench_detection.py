@@ -1,21 +1,27 @@
-"""Inference latency of unfolded detectors in torch: FP vs KAQ-, LSQ- and PTQ-quantized, beside numpy ZF/LMMSE.
+"""Inference latency of unfolded detectors in torch: FP vs KAQ-, LSQ- and PTQ-quantized, beside numpy ZF/LMMSE;
+and of the FP nets exported to LiteRT (:mod:`plugins.export.unfolded`, one detection per invoke).
 
 Usage: .venv/bin/python benchmarks/bench_detection.py [--n-r 8] [--n-u 4] [--repeats 200]
 One thread. The quantized nets are fake-quantized (float tensors on a b-bit grid): this measures what the
 quantizer costs in a float runtime, not the speed of integer kernels. Nets are trained only briefly (latency
-does not depend on the learned values). Median over ``--repeats`` calls per batch size.
+does not depend on the learned values). Median over ``--repeats`` calls per batch size. LiteRT rows: batch 1 is
+one ``invoke``; batch 1024 is 1024 invokes (the exported graph takes one detection). Quantized nets have no
+LiteRT row: their activation step follows each frame's channel (KAQ) and does not export (see DETECTION.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.tasks.detection import ChannelSource, constellation, simulate
 from plugins.detectors import linear_detect
+from plugins.export.unfolded import DetectorRuntime, convert_detector
 from plugins.kaq_core import quantize_activations
 from plugins.unfolded import UnfoldedArch
 from plugins.unfolded_net import TrainConfig, build_net, tensors, train
@@ -59,6 +65,13 @@ def main() -> None:
                     row.append(median_ms(lambda: net(H, y, nv), args.repeats))
             ref = ref or row[1]
             print(f"{kind + '-' + name:<14}{row[0]:>10.3f}{row[1]:>12.3f}{row[1] / ref:>13.2f}x")
+        with tempfile.TemporaryDirectory() as tmp:
+            convert_detector(fp, args.n_r, args.n_u, Path(tmp) / "model.tflite")
+            runtime = DetectorRuntime(Path(tmp) / "model.tflite")
+            one = batches[1]
+            row = [median_ms(lambda: runtime.invoke(one.H, one.y, one.noise_var.astype(np.float32)), args.repeats),
+                   median_ms(lambda: runtime.detect(batches[1024]), max(5, args.repeats // 20))]
+            print(f"{kind + '-fp LiteRT':<14}{row[0]:>10.3f}{row[1]:>12.3f}{row[1] / ref:>13.2f}x")
     for name, noisy in (("zf (numpy)", False), ("lmmse (numpy)", True)):
         row = [median_ms(lambda b=b: linear_detect(b.H, b.y, b.noise_var if noisy else None), args.repeats)
                for b in batches.values()]
