@@ -2,6 +2,7 @@
 and of the FP nets exported to LiteRT (:mod:`plugins.export.unfolded`, one detection per invoke).
 
 Usage: .venv/bin/python benchmarks/bench_detection.py [--n-r 8] [--n-u 4] [--repeats 200]
+       .venv/bin/python benchmarks/bench_detection.py --sphere   (sphere decoder: operations and time vs exhaustive ML)
 One thread. The quantized nets are fake-quantized (float tensors on a b-bit grid): this measures what the
 quantizer costs in a float runtime, not the speed of integer kernels. Nets are trained only briefly (latency
 does not depend on the learned values). Median over ``--repeats`` calls per batch size. LiteRT rows: batch 1 is
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from core.tasks.detection import ChannelSource, constellation, simulate
-from plugins.detectors import linear_detect
+from plugins.detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect, ml_op_count
 from plugins.export.unfolded import DetectorRuntime, convert_detector
 from plugins.kaq_core import quantize_activations
 from plugins.unfolded import UnfoldedArch
@@ -37,14 +38,42 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+def sphere_table(samples: int = 500) -> None:
+    """Measured multiplications per detection of the sphere decoder (mean, median) vs exhaustive ML's count."""
+    from plugins.sphere import sphere_detect
+
+    rng = np.random.default_rng(0)
+    print(f"{'config':<18}{'SNR dB':>7}{'mean ops':>11}{'median ops':>12}{'ML ops':>11}{'ms/det':>9}{'ML ms/det':>11}{'= ML':>6}")
+    for mod, n_r, n_u in (("qpsk", 8, 4), ("16qam", 4, 3), ("16qam", 8, 8)):
+        const = constellation(mod)
+        G = ChannelSource(n_r, n_u).draw(samples, rng)
+        for snr in (0.0, 8.0, 16.0, 24.0):
+            b = simulate(G, const, snr, rng)
+            t0 = time.perf_counter()
+            x, ops = sphere_detect(b.H, b.y, const)
+            t_sd = 1e3 * (time.perf_counter() - t0) / samples
+            ml_ops = ml_op_count(2 * n_r, 2 * n_u, const.order)
+            same, t_ml = "-", float("nan")
+            if const.order**n_u <= ML_MAX_CANDIDATES:
+                t0 = time.perf_counter()
+                same = str(bool(np.array_equal(x, ml_detect(b.H, b.y, const))))
+                t_ml = 1e3 * (time.perf_counter() - t0) / samples
+            print(f"{f'{n_r}x{n_u} {mod}':<18}{snr:>7.0f}{ops.mean():>11.4g}{np.median(ops):>12.4g}{ml_ops:>11.3g}"
+                  f"{t_sd:>9.3f}{t_ml:>11.3f}{same:>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-r", type=int, default=8)
     parser.add_argument("--n-u", type=int, default=4)
     parser.add_argument("--bits", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--sphere", action="store_true", help="the sphere-decoder table instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.sphere:
+        sphere_table()
+        return
     const = constellation("qpsk")
     src = ChannelSource(args.n_r, args.n_u)
     cfg = TrainConfig(samples=512, epochs=1)
