@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from core.tasks.ofdm import OfdmConfig, OfdmSlot
-from plugins.deeprx import IN_CHANNELS, DeepRxArch
+from plugins.deeprx import IN_CHANNELS, DeepRxArch, features
 
 
 class SeparableConv(nn.Module):
@@ -34,7 +33,7 @@ class PreActBlock(nn.Module):
 
 
 class DeepRx(nn.Module):
-    """[B, 6, n_sym, n_sc] -> bit logits [B, n_sym, n_sc, bits_per_symbol]."""
+    """[B, 9, n_sym, n_sc] (``features``) -> bit logits [B, n_sym, n_sc, bits_per_symbol]."""
 
     def __init__(self, arch: DeepRxArch) -> None:
         super().__init__()
@@ -50,7 +49,5 @@ class DeepRx(nn.Module):
 
 
 def inputs(cfg: OfdmConfig, slot: OfdmSlot) -> torch.Tensor:
-    """float32 [B, 6, n_sym, n_sc]: Y, P and the raw LS estimate, real and imaginary parts."""
-    p = np.broadcast_to(cfg.pilots, slot.y.shape)
-    planes = [slot.y.real, slot.y.imag, p.real, p.imag, slot.h_ls.real, slot.h_ls.imag]
-    return torch.from_numpy(np.stack(planes, 1).astype(np.float32))
+    """float32 [B, 9, n_sym, n_sc]: the input planes of :func:`plugins.deeprx.features`."""
+    return torch.from_numpy(features(cfg, slot))

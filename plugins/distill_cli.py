@@ -35,6 +35,9 @@ def distill_command(
     sinr: str = typer.Option("0,5,10,15,20,25,30,35,40", help="evaluation SINRs in dB, comma-separated"),
     eval_slots: int = typer.Option(500, "--eval-slots", min=1, help="slots per SINR point"),
     seed: int = typer.Option(0),
+    teacher_from: Path = typer.Option(None, "--teacher-from", help="use this saved teacher state dict (teacher.pt of an "
+                                      "earlier run, same --teacher and --n-sc) instead of training one"),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="teacher steps between teacher.pt saves"),
     out: Path = typer.Option(None, help="output directory (default runs/distill-ofdm)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -62,7 +65,7 @@ def distill_command(
     req = DistillRequest(
         teacher=t_arch, students=s_archs, n_sc=n_sc, modulation=modulation, doppler_hz=doppler, batch=batch,
         teacher_steps=teacher_steps, student_steps=student_steps, alpha=alpha, temperature=temperature,
-        sinr_db=sinrs, eval_slots=eval_slots, seed=seed,
+        sinr_db=sinrs, eval_slots=eval_slots, seed=seed, teacher_from=teacher_from, checkpoint_every=checkpoint_every,
     )
     out_dir = out or Path("runs") / f"distill-{task}"
     with progress_bar("training (steps)", progress_units(req), enabled=not as_json) as advance:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from core import plugins
 from core.energy import baseline_energy
+from core.errors import EdgejouleError
 from core.tasks.ofdm import OfdmConfig, bit_errors, simulate, snr_at_ber
 from plugins.deeprx import DeepRxArch, describe
 from plugins.deeprx_net import DeepRx, inputs
@@ -39,6 +40,8 @@ class DistillRequest(BaseModel):
     eval_slots: int = 500
     target_ber: float = 1e-3
     seed: int = 0
+    teacher_from: Path | None = Field(None, description="a saved teacher state dict to use instead of training one")
+    checkpoint_every: int = Field(1000, ge=1, description="teacher steps between checkpoints (teacher.pt in the run)")
 
     @property
     def cfg(self) -> OfdmConfig:
@@ -51,7 +54,7 @@ class DistillRequest(BaseModel):
 
 
 def progress_units(req: DistillRequest) -> int:
-    return req.teacher_steps + 2 * req.student_steps * len(req.students)
+    return (0 if req.teacher_from else req.teacher_steps) + 2 * req.student_steps * len(req.students)
 
 
 def batches(req: DistillRequest):
@@ -60,7 +63,7 @@ def batches(req: DistillRequest):
     mask = torch.from_numpy(cfg.data_mask)[None, :, :, None]
 
     def batch(step: int):
-        rng = np.random.default_rng((req.seed, step))
+        rng = np.random.default_rng((req.seed, 0, step))  # training and evaluation slots never share a seed
         slot = simulate(cfg, rng.uniform(*req.train_sinr_db, req.batch), rng)
         return inputs(cfg, slot), torch.from_numpy(slot.bits), mask
 
@@ -70,7 +73,7 @@ def batches(req: DistillRequest):
 def _ber_curve(req: DistillRequest, receiver) -> list[float]:
     cfg, out = req.cfg, []
     for i, s in enumerate(req.sinr_db):
-        rng = np.random.default_rng((req.seed, 10_000 + i))  # the same slots for every receiver
+        rng = np.random.default_rng((req.seed, 1, i))  # the same slots for every receiver
         errors = total = 0
         for start in range(0, req.eval_slots, EVAL_CHUNK):
             slot = simulate(cfg, s, rng, n=min(EVAL_CHUNK, req.eval_slots - start))
@@ -106,11 +109,28 @@ def _entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None, 
     }
 
 
-def _train(req: DistillRequest, model, steps: int, teacher, batch, advance) -> tuple[float, list[float]]:
-    options = KdOptions(alpha=req.alpha, temperature=req.temperature, steps=steps, lr=req.lr)
+def _teacher(req: DistillRequest, batch, out_dir: Path, advance) -> tuple[DeepRx, float | None, list[float]]:
+    """The trained teacher and its seconds per 100 steps: loaded from ``teacher_from``, or trained with a
+    checkpoint (``teacher.pt``) every ``checkpoint_every`` steps so a long run that is stopped leaves one."""
+    teacher = DeepRx(req.arch(req.teacher))
+    if req.teacher_from is not None:
+        try:
+            teacher.load_state_dict(torch.load(req.teacher_from, weights_only=True))
+        except (OSError, RuntimeError) as exc:
+            raise EdgejouleError(
+                f"cannot load teacher {req.teacher_from} as deeprx {req.teacher[0]}x{req.teacher[1]} on 14 x {req.n_sc} "
+                f"({str(exc).splitlines()[0]}); pass the --teacher size and --n-sc it was trained with"
+            ) from None
+        return teacher.eval(), None, []
+
+    def checkpoint(done: int) -> None:
+        if done % req.checkpoint_every == 0 or done == req.teacher_steps:
+            torch.save(teacher.state_dict(), out_dir / "teacher.pt")
+
+    options = KdOptions(steps=req.teacher_steps, lr=req.lr)
     t0 = time.perf_counter()
-    hist = train_logit_model(model, batch, options, teacher, advance)
-    return 100 * (time.perf_counter() - t0) / steps, hist
+    hist = train_logit_model(teacher, batch, options, None, advance, after_step=checkpoint)
+    return teacher, 100 * (time.perf_counter() - t0) / req.teacher_steps, hist
 
 
 def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
@@ -118,8 +138,7 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(req.seed)
     t_arch = req.arch(req.teacher)
-    teacher = DeepRx(t_arch)
-    t_speed, t_hist = _train(req, teacher, req.teacher_steps, None, batch, advance)
+    teacher, t_speed, t_hist = _teacher(req, batch, out_dir, advance)
     entries = [
         _entry(req, "LS+LMMSE", "baseline", None, _ber_curve(req, lambda s: receive(cfg, s)), None),
         _entry(req, f"teacher {t_arch.width}x{t_arch.blocks}", "teacher", t_arch, _ber_curve(req, _net_receiver(cfg, teacher)), t_speed),
@@ -138,8 +157,7 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
             entries.append(_entry(req, label, role, arch, _ber_curve(req, _net_receiver(cfg, model)), speed))
             histories[label] = result.loss_history[role]
             torch.save(model.state_dict(), out_dir / f"{role}-{arch.width}x{arch.blocks}.pt")
-    torch.save(teacher.state_dict(), out_dir / "teacher.pt")
-    result = {"request": req.model_dump(), "sinr_db": req.sinr_db, "receivers": entries, "loss_history": histories}
+    result = {"request": req.model_dump(mode="json"), "sinr_db": req.sinr_db, "receivers": entries, "loss_history": histories}
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     (out_dir / "table.md").write_text(markdown_table(result))
     plot(result, out_dir / "ber.png")

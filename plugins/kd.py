@@ -74,9 +74,10 @@ def kd_loss(student_logits: Any, teacher_logits: Any, bits: Any, alpha: float, t
 
 def train_logit_model(
     model: Any, batch: Callable[[int], tuple[Any, Any, Any]], options: KdOptions, teacher: Any = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Trains ``model`` in place with :func:`kd_loss` (a = 0 when ``teacher`` is None); returns the loss curve."""
+    """Trains ``model`` in place with :func:`kd_loss` (a = 0 when ``teacher`` is None); returns the loss curve.
+    ``after_step(steps_done)`` runs after every step (checkpoints)."""
     import torch
 
     alpha = options.alpha if teacher is not None else 0.0
@@ -105,6 +106,8 @@ def train_logit_model(
             window = []
         if progress:
             progress(1)
+        if after_step:
+            after_step(step + 1)
     model.eval()
     return history
 

@@ -5,7 +5,7 @@ The DeepRx paper's (Honkala et al., IEEE TWC 2021, Sec. V) conventional baseline
 
 1. LS at pilots :math:`\hat H = Y/P`; linear interpolation across subcarriers on each pilot symbol (flat
    extrapolation at the band edges), then linear inter-/extrapolation in time between pilot symbols (one
-   pilot symbol: held constant over the slot).
+   pilot symbol: held constant over the slot): :func:`core.tasks.ofdm.interpolate`.
 2. Per-RE LMMSE equalization with the impairment power :math:`\sigma^2 = 1/\mathrm{SINR}` treated as white:
    :math:`\hat x = \hat H^* Y / (|\hat H|^2 + \sigma^2)`, unbiased as :math:`z = \hat x / \mu`,
    :math:`\mu = |\hat H|^2 / (|\hat H|^2 + \sigma^2)`, with post-equalization noise :math:`v = \sigma^2/|\hat H|^2`.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.tasks.ofdm import OfdmConfig, OfdmSlot
+from core.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate
 
 from core.hookspecs import hookimpl
 from core.interfaces import BaselineResult
@@ -42,27 +42,6 @@ def op_count(cfg: OfdmConfig) -> float:
     return float(
         4 * n_p + 4 * len(cfg.pilot_symbols) * cfg.n_sc + 4 * cfg.n_sym * cfg.n_sc + n_d * (11 + 2 * levels + 2 * k)
     )
-
-
-def interpolate(cfg: OfdmConfig, h_ls: np.ndarray) -> np.ndarray:
-    """complex64 [B, n_sym, n_sc]: the LS estimate interpolated over frequency, then time."""
-    sym = np.array(sorted(cfg.pilot_symbols))
-    sc_p = np.nonzero(cfg.pilot_mask[sym[0]])[0]
-    f = np.arange(cfg.n_sc)
-    rows = h_ls[:, sym][:, :, sc_p]  # [B, S, P]
-    # np.interp is 1-D: one call per slot and pilot symbol, real and imaginary parts apart
-    freq = np.empty(rows.shape[:2] + (cfg.n_sc,), np.complex64)
-    for b in range(rows.shape[0]):
-        for s in range(rows.shape[1]):
-            freq[b, s] = np.interp(f, sc_p, rows[b, s].real) + 1j * np.interp(f, sc_p, rows[b, s].imag)
-    if len(sym) == 1:
-        return np.repeat(freq, cfg.n_sym, axis=1)
-    t = np.arange(cfg.n_sym)
-    # linear in time through the two nearest pilot symbols, extrapolated beyond them
-    right = np.clip(np.searchsorted(sym, t), 1, len(sym) - 1)
-    left = right - 1
-    w = ((t - sym[left]) / (sym[right] - sym[left]))[None, :, None]
-    return ((1 - w) * freq[:, left] + w * freq[:, right]).astype(np.complex64)
 
 
 def maxlog_logits(cfg: OfdmConfig, z: np.ndarray, v: np.ndarray) -> np.ndarray:

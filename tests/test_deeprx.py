@@ -30,12 +30,12 @@ def test_describe_matches_module_and_shapes(n_sc: int, modulation: str, width: i
     assert sum(l.weights for l in layers) == sum(p.numel() for p in model.parameters())
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     n = 14 * n_sc
-    assert sum(l.macs for l in layers if l.kind != "bn") == sum(
+    assert sum(l.macs for l in layers if l.kind not in ("bn", "features")) == sum(
         n * m.weight.numel() for m in convs
     )
     slot = simulate(cfg, 20.0, np.random.default_rng(0), n=3)
     x = inputs(cfg, slot)
-    assert x.shape == (3, 6, 14, n_sc)
+    assert x.shape == (3, 9, 14, n_sc)
     assert model(x).shape == (3, 14, n_sc, cfg.bits_per_symbol)
     # receptive field: radius 1 (input conv) + 2 * sum of dilations; (0,0) -> (13,10) needs 13 in time
     reach_t = 1 + 2 * sum(DeepRxArch().dilation(b)[0] for b in range(blocks))

@@ -5,8 +5,8 @@ import pytest
 
 from core import plugins
 from core.errors import EdgejouleError
-from core.tasks.ofdm import OfdmConfig, bit_errors, ls_estimate, simulate, tdl_channel
-from plugins.ofdm_receiver import interpolate, op_count, receive
+from core.tasks.ofdm import OfdmConfig, bit_errors, interpolate, ls_estimate, simulate, tdl_channel
+from plugins.ofdm_receiver import op_count, receive
 
 
 @pytest.mark.parametrize("n_sc,step", [(12, 2), (36, 3)])

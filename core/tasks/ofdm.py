@@ -31,7 +31,10 @@ each slot's large-scale complex gain: the channel of a site user to BS antenna 0
 the dataset, multiplies the unit-power TDL grid. The slot's SINR then varies with the site's own gain
 spread around the nominal SINR.
 
-**Least-squares estimate** at pilots: :math:`\hat H_{LS}[t,f] = Y[t,f] / P[t,f]` on pilot REs, 0 elsewhere.
+**Least-squares estimate** at pilots: :math:`\hat H_{LS}[t,f] = Y[t,f] / P[t,f]` on pilot REs, 0 elsewhere;
+``interpolate`` fills the grid: linear interpolation across subcarriers on each pilot symbol (flat beyond the
+edge pilots), then linear inter-/extrapolation in time between pilot symbols (held constant with one pilot
+symbol). Both are linear maps, applied as two small real matrices.
 Metric: uncoded BER over data REs. Bit logits follow the convention "positive means bit 1".
 """
 
@@ -47,6 +50,7 @@ __all__ = [
     "OfdmConfig",
     "OfdmSlot",
     "bit_errors",
+    "interpolate",
     "ls_estimate",
     "site_gains",
     "simulate",
@@ -161,6 +165,32 @@ def ls_estimate(cfg: OfdmConfig, y: np.ndarray) -> np.ndarray:
     """Raw LS channel estimate Y/P on pilot REs, 0 on data REs."""
     p = cfg.pilots
     return np.where(cfg.pilot_mask, y / np.where(cfg.pilot_mask, p, 1), 0).astype(np.complex64)
+
+
+def interpolation_weights(cfg: OfdmConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(W_f [P, n_sc], W_t [S, n_sym]): the frequency and time interpolation weights of ``interpolate``."""
+    sym = np.array(sorted(cfg.pilot_symbols))
+    sc_p = np.nonzero(cfg.pilot_mask[sym[0]])[0]
+    f = np.arange(cfg.n_sc)
+    w_f = np.stack([np.interp(f, sc_p, unit) for unit in np.eye(len(sc_p))])
+    if len(sym) == 1:
+        return w_f, np.ones((1, cfg.n_sym))
+    t = np.arange(cfg.n_sym)
+    right = np.clip(np.searchsorted(sym, t), 1, len(sym) - 1)  # the two nearest pilot symbols, extrapolated beyond
+    left = right - 1
+    w = (t - sym[left]) / (sym[right] - sym[left])
+    w_t = np.zeros((len(sym), cfg.n_sym))
+    w_t[left, t] += 1 - w
+    w_t[right, t] += w
+    return w_f, w_t
+
+
+def interpolate(cfg: OfdmConfig, h_ls: np.ndarray) -> np.ndarray:
+    """complex64 [B, n_sym, n_sc]: the LS estimate interpolated over frequency, then time (module docstring)."""
+    w_f, w_t = interpolation_weights(cfg)
+    sym = sorted(cfg.pilot_symbols)
+    rows = h_ls[:, sym][:, :, np.nonzero(cfg.pilot_mask[sym[0]])[0]]  # [B, S, P]
+    return np.einsum("bsp,pf,st->btf", rows, w_f, w_t).astype(np.complex64)
 
 
 def simulate(
