@@ -38,6 +38,7 @@ def distill_command(
     teacher_from: Path = typer.Option(None, "--teacher-from", help="use this saved teacher state dict (teacher.pt of an "
                                       "earlier run, same --teacher and --n-sc) instead of training one"),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="teacher steps between teacher.pt saves"),
+    export: Path = typer.Option(None, "--export", help="also write a LiteRT model package per distilled student here"),
     out: Path = typer.Option(None, help="output directory (default runs/distill-ofdm)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -70,8 +71,35 @@ def distill_command(
     out_dir = out or Path("runs") / f"distill-{task}"
     with progress_bar("training (steps)", progress_units(req), enabled=not as_json) as advance:
         result = run_distill(req, out_dir, advance)
+    packages = _export(out_dir, export) if export else []
     if as_json:
-        print_json({k: v for k, v in result.items() if k != "loss_history"})
+        print_json({**{k: v for k, v in result.items() if k != "loss_history"}, "packages": packages})
         return
     console.print(table(result))
     console.print(f"wrote {out_dir / 'table.md'}, {out_dir / 'results.json'} and {out_dir / 'ber.png'}")
+    for p in packages:
+        console.print(f"package {p['dir']}: {p['id']}")
+
+
+def _export(run_dir: Path, export_dir: Path) -> list[dict]:
+    from plugins.distill_experiment import export_students
+
+    return [{"dir": str(export_dir / f"distilled-{m.arch['width']}x{m.arch['blocks']}"), "id": m.id, "metrics": m.metrics}
+            for m in export_students(run_dir, export_dir)]
+
+
+def distill_export_command(
+    run: Path = typer.Argument(..., help="a finished edgejoule distill output directory (results.json, *.pt)"),
+    out: Path = typer.Option(..., help="where the packages go, one directory per distilled student"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export the distilled students of a finished distill run to LiteRT model packages (with a parity check)."""
+    from core.cli.output import console, print_json
+
+    packages = _export(run, out)
+    if as_json:
+        print_json(packages)
+        return
+    for p in packages:
+        console.print(f"package {p['dir']}: {p['id']} (LiteRT BER {p['metrics']['parity_ber_litert']:.2e}, "
+                      f"torch {p['metrics']['parity_ber_torch']:.2e})")

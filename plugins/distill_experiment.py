@@ -164,6 +164,31 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
     return result
 
 
+def export_students(run_dir: Path, export_dir: Path, roles: tuple[str, ...] = ("distilled",)) -> list:
+    """Model packages (``plugins.export.receiver``) of a finished run's students, one directory per student."""
+    from plugins.export.receiver import export_receiver
+
+    try:
+        result = json.loads((run_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgejouleError(f"{run_dir} is not a finished distill run ({exc}); run edgejoule distill first") from None
+    req = DistillRequest.model_validate(result["request"])
+    manifests = []
+    for e in result["receivers"]:
+        if e["role"] not in roles:
+            continue
+        arch = req.arch((e["arch"]["width"], e["arch"]["blocks"]))
+        name = f"{e['role']}-{arch.width}x{arch.blocks}"
+        model = DeepRx(arch)
+        model.load_state_dict(torch.load(run_dir / f"{name}.pt", weights_only=True))
+        metrics = {"ber_min": min(e["ber"]), "target_ber": req.target_ber}
+        if e["sinr_at_target_db"] is not None:
+            metrics["sinr_db_at_target_ber"] = e["sinr_at_target_db"]
+        manifests.append(export_receiver(model, arch, req.cfg, export_dir / name, site=f"tdl-{req.doppler_hz:g}hz",
+                                         metrics=metrics, seed=req.seed))
+    return manifests
+
+
 def _rows(result: dict) -> list[list[str]]:
     rows = []
     for e in result["receivers"]:

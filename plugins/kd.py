@@ -132,6 +132,7 @@ def register_compressors(register) -> None:
 
 @hookimpl
 def register_commands(cli) -> None:
-    from plugins.distill_cli import distill_command
+    from plugins.distill_cli import distill_command, distill_export_command
 
     cli.command("distill")(distill_command)
+    cli.command("distill-export")(distill_export_command)

@@ -1,4 +1,5 @@
-"""deeprx family: describe() matches the torch module; shapes for two grid sizes; the CLI end to end."""
+"""deeprx family: describe() matches the torch module; shapes for two grid sizes; the CLI end to end with export
+to a LiteRT model package (real LiteRT inference on the exported student)."""
 
 import json
 import subprocess
@@ -9,9 +10,12 @@ import pytest
 import torch
 
 from core import plugins
-from core.tasks.ofdm import OfdmConfig, simulate
-from plugins.deeprx import DeepRxArch
-from plugins.deeprx_net import inputs
+from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from plugins.deeprx import DeepRxArch, features
+from plugins.deeprx_net import DeepRx, inputs
+from plugins.export.receiver import ReceiverRuntime, export_receiver
+from plugins.export.tflite import ExportError, sha256_file
 
 torch.set_num_threads(1)
 
@@ -45,13 +49,16 @@ def test_describe_matches_module_and_shapes(n_sc: int, modulation: str, width: i
     assert changed == (reach_t >= 13)
 
 
-def test_distill_cli_end_to_end(tmp_path) -> None:
-    out = tmp_path / "run"
+def test_distill_cli_end_to_end_with_export_to_litert(tmp_path) -> None:
+    out, packages = tmp_path / "run", tmp_path / "packages"
     res = _cli([
         "distill", "--task", "ofdm", "--teacher", "8x2", "--student", "4x1", "--n-sc", "12", "--teacher-steps", "20",
         "--student-steps", "10", "--eval-slots", "20", "--sinr", "10,30", "--out", str(out), "--json",
+        "--export", str(packages),
     ])
     assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)  # the converter's log must not reach --json output
+    assert [p["dir"] for p in printed["packages"]] == [str(packages / "distilled-4x1")]
     result = json.loads((out / "results.json").read_text())
     roles = [e["role"] for e in result["receivers"]]
     assert roles == ["baseline", "teacher", "distilled", "scratch"]
@@ -59,6 +66,33 @@ def test_distill_cli_end_to_end(tmp_path) -> None:
     teacher, student = result["receivers"][1], result["receivers"][2]
     assert student["macs"] < teacher["macs"] and 0 < student["energy_uj"] < teacher["energy_uj"]
     assert (out / "ber.png").stat().st_size > 1000 and "| LS+LMMSE |" in (out / "table.md").read_text()
+
+    # the package: manifest, file hash, and real LiteRT logits equal to the torch student's on fresh slots
+    pkg = packages / "distilled-4x1"
+    manifest = ModelManifest.model_validate_json((pkg / MANIFEST_FILE).read_text())
+    assert manifest.task == "ofdm" and manifest.family == "deeprx" and manifest.arch["width"] == 4
+    assert manifest.sha256 == sha256_file(pkg / MODEL_FILE) and manifest.size_bytes == (pkg / MODEL_FILE).stat().st_size
+    assert manifest.metrics["parity_decision_mismatch"] <= 1e-3 and manifest.energy.total_uj == pytest.approx(
+        student["energy_uj"], rel=1e-6)
+    cfg = OfdmConfig(n_sc=12)
+    model = DeepRx(DeepRxArch(width=4, blocks=1, n_sc=12))
+    model.load_state_dict(torch.load(out / "distilled-4x1.pt", weights_only=True))
+    slot = simulate(cfg, 15.0, np.random.default_rng(123), n=8)
+    with torch.no_grad():
+        z_torch = model.eval()(inputs(cfg, slot)).numpy()
+    z_lite = ReceiverRuntime(pkg / MODEL_FILE).logits(features(cfg, slot))
+    assert z_lite.shape == z_torch.shape == (8, 14, 12, 2)
+    assert np.abs(z_lite - z_torch).max() <= 1e-4 * np.abs(z_torch).max()
+    assert bit_errors(cfg, z_lite, slot.bits) == bit_errors(cfg, z_torch, slot.bits)
+
+    # exporting again from the finished run gives the same file; a wrong grid is refused before converting
+    again = _cli(["distill-export", str(out), "--out", str(tmp_path / "again"), "--json"])
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["id"] == manifest.id
+    with pytest.raises(ExportError, match="grid"):
+        export_receiver(model, DeepRxArch(width=4, blocks=1, n_sc=12), OfdmConfig(n_sc=24), tmp_path / "bad")
+    missing = _cli(["distill-export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert missing.returncode == 2 and "not a finished distill run" in missing.stderr
 
 
 @pytest.mark.parametrize("args", [["--teacher", "32"], ["--task", "mimo"], ["--sinr", "a,b"], ["--modulation", "8psk"]])
