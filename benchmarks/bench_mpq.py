@@ -1,91 +1,136 @@
 """Time of an MPQ + NAS search on this machine: FP pre-training per epoch and LSQ fine-tuning + evaluation
 per candidate, for every architecture of the paper's space, and the full 2048-candidate search they imply.
 
-Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2]
-       .venv/bin/python benchmarks/bench_mpq.py --dask   (speed-up of a Dask LocalCluster, 2 workers vs 1)
-Times one candidate per architecture (weights untrained: the cost does not depend on them) and one FP
-epoch, then extrapolates: full = sum over architectures of (FP epochs x epoch time + 256 x candidate time),
-divided by the workers. The FP epochs actually run depend on early stopping; the budget's maximum is used.
+Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2] [--per-arch 3]
+       .venv/bin/python benchmarks/bench_mpq.py --dask [--budget smoke] [--c-out 8] [--d-fcl 512] [--bits 2,4,16]
+
+The work runs as the search runs it: the search's own work units (``plugins.mpq.worker``) in a local pool
+of ``--workers`` processes, all busy at once. Per architecture, ``--workers`` one-epoch FP pre-trainings
+(weights untrained: the cost does not depend on them) and then ``--per-arch`` bit configurations per worker
+(mixed and uniform; ``fine_tune`` from that checkpoint) are timed as wall clock over the batch, divided by
+the units in it, so the times include whatever the workers cost each other (memory bandwidth, caches).
+Extrapolation: full = sum over architectures of (FP epochs x epoch time + 256 x candidate time), at the
+budget's maximum of FP epochs (early stopping usually ends sooner). The load average is printed before and after: other jobs on
+the machine slow everything down.
+
+``--dask``: the candidates of one search on a Dask LocalCluster with one worker process, then two (the FP
+checkpoint made beforehand, so the timed part is the candidates, which are the parallel work).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from core.sites import get_site, load_dataset
 from plugins.mpq import worker
+from plugins.mpq.executors import local_pool
 from plugins.mpq.space import BUDGETS, Candidate, SearchSpace
-from plugins.precoder_cnn import PrecoderCNNFamily
-from plugins.precoder_training import TrainConfig, train, unit_noise_channels
+
+MIXES = [(16, 16, 16, 16), (2, 2, 2, 2), (8, 4, 4, 2), (4, 16, 2, 8), (2, 8, 16, 4), (16, 2, 8, 16)]
 
 
-def dask_speedup(site: str, budget: str) -> None:
-    """The same search (C_out 8, D_FCL 512, bits {2,4,16}: 81 candidates) end to end on a Dask LocalCluster
-    with one worker process, then two; FP pre-training included, the dataset cached beforehand."""
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
+    """The candidates of the same search on a LocalCluster with one worker process, then two."""
     from distributed import LocalCluster
 
-    from plugins.mpq.search import SearchRequest, run_search
+    from plugins.mpq.search import SearchRequest, checkpoint, run_search
 
-    space = SearchSpace(c_out=(8,), d_fcl=(512,), bits=(2, 4, 16))
-    load_dataset(get_site(site).with_overrides(n_samples=BUDGETS[budget].n_samples))
+    budget = BUDGETS[budget_name]
+    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
+    load_dataset(site)
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
+        fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in space.archs()]
+        (Path(tmp) / "fp").mkdir()
+        with local_pool(1) as run:  # FP pre-training, outside the timed part
+            list(run(worker.pretrain, [(site, c, budget, checkpoint(Path(tmp), c)) for c in fp]))
+        print(f"{space.size()} candidates (C_out {space.c_out}, D_FCL {space.d_fcl}, bits {space.bits}), "
+              f"budget {budget_name}; {load()}")
         for workers in (1, 2):
+            out = Path(tmp) / str(workers)
+            shutil.copytree(Path(tmp) / "fp", out / "fp")
             with LocalCluster(host="127.0.0.1", n_workers=workers, threads_per_worker=1, processes=True,
                               dashboard_address=None) as cluster:
                 t0 = time.perf_counter()
-                rows = run_search(SearchRequest(site=site, space=space, budget=budget, executor="dask",
-                                                scheduler=cluster.scheduler_address,
-                                                out_dir=Path(tmp) / str(workers)))
+                rows = run_search(SearchRequest(site=site_name, space=space, budget=budget_name, executor="dask",
+                                                scheduler=cluster.scheduler_address, out_dir=out))
                 times[workers] = time.perf_counter() - t0
             print(f"dask, {workers} worker(s): {len(rows)} candidates in {times[workers]:.1f} s "
-                  f"({times[workers] / len(rows):.2f} s per candidate)")
+                  f"({times[workers] / len(rows):.3f} s per candidate); {load()}")
     print(f"speed-up, 2 workers over 1: {times[1] / times[2]:.2f}x")
+
+
+def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -> None:
+    budget = BUDGETS[budget_name]
+    one_epoch = budget.model_copy(update={"fp_epochs": 1, "fp_patience": 1})
+    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
+    load_dataset(site)
+    space = SearchSpace()
+    mixes = MIXES[:per_arch]
+    print(f"budget {budget.name}: {budget.n_samples} samples, FP <= {budget.fp_epochs} epochs (batch {budget.fp_batch}), "
+          f"QAT {budget.qat_steps} steps (batch {budget.qat_batch}); {workers} worker process(es), "
+          f"{per_arch} candidates per worker and architecture; {load()}")
+    print("| C_out | D_FCL | FP epoch | candidate | candidate latency (mean, min-max) | architecture |")
+    print("|---|---|---|---|---|---|")
+    total = 0.0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, local_pool(workers) as run:
+        def fp_epoch(c_out: int, d_fcl: int) -> float:
+            """Wall time of one FP epoch per worker, every worker training its own seed; checkpoint of seed 0."""
+            fp = [Candidate(c_out=c_out, d_fcl=d_fcl, bits=(16,) * 4, seed=s) for s in range(workers)]
+            t0 = time.perf_counter()
+            list(run(worker.pretrain, [(site, c, one_epoch, Path(tmp) / f"{c.arch_key}.pt") for c in fp]))
+            return (time.perf_counter() - t0) / workers
+
+        fp_epoch(*space.archs()[0])  # warm-up: worker processes started, torch imported, data cached
+        for c_out, d_fcl in space.archs():
+            epoch = fp_epoch(c_out, d_fcl)
+            checkpoint = Path(tmp) / f"c{c_out}-d{d_fcl}-s0.pt"
+            calls = [(site, Candidate(c_out=c_out, d_fcl=d_fcl, bits=bits, seed=0), budget, checkpoint)
+                     for _ in range(workers) for bits in mixes]
+            t0 = time.perf_counter()
+            latency = [r["seconds"] for r in run(worker.fine_tune, calls)]
+            per_candidate = (time.perf_counter() - t0) / len(calls)
+            arch_total = budget.fp_epochs * epoch + len(space.bit_configs()) * per_candidate
+            total += arch_total
+            print(f"| {c_out} | {d_fcl} | {epoch:.2f} s | {per_candidate:.2f} s | {statistics.mean(latency):.2f} s "
+                  f"({min(latency):.2f}-{max(latency):.2f}) | {arch_total / 60:.1f} min |", flush=True)
+    print(f"full search, {space.size()} candidates: {total / 60:.1f} min on {workers} worker(s); "
+          f"measured in {time.perf_counter() - started:.0f} s; {load()}")
+    print(f"(FP epoch and candidate: wall time per unit with {workers} worker(s) busy; latency: one candidate's own "
+          f"time inside its worker; architecture: {budget.fp_epochs} FP epochs + {len(space.bit_configs())} candidates)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="default")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--per-arch", type=int, default=3, choices=range(1, len(MIXES) + 1))
     parser.add_argument("--site", default="urban-nlos")
     parser.add_argument("--dask", action="store_true", help="time a Dask LocalCluster with 1 and 2 workers")
+    parser.add_argument("--c-out", default="8", help="--dask: C_out values")
+    parser.add_argument("--d-fcl", default="512", help="--dask: D_FCL values")
+    parser.add_argument("--bits", default="2,4,16", help="--dask: bit widths")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     if args.dask:
-        dask_speedup(args.site, args.budget)
-        return
-    budget = BUDGETS[args.budget]
-    site = get_site(args.site).with_overrides(n_samples=budget.n_samples)
-    ds = load_dataset(site)
-    H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
-    space = SearchSpace()
-    total = 0.0
-    print(f"budget {budget.name}: {budget.n_samples} samples, FP <= {budget.fp_epochs} epochs (batch {budget.fp_batch}), "
-          f"QAT {budget.qat_steps} steps (batch {budget.qat_batch})")
-    with tempfile.TemporaryDirectory() as tmp:
-        for c_out, d_fcl in space.archs():
-            arch = {"c_out": c_out, "d_fcl": d_fcl, "n_t": site.n_antennas, "n_u": site.n_users}
-            model = PrecoderCNNFamily().build(arch)
-            t0 = time.perf_counter()
-            train(model, H_train, H_val, ds.p_max, TrainConfig(epochs=1, batch_size=budget.fp_batch, patience=1))
-            epoch = time.perf_counter() - t0
-            checkpoint = Path(tmp) / f"{c_out}-{d_fcl}.pt"
-            torch.save(model.state_dict(), checkpoint)
-            candidate = Candidate(c_out=c_out, d_fcl=d_fcl, bits=(8, 4, 4, 2), seed=0)
-            t0 = time.perf_counter()
-            worker.fine_tune(site, candidate, budget, checkpoint)
-            per_candidate = time.perf_counter() - t0
-            arch_total = budget.fp_epochs * epoch + len(space.bit_configs()) * per_candidate
-            total += arch_total
-            print(f"C_out={c_out:>2} D_FCL={d_fcl:>4}: FP epoch {epoch:6.2f} s, candidate {per_candidate:5.2f} s, "
-                  f"architecture total {arch_total / 60:5.1f} min (1 worker)")
-    print(f"full search, {space.size()} candidates: {total / 60:.1f} min on 1 worker, "
-          f"{total / 60 / args.workers:.1f} min on {args.workers} workers (if the cores are free)")
+        dask_speedup(args.site, args.budget,
+                     SearchSpace(c_out=_ints(args.c_out), d_fcl=_ints(args.d_fcl), bits=_ints(args.bits)))
+    else:
+        full_search(args.site, args.budget, args.workers, args.per_arch)
 
 
 if __name__ == "__main__":

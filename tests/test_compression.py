@@ -4,6 +4,7 @@ and the MPQ search (resume after a kill, Dask equals the local pool, readable er
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -75,6 +76,28 @@ def test_lsq_quantizes_onto_its_grid_with_gradients_to_the_step():
     fq = LsqFakeQuant(4)
     fq(torch.randn(100))
     assert float(fq.step.detach()) > 0 and bool(fq.initialized)
+
+
+@pytest.mark.parametrize("bits,signed", [(2, True), (4, True), (3, False)])
+def test_lsq_gradients_equal_the_composite_formulas(bits, signed):
+    """The fused autograd function against LSQ written as composite ops (STE round, gradient-scale trick)."""
+    torch.manual_seed(bits)
+    v = (torch.randn(5000) * 2).requires_grad_()
+    step = torch.tensor(0.4, requires_grad=True)
+    weights = torch.randn(5000)
+    (lsq_fake_quant(v, step, bits, signed) * weights).sum().backward()
+    q_n, q_p = quant_range(bits, signed)
+    g = 1.0 / math.sqrt(v.numel() * q_p)
+    v2, step2 = v.detach().clone().requires_grad_(), step.detach().clone().requires_grad_()
+    s = (step2 - step2 * g).detach() + step2 * g
+    x = torch.clamp(v2 / s, -q_n, q_p)
+    ref = ((x.round() - x).detach() + x) * s
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(lsq_fake_quant(v, step, bits, signed), ref)
+    torch.testing.assert_close(v.grad, v2.grad)
+    torch.testing.assert_close(step.grad, step2.grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one step per tensor"):
+        lsq_fake_quant(v, torch.ones(3), bits)
 
 
 def test_lsq_model_freezes_to_plain_weights_on_the_grid():

@@ -1,9 +1,24 @@
 """The work units of a search, run in worker processes (local pool or Dask): FP pre-training of one
 architecture and seed, and LSQ fine-tuning + evaluation of one candidate. Everything a unit needs travels
-in its arguments; the site's dataset comes from the on-disk cache (or is regenerated, deterministically)."""
+in its arguments; the site's dataset comes from the on-disk cache (or is regenerated, deterministically).
+
+What a worker process keeps between units, and why that is sound (none of it depends on a candidate's bits):
+
+- the site's data (training positions, validation and test tensors) per site and budget: read-only inputs;
+- the FP checkpoint's tensors per file (keyed by its path, size and modification time, so a rewritten
+  checkpoint is read again): ``load_state_dict`` copies them into each candidate's own model, which is
+  what gets trained.
+
+A candidate's test evaluation runs on the model frozen once (``plugins.lsq.freeze``: the fake-quantized
+weights computed a single time, the values the parametrization gives) under ``torch.inference_mode``.
+Nothing else is shared across candidates: every layer, 16-bit ones included, is LSQ fine-tuned (a 16-bit
+grid is not the FP weight, and the weights move during QAT), so neither the QAT of a bit configuration's
+prefix nor the forward of any layer at test time is the same for two candidates.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -18,10 +33,20 @@ from plugins.mpq.space import Budget, Candidate
 from plugins.precoder_cnn import PrecoderArch, PrecoderCNNFamily
 
 
+def _huge_pages() -> None:
+    """Let torch back its large CPU tensors with transparent huge pages (``THP_MEM_ALLOC_ENABLE``, read at the
+    first CPU allocation of a process, so every unit sets it before it imports torch; where torch already
+    allocated, nothing changes). QAT of a large architecture allocates dozens of full-size tensors per step
+    (FC1 of 64x1024: 67 MB each); with 4 KiB pages the page faults of each cost more than the arithmetic on
+    it (``benchmarks/bench_mpq.py``). Values are unchanged."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def _arch(c: Candidate, site: SiteConfig) -> PrecoderArch:
     return PrecoderArch(c_out=c.c_out, d_fcl=c.d_fcl, n_t=site.n_antennas, n_u=site.n_users)
 
 
+@functools.lru_cache(maxsize=1)
 def _data(site: SiteConfig, budget: Budget):
     from plugins.precoder_training import training_combinations, unit_noise_channels
 
@@ -31,8 +56,21 @@ def _data(site: SiteConfig, budget: Budget):
     return ds, data, unit_noise_channels(ds, "test", budget.eval_samples)
 
 
+def _fp_weights(checkpoint: Path) -> dict[str, Any]:
+    stat = checkpoint.stat()
+    return _read_checkpoint(checkpoint, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_checkpoint(checkpoint: Path, size: int, mtime_ns: int) -> dict[str, Any]:
+    import torch
+
+    return torch.load(checkpoint, weights_only=True)
+
+
 def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path) -> dict[str, Any]:
     """Train the FP model of ``candidate``'s architecture and seed; saved atomically to ``checkpoint``."""
+    _huge_pages()
     import torch
 
     from plugins.precoder_training import TrainConfig, evaluate, input_scale, train
@@ -55,6 +93,7 @@ def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint:
 
 def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path, save_to: Path | None = None) -> dict[str, Any]:
     """LSQ QAT of one bit configuration from its architecture's FP checkpoint, then test sum rate and energy."""
+    _huge_pages()
     import torch
 
     from plugins.lsq import attach, freeze
@@ -67,16 +106,17 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     family = PrecoderCNNFamily()
     arch = _arch(candidate, site)
     model = family.build(arch)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model.load_state_dict(_fp_weights(checkpoint))
     attach(model, list(candidate.bits))
     if budget.qat_steps:
         train(model, data["train"], data["val"], ds.p_max,
               TrainConfig(epochs=10**6, patience=10**6, batch_size=budget.qat_batch, max_steps=budget.qat_steps,
                           seed=candidate.torch_seed()))
-    rates = evaluate(model, H_test, ds.p_max)
+    frozen, _ = freeze(model)
+    with torch.inference_mode():
+        rates = evaluate(frozen, H_test, ds.p_max)
     energy = dnn_energy(family.describe(arch), list(candidate.bits))
     if save_to is not None:
-        frozen, bits = freeze(model)
         torch.save(frozen.state_dict(), save_to)
     return {
         "key": candidate.key, "c_out": candidate.c_out, "d_fcl": candidate.d_fcl, "bits": list(candidate.bits),
@@ -88,6 +128,7 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
 
 def ptq_sum_rate(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path) -> float:
     """Plain PTQ of the FP checkpoint at ``candidate.bits``: the comparison the paper rejected QAT for."""
+    _huge_pages()
     import torch
 
     from core import plugins
@@ -96,6 +137,6 @@ def ptq_sum_rate(site: SiteConfig, candidate: Candidate, budget: Budget, checkpo
     torch.set_num_threads(1)
     ds, _, H_test = _data(site, budget)
     model = PrecoderCNNFamily().build(_arch(candidate, site))
-    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model.load_state_dict(_fp_weights(checkpoint))
     plugins.get("quantizers", "ptq").quantize(model, list(candidate.bits))
     return float(evaluate(model, H_test, ds.p_max).mean())
