@@ -1,40 +1,97 @@
-"""OFDM receivers: training time per epoch and inference latency (torch, 1 thread) of deeprx sizes; LS+LMMSE.
+"""OFDM receivers: training time per epoch and inference latency (torch and LiteRT, 1 thread) of deeprx sizes;
+the numpy input features; LS+LMMSE.
 
 An epoch here is 100 optimizer steps of 32 fresh slots (3,200 slots), the unit ``edgejoule distill`` trains in.
+LiteRT: each size converted with ``plugins.export.receiver`` (parity-checked) and invoked one slot at a time,
+as an edge receiver runs it; the features (LS, interpolation, Z, G) are timed apart, in numpy.
 Run: .venv/bin/python benchmarks/bench_receiver.py [--n-sc 12]
+
+``--ablation``: why the inputs are what they are (docs/RECEIVER.md, "Diagnosis"). A 16x3 receiver trained
+for 1,000 steps (batch 32, SINR uniform in 0..40 dB, the distill defaults) on four input sets, BER at 10-40 dB
+on 500 fresh slots per point beside LS+LMMSE on the same slots. A missing plane is a zero plane (its weights
+get no gradient, so this equals a narrower input layer):
+raw = Y, P, LS estimate zero off the pilots (as first built); interp = the LS estimate interpolated;
+product = interp + Re/Im(H^* Y) + |H|^2; equalized = interp + Z + G (plugins.deeprx.features).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from bench_detection import median_ms  # benchmarks/ is on sys.path when run as a script
 
-from core.tasks.ofdm import OfdmConfig, simulate
-from plugins.deeprx import DeepRxArch, describe
+from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from plugins.deeprx import DeepRxArch, describe, features
 from plugins.deeprx_net import DeepRx, inputs
 from plugins.distill_experiment import DistillRequest, batches
+from plugins.export.receiver import ReceiverRuntime, export_receiver
 from plugins.kd import KdOptions, train_logit_model
 from plugins.ofdm_receiver import receive
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
 EPOCH_STEPS = 100
+ABLATION_STEPS = 1000
+ABLATION_SINR_DB = (10.0, 20.0, 30.0, 40.0)
+
+
+def ablation_planes(cfg: OfdmConfig, slot, variant: str) -> np.ndarray:
+    """The nine input planes of ``variant`` (module docstring); ``equalized`` is ``features`` itself."""
+    x = features(cfg, slot)
+    if variant == "raw":
+        x[:, 4], x[:, 5] = slot.h_ls.real, slot.h_ls.imag
+    if variant in ("raw", "interp"):
+        x[:, 6:] = 0.0
+    if variant == "product":
+        m = (x[:, 4] - 1j * x[:, 5]) * slot.y  # H^* Y, unnormalized; plane 8 stays |H|^2
+        x[:, 6], x[:, 7] = m.real, m.imag
+    return x
+
+
+def ablation(cfg: OfdmConfig, req: DistillRequest) -> None:
+    mask = torch.from_numpy(cfg.data_mask)[None, :, :, None]
+    print(f"input ablation: deeprx 16x3, {ABLATION_STEPS} steps; BER at " + ", ".join(f"{s:g}" for s in ABLATION_SINR_DB) + " dB")
+    test = [simulate(cfg, s, np.random.default_rng((2, i)), n=500) for i, s in enumerate(ABLATION_SINR_DB)]
+    for variant in ("raw", "interp", "product", "equalized"):
+        def batch(step: int, variant: str = variant):
+            rng = np.random.default_rng((req.seed, 0, step))
+            slot = simulate(cfg, rng.uniform(*req.train_sinr_db, req.batch), rng)
+            return torch.from_numpy(ablation_planes(cfg, slot, variant)), torch.from_numpy(slot.bits), mask
+
+        torch.manual_seed(0)
+        model = DeepRx(DeepRxArch(width=16, blocks=3, n_sc=cfg.n_sc))
+        train_logit_model(model, batch, KdOptions(steps=ABLATION_STEPS, lr=req.lr))
+        bers = []
+        for slot in test:
+            with torch.no_grad():
+                z = model(torch.from_numpy(ablation_planes(cfg, slot, variant))).numpy()
+            e, n = bit_errors(cfg, z, slot.bits)
+            bers.append(e / n)
+        print(f"{variant:<12}" + "".join(f"{b:>10.2e}" for b in bers))
+    base = [bit_errors(cfg, receive(cfg, slot), slot.bits) for slot in test]
+    print(f"{'LS+LMMSE':<12}" + "".join(f"{e / n:>10.2e}" for e, n in base))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-sc", type=int, default=12)
+    parser.add_argument("--ablation", action="store_true", help="the input-feature ablation instead of the timings")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = OfdmConfig(n_sc=args.n_sc)
     req = DistillRequest(n_sc=args.n_sc)
+    if args.ablation:
+        ablation(cfg, req)
+        return
     one = simulate(cfg, 20.0, np.random.default_rng(0), n=1)
     many = simulate(cfg, 20.0, np.random.default_rng(1), n=32)
-    print(f"grid 14 x {args.n_sc}, 1 thread; epoch = {EPOCH_STEPS} steps x 32 slots")
-    print(f"{'receiver':<12}{'MACs':>12}{'s/epoch':>10}{'ms b=1':>10}{'ms/slot b=32':>14}")
+    print(f"grid 14 x {args.n_sc}, 1 thread; epoch = {EPOCH_STEPS} steps x 32 slots; latency = median ms per call")
+    print(f"{'receiver':<14}{'MACs':>12}{'s/epoch':>10}{'torch b=1':>11}{'torch/slot b=32':>17}{'LiteRT b=1':>12}{'x faster':>10}")
+    x1, x32 = inputs(cfg, one), inputs(cfg, many)
     for width, blocks in SIZES:
         arch = DeepRxArch(width=width, blocks=blocks, n_sc=args.n_sc)
         model = DeepRx(arch)
@@ -42,14 +99,20 @@ def main() -> None:
         train_logit_model(model, batches(req), KdOptions(steps=EPOCH_STEPS // 5))
         epoch_s = (time.perf_counter() - t0) * 5
         with torch.no_grad():
-            x1, x32 = inputs(cfg, one), inputs(cfg, many)
             b1 = median_ms(lambda: model(x1), 50)
             b32 = median_ms(lambda: model(x32), 10) / 32
+        with tempfile.TemporaryDirectory() as tmp:
+            export_receiver(model, arch, cfg, Path(tmp))
+            runtime = ReceiverRuntime(Path(tmp) / "model.tflite")
+            lite = median_ms(lambda: runtime.invoke(x1.numpy()), 200)
         macs = sum(layer.macs for layer in describe(arch))
-        print(f"{f'deeprx {width}x{blocks}':<12}{macs:>12,}{epoch_s:>10.1f}{b1:>10.2f}{b32:>14.3f}")
+        print(f"{f'deeprx {width}x{blocks}':<14}{macs:>12,}{epoch_s:>10.1f}{b1:>11.3f}{b32:>17.3f}{lite:>12.3f}{b1 / lite:>10.1f}")
+    f1 = median_ms(lambda: features(cfg, one), 200)
+    f32 = median_ms(lambda: features(cfg, many), 50) / 32
+    print(f"{'features':<14}{'':>12}{'-':>10}{f1:>11.3f}{f32:>17.3f}{'(numpy)':>12}")
     b1 = median_ms(lambda: receive(cfg, one), 50)
     b32 = median_ms(lambda: receive(cfg, many), 10) / 32
-    print(f"{'LS+LMMSE':<12}{'':>12}{'-':>10}{b1:>10.2f}{b32:>14.3f}")
+    print(f"{'LS+LMMSE':<14}{'':>12}{'-':>10}{b1:>11.3f}{b32:>17.3f}{'(numpy)':>12}")
 
 
 if __name__ == "__main__":
