@@ -37,8 +37,9 @@ class DetectRequest(BaseModel):
     qat_epochs: int = Field(10, ge=1)
     snr_db: list[float] = [0, 2, 4, 6, 8, 10, 12, 14, 16]
     eval_samples: int = Field(20_000, ge=100, description="detections per SNR point")
-    policy: str = "noise-enhancement"
+    policy: str = "learned"
     mmd_weight: float = 1.0
+    mmd_schedule: Literal["linear", "constant"] = "linear"
     seed: int = 0
 
 
@@ -106,7 +107,7 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
             for quantizer in req.quantizers:
                 net = quantize_activations(
                     fp, quantizer, bits, train_src, qat_cfg, policy=req.policy, mmd_weight=req.mmd_weight,
-                    progress=progress,
+                    mmd_schedule=req.mmd_schedule, progress=progress,
                 )
                 rates = evaluate(detector(net))
                 curves.append(_curve(f"{kind}-{quantizer}{bits}", kind, quantizer, bits, rates, energy))
@@ -140,7 +141,8 @@ def table(result: DetectResult) -> str:
         rows.append(f"| {c.name} | {c.bits} | {_db(c.snr_at_1e3)} | {_db(c.snr_at_1e2)} | {_db(gap)} | {c.energy_uj:.4g} |")
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
-            f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR\n\n")
+            f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "
+            f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule})\n\n")
     return head + "\n".join(rows) + "\n"
 
 

@@ -21,20 +21,28 @@ full-precision (FP) network, with two additions:
    it enters the MMD detached, since minimizing the MMD over h would inflate h until the MMD vanished).
    The MMD weight w (paper: unverified) is 1 by default.
 
-2. **Channel-adaptive step size.** The step used on a batch is the learned step times a factor from the
-   batch's channel condition (noise level and conditioning of H), computed by a pluggable **step-size
-   policy** (``policy=`` one of ``POLICY_NAMES``). The paper gives no formula; **our default**,
-   ``noise-enhancement``, scales the quantizer range with the expected spread of a symbol estimate:
+2. **Channel-adaptive step size.** The step used on a batch (one SNR: a frame) is each layer's learned step
+   times a factor from the batch's channel condition, the ZF error std
+   :math:`\sqrt{\bar e}`, :math:`\bar e = \mathrm{mean}_{batch}\,\frac{\sigma^2}{2}\,\overline{\mathrm{diag}}(H^T H)^{-1}`
+   (noise level and conditioning of H), computed by a pluggable **step-size policy** (``policy=`` one of
+   ``POLICY_NAMES``). The paper gives no formula; this project's policies, each normalized so that the
+   factor's geometric mean over calibration batches spanning the training SNRs is 1 (the learned step is the
+   LSQ step of the typical training batch):
 
-   .. math::
+   - ``learned`` (default): :math:`s_k = s_{k,learned}\,(\sqrt{\bar e}/\sqrt{\bar e_{ref}})^{g_k}` with a
+     learned exponent :math:`g_k` per layer, 0 at the start (plain LSQ); the task loss sets how far and in
+     which direction each layer's step follows the channel.
+   - ``noise-enhancement``: the step follows a range model :math:`r_k = a_k + c_k\sqrt{\bar e}`,
+     :math:`a_k, c_k \ge 0` fitted to the 99th percentile of the FP net's :math:`|v_k|` on the calibration
+     batches (a layer whose range does not move with the noise gets factor 1).
+   - ``static`` (factor 1): the MMD term alone, for ablation.
 
-      s = s_{learned}\,\frac{(L-1)a + 3\sqrt{\bar e}}{(L-1)a + 3\sqrt{\bar e_{cal}}},\qquad
-      \bar e = \frac{\sigma^2}{2}\,\mathrm{mean}\,\mathrm{diag}\,(H^T H)^{-1}
-
-   ((L-1)a: the outer PAM level; :math:`\bar e`: the ZF error variance per real dimension, averaged over the
-   batch; cal: the calibration batch). It shrinks monotonically as the SNR rises and grows as the channel
-   gets ill-conditioned. ``static`` (factor 1) is the ablation. A new policy is a class with ``name``,
-   ``calibrate(cond)`` and ``factor(cond)`` (:class:`plugins.kaq_core.StepPolicy`).
+   Why not a fixed range model: the first default scaled every layer by
+   :math:`((L-1)a + 3\sqrt{\bar e})/((L-1)a + 3\sqrt{\bar e_{cal}})` (a ZF symbol estimate's range). It moved
+   the step by 2.2x over 0-20 dB where PGD-Net's early activations move by < 10 %, and a trained 4-bit net's
+   BER is lowest with a *smaller* step at low SNR, not a larger one; KAQ lost 3.7-4.6 dB to FP at 4 bits
+   (docs/DETECTION.md, "Why KAQ lost to LSQ"). A new policy is a class with ``name``,
+   ``calibrate(conds, acts)`` and ``factor(cond)`` (:class:`plugins.kaq_core.StepPolicy`).
 
 torch is imported only when the quantizer is used, so this entry point loads on an edge device.
 """
@@ -45,7 +53,8 @@ from typing import Any, Sequence
 
 from core.hookspecs import hookimpl
 
-POLICY_NAMES = ("noise-enhancement", "static")
+POLICY_NAMES = ("learned", "noise-enhancement", "static")
+MMD_SCHEDULES = ("linear", "constant")
 
 
 class KaqQuantizer:
@@ -55,7 +64,7 @@ class KaqQuantizer:
         """QAT of an FP unfolded ``model`` with activations at ``bits[0]`` bits (one width for all layers).
 
         options: ``source`` (a :class:`core.tasks.detection.ChannelSource`, required), ``cfg``
-        (:class:`plugins.unfolded_net.TrainConfig`), ``policy``, ``mmd_weight``, ``progress``."""
+        (:class:`plugins.unfolded_net.TrainConfig`), ``policy``, ``mmd_weight``, ``mmd_schedule``, ``progress``."""
         from plugins.kaq_core import quantize_activations
         from plugins.unfolded_net import TrainConfig
 
@@ -67,8 +76,9 @@ class KaqQuantizer:
             int(bits[0]),
             options["source"],
             options.get("cfg", TrainConfig()),
-            policy=options.get("policy", "noise-enhancement"),
+            policy=options.get("policy", "learned"),
             mmd_weight=options.get("mmd_weight", 1.0),
+            mmd_schedule=options.get("mmd_schedule", "linear"),
             progress=options.get("progress"),
         )
 

@@ -42,46 +42,96 @@ def kde_loo_nll(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 class StepPolicy(Protocol):
-    """Maps a batch's channel condition to a factor on the learned step (1 at the calibration condition)."""
+    """Maps a batch's channel condition to a factor on one layer's learned step.
+
+    ``calibrate`` sees the full-precision net's activations of that layer on calibration batches at several
+    conditions (one SNR per batch, as in training); the factor's geometric mean over them is 1, so the
+    learned step is the LSQ step at the typical training condition and a flat policy is plain LSQ."""
 
     name: str
 
-    def calibrate(self, cond: BatchCondition) -> None: ...
+    def calibrate(self, conds: list[BatchCondition], acts: list[torch.Tensor]) -> None: ...
 
     def factor(self, cond: BatchCondition) -> torch.Tensor: ...
+
+
+def zf_error_std(cond: BatchCondition) -> torch.Tensor:
+    r""":math:`\sqrt{\bar e}`, :math:`\bar e = \mathrm{mean}_{batch}\,\frac{\sigma^2}{2}\,
+    \overline{\mathrm{diag}}(H^T H)^{-1}`: the ZF error std per real dimension of the batch."""
+    return (cond.noise_var / 2 * cond.noise_enhancement).mean().sqrt()
 
 
 class NoiseEnhancementPolicy:
     r"""The default policy (this project's design; the paper gives no formula).
 
-    The activation :math:`v_k` is a symbol estimate: a constellation point plus an error whose variance, for a
-    linear estimate, is the ZF error :math:`e = \frac{\sigma^2}{2}\,\overline{\mathrm{diag}}(H^T H)^{-1}`
-    per real dimension: it grows as the SNR falls and as the channel gets ill-conditioned. A uniform quantizer
-    needs the range :math:`(L-1)a + c\sqrt{e}` (the outer level plus c = 3 standard deviations), so
+    A layer's activation range is modelled as affine in the batch's ZF error std
+    :math:`\sqrt{\bar e}` (:func:`zf_error_std`: grows as the SNR falls and as the channel gets
+    ill-conditioned), :math:`r_k(\bar e) = a_k + c_k\sqrt{\bar e}`, and the step follows the range:
 
-    .. math::  s(\text{batch}) = s_{learned}\;
-               \frac{(L-1)a + c\sqrt{\bar e_{batch}}}{(L-1)a + c\sqrt{\bar e_{cal}}}
+    .. math::  s_k(\text{batch}) = s_{k,learned}\;\frac{r_k(\bar e_{batch})}{\big(\prod_j r_k(\bar e_j)\big)^{1/J}}
 
-    with :math:`\bar e_{cal}` measured on the calibration batch. Monotone: the step shrinks as the SNR rises.
+    :math:`a_k, c_k \ge 0` are fitted (least squares) to the ``quantile`` of :math:`|v_k|` of the FP net on
+    J calibration batches, one SNR each, spanning the training SNRs; the denominator (geometric mean over
+    them) makes the learned step the LSQ step of the typical training batch. A layer whose range does not
+    depend on the noise gets :math:`c_k = 0`, factor 1: plain LSQ. Monotone: the step shrinks as the SNR
+    rises (non-increasing; strictly where :math:`c_k > 0`).
+
+    Why fitted and not assumed: an earlier version used :math:`a = (L-1)a_{PAM}, c = 3` for every layer (the
+    range of a ZF symbol estimate). The unfolded nets' early iterates are not symbol estimates: the 99.9 %
+    quantile of PGD-Net's layer-1 activation moves by 8 % from 0 to 20 dB, the assumed model by 2.2x, so
+    high-SNR batches clipped them (docs/DETECTION.md, "Why KAQ lost to LSQ").
     """
 
     name = "noise-enhancement"
 
-    def __init__(self, const: Constellation, spread: float = 3.0) -> None:
-        self.outer = (const.levels_per_dim - 1) * const.scale
-        self.spread = spread
+    def __init__(self, const: Constellation, quantile: float = 0.99) -> None:
+        self.quantile = quantile
+        self.coef: tuple[float, float] | None = None  # (a_k, c_k)
         self.reference: float | None = None
 
-    def _range(self, cond: BatchCondition) -> torch.Tensor:
-        e = (cond.noise_var / 2 * cond.noise_enhancement).mean()
-        return self.outer + self.spread * e.sqrt()
+    def _range(self, e_std: torch.Tensor) -> torch.Tensor:
+        assert self.coef is not None, "calibrate() the policy first"
+        return self.coef[0] + self.coef[1] * e_std
 
-    def calibrate(self, cond: BatchCondition) -> None:
-        self.reference = float(self._range(cond))
+    def calibrate(self, conds: list[BatchCondition], acts: list[torch.Tensor]) -> None:
+        x = torch.stack([zf_error_std(c) for c in conds]).double()
+        r = torch.stack([a.detach().abs().flatten().quantile(self.quantile) for a in acts]).double()
+        c = float(((x - x.mean()) * (r - r.mean())).sum() / ((x - x.mean()) ** 2).sum().clamp_min(1e-12))
+        c = max(c, 0.0)  # a range that grows with SNR is not this model; such a layer stays static
+        a = max(float(r.mean() - c * x.mean()), 1e-6)
+        self.coef = (a, c)
+        self.reference = float(self._range(x).log().mean().exp())
 
     def factor(self, cond: BatchCondition) -> torch.Tensor:
         assert self.reference is not None, "calibrate() the policy first"
-        return (self._range(cond) / self.reference).detach()
+        return (self._range(zf_error_std(cond)) / self.reference).detach().float()
+
+
+class LearnedPolicy(nn.Module):
+    r"""Power law in the batch's ZF error std with a learned exponent :math:`g_k` per layer:
+
+    .. math::  s_k(\text{batch}) = s_{k,learned}\,\big(\sqrt{\bar e_{batch}}/\sqrt{\bar e_{ref}}\big)^{g_k},
+               \qquad g_k = 0 \text{ at the start}
+
+    :math:`\sqrt{\bar e_{ref}}`: geometric mean of :func:`zf_error_std` over the calibration batches. It
+    starts as plain LSQ, and the task loss (through LSQ's step gradient) decides per layer how far, and in
+    which direction, the step follows the channel condition; for any :math:`g_k` the step is monotone in the
+    SNR and in the conditioning. Why learned: with the FP net's activations the MSE-optimal step of a trained
+    4-bit PGD-Net is *not* the one that keeps the activation range (docs/DETECTION.md)."""
+
+    name = "learned"
+
+    def __init__(self, const: Constellation) -> None:
+        super().__init__()
+        self.exponent = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("log_reference", torch.tensor(float("nan")))
+
+    def calibrate(self, conds: list[BatchCondition], acts: list[torch.Tensor]) -> None:
+        self.log_reference.fill_(float(torch.stack([zf_error_std(c) for c in conds]).log().mean()))
+
+    def factor(self, cond: BatchCondition) -> torch.Tensor:
+        assert not bool(self.log_reference.isnan()), "calibrate() the policy first"
+        return torch.exp(self.exponent * (zf_error_std(cond).float().log() - self.log_reference))
 
 
 class StaticPolicy:
@@ -92,18 +142,19 @@ class StaticPolicy:
     def __init__(self, const: Constellation) -> None:
         pass
 
-    def calibrate(self, cond: BatchCondition) -> None:
+    def calibrate(self, conds: list[BatchCondition], acts: list[torch.Tensor]) -> None:
         pass
 
     def factor(self, cond: BatchCondition) -> torch.Tensor:
         return torch.tensor(1.0)
 
 
-POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, StaticPolicy)}
+POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, LearnedPolicy, StaticPolicy)}
 
 
 class KaqActQuant(nn.Module):
-    """Signed LSQ fake quantization with step ``step * policy.factor(cond)``; step initialized on first use."""
+    """Signed LSQ fake quantization with step ``step * policy.factor(cond)``; step initialized on first use
+    (the policy must be calibrated before: :func:`calibrate_policies`)."""
 
     def __init__(self, bits: int, policy: StepPolicy) -> None:
         super().__init__()
@@ -115,7 +166,6 @@ class KaqActQuant(nn.Module):
     def forward(self, v: torch.Tensor, cond: BatchCondition) -> torch.Tensor:
         if not bool(self.initialized):
             with torch.no_grad():
-                self.policy.calibrate(cond)
                 self.step.copy_(init_step(v, self.bits))
                 self.initialized.fill_(True)
         return lsq_fake_quant(v, self.step * self.policy.factor(cond), self.bits, signed=True)
@@ -154,10 +204,19 @@ class KaqLoss(nn.Module):
     The FP teacher runs on the same batch. Each layer's activations are flattened to 1-D samples (at most
     ``samples`` random elements, the same positions in both nets). The bandwidth :math:`h_k` is fitted to the
     FP activations by leave-one-out KDE likelihood (its only gradient), and enters the MMD detached: a
-    bandwidth trained on the MMD itself would grow until the MMD vanished."""
+    bandwidth trained on the MMD itself would grow until the MMD vanished.
 
-    def __init__(self, teacher: Unfolded, weight: float = 1.0, samples: int = 256) -> None:
+    ``anneal_steps``: the weight falls linearly, :math:`w_t = w\,\max(0, 1 - t/T)` over T training steps
+    (None: constant). Why: the MMD rewards a quantizer that keeps the FP distribution's tails (clipping shows
+    as mass piled at the range ends), the detection MSE one that clips them for resolution near the symbols;
+    matching distributions guides the start of QAT, the task alone should set where it ends."""
+
+    def __init__(
+        self, teacher: Unfolded, weight: float = 1.0, samples: int = 256, anneal_steps: int | None = None
+    ) -> None:
         super().__init__()
+        self.anneal_steps = anneal_steps
+        self.register_buffer("steps_done", torch.tensor(0))
         self.teacher = copy.deepcopy(teacher).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -177,15 +236,39 @@ class KaqLoss(nn.Module):
                 self.log_h.copy_(torch.stack([(1.06 * a.std() * len(idx) ** -0.2).log() for a in fp_s]))
                 self.initialized.fill_(True)
         h = self.log_h.exp()
+        weight = self.current_weight()
+        self.steps_done += 1
         total = torch.zeros(())
         for k, (a, q) in enumerate(zip(fp_s, acts)):
-            total = total + self.weight * mmd2(a, q.flatten()[idx], h[k].detach()) + kde_loo_nll(a, h[k])
+            total = total + weight * mmd2(a, q.flatten()[idx], h[k].detach()) + kde_loo_nll(a, h[k])
         return total
+
+    def current_weight(self) -> float:
+        if self.anneal_steps is None:
+            return self.weight
+        return self.weight * max(0.0, 1.0 - int(self.steps_done) / self.anneal_steps)
 
 
 def _calibration_batch(source: ChannelSource, const: Constellation, cfg: TrainConfig, size: int = 1024):
     rng = np.random.default_rng(cfg.seed + 7)
     return tensors(simulate(source.draw(size, rng), const, rng.uniform(*cfg.snr_db, size=size), rng))
+
+
+def calibrate_policies(
+    fp: Unfolded, quants: list[KaqActQuant], source: ChannelSource, const: Constellation, cfg: TrainConfig,
+    conditions: int = 8,
+) -> None:
+    """Calibrate each layer's step policy on the FP net's activations: ``conditions`` batches of
+    ``cfg.batch_size``, one SNR each, evenly spaced over the training SNRs (a training batch is one SNR)."""
+    rng = np.random.default_rng(cfg.seed + 13)
+    conds, acts = [], []
+    with torch.no_grad():
+        for snr in np.linspace(*cfg.snr_db, conditions):
+            H, y, nv, _ = tensors(simulate(source.draw(cfg.batch_size, rng), const, float(snr), rng))
+            conds.append(BatchCondition(H, nv))
+            acts.append(fp(H, y, nv, keep=True)[1])
+    for k, q in enumerate(quants):
+        q.policy.calibrate(conds, [a[k] for a in acts])
 
 
 def quantize_activations(
@@ -194,8 +277,9 @@ def quantize_activations(
     bits: int,
     source: ChannelSource,
     cfg: TrainConfig,
-    policy: str = "noise-enhancement",
+    policy: str = "learned",
     mmd_weight: float = 1.0,
+    mmd_schedule: str = "linear",
     progress=None,
 ) -> Unfolded:
     """A copy of ``fp`` with ``bits``-bit activations: ``kaq`` or ``lsq`` (QAT from the FP weights with
@@ -214,10 +298,14 @@ def quantize_activations(
         extra = None
     elif method == "kaq":
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
-        extra = KaqLoss(fp, weight=mmd_weight)
+        calibrate_policies(fp, list(net.quant), source, const, cfg)
+        if mmd_schedule not in ("linear", "constant"):
+            raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' (linear or constant)")
+        anneal = cfg.epochs * max(1, cfg.samples // cfg.batch_size) if mmd_schedule == "linear" else None
+        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal)
     else:
         raise ValueError(f"unknown activation quantizer '{method}'")
-    with torch.no_grad():  # initialize steps (and the policy's reference) on the same calibration batch
+    with torch.no_grad():  # initialize the steps on the same calibration batch as LSQ
         net(*_calibration_batch(source, const, cfg)[:3])
     train(net, source, const, cfg, extra_loss=extra, progress=progress)
     return net

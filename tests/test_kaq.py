@@ -9,17 +9,20 @@ import pytest
 import torch
 
 from core import plugins
-from core.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel
+from core.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel, simulate
 from plugins.kaq_core import (
     KaqActQuant,
+    KaqLoss,
+    LearnedPolicy,
     NoiseEnhancementPolicy,
     StaticPolicy,
     kde_loo_nll,
     mmd2,
     quantize_activations,
+    zf_error_std,
 )
 from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import BatchCondition, TrainConfig, detector, train
+from plugins.unfolded_net import BatchCondition, TrainConfig, detector, tensors, train
 from tests.conftest import run_cli
 
 torch.set_num_threads(1)
@@ -48,26 +51,58 @@ def _condition(snr_db: float, n_r: int = 8, seed: int = 0) -> BatchCondition:
     return BatchCondition(H, torch.full((256,), 10 ** (-snr_db / 10)))
 
 
+def _calibrated(policy, spread_with_noise: bool):
+    """Calibrate on synthetic activations: QPSK symbols plus (or without) a ZF-like error of the batch."""
+    conds = [_condition(snr, seed=i) for i, snr in enumerate(np.linspace(0, 20, 8))]
+    g = torch.Generator().manual_seed(3)
+    acts = []
+    for c in conds:
+        x = torch.sign(torch.randn(256, 8, generator=g)) / np.sqrt(2)
+        e_std = float(zf_error_std(c)) if spread_with_noise else 0.1
+        acts.append(x + e_std * torch.randn(256, 8, generator=g))
+    policy.calibrate(conds, acts)
+    return policy
+
+
 @pytest.mark.parametrize("modulation", ["qpsk", "16qam"])
 def test_step_policy_shrinks_monotonically_with_snr_and_grows_with_ill_conditioning(modulation):
-    policy = NoiseEnhancementPolicy(constellation(modulation))
-    policy.calibrate(_condition(10.0))
+    policy = _calibrated(NoiseEnhancementPolicy(constellation(modulation)), spread_with_noise=True)
     factors = [float(policy.factor(_condition(snr))) for snr in (-5, 0, 5, 10, 15, 20, 30)]
     assert all(x > y for x, y in zip(factors, factors[1:]))
-    assert factors[3] == pytest.approx(1.0)
+    assert factors[0] > 1 > factors[-1]  # the calibration conditions' geometric mean sits inside the range
     # a square channel (8x8 real blocks of a 4x4) is worse conditioned than a tall 8x4 one
     assert float(policy.factor(_condition(5.0, n_r=4))) > float(policy.factor(_condition(5.0, n_r=8)))
     assert float(StaticPolicy(constellation(modulation)).factor(_condition(0.0))) == 1.0
 
 
+def test_step_policy_is_flat_for_a_layer_whose_range_does_not_depend_on_the_noise():
+    """The fitted range model only moves the step where the FP activations' range moves (the fix for the
+    early PGD layers, which the old fixed model clipped at high SNR)."""
+    policy = _calibrated(NoiseEnhancementPolicy(constellation("qpsk")), spread_with_noise=False)
+    for snr in (0.0, 10.0, 20.0):
+        assert float(policy.factor(_condition(snr))) == pytest.approx(1.0, abs=0.03)
+
+
+def test_learned_policy_starts_as_lsq_and_its_exponent_sets_a_monotone_response():
+    policy = _calibrated(LearnedPolicy(constellation("qpsk")), spread_with_noise=True)
+    assert [float(policy.factor(_condition(snr))) for snr in (0.0, 20.0)] == [1.0, 1.0]
+    with torch.no_grad():
+        policy.exponent.fill_(0.5)
+    factors = [float(policy.factor(_condition(snr))) for snr in (0, 5, 10, 15, 20)]
+    assert all(x > y for x, y in zip(factors, factors[1:]))
+    q = KaqActQuant(4, policy)  # the exponent is a parameter of the quantizer: QAT trains it
+    assert any(p is policy.exponent for p in q.parameters())
+
+
 def test_kaq_fake_quantizer_uses_at_most_2_to_the_b_levels_per_batch():
-    q = KaqActQuant(3, NoiseEnhancementPolicy(constellation("qpsk")))
+    q = KaqActQuant(3, _calibrated(NoiseEnhancementPolicy(constellation("qpsk")), spread_with_noise=True))
     v = torch.randn(256, 8)
     for snr in (0.0, 20.0):
         out = q(v, _condition(snr))
         assert len(torch.unique(out)) <= 8
-    with torch.no_grad():
-        assert float(q(v, _condition(0.0)).abs().max()) > float(q(v, _condition(20.0)).abs().max())
+    with torch.no_grad():  # the grid (smallest nonzero level) is coarser at low SNR
+        low, high = (q(v, _condition(snr)).abs() for snr in (0.0, 20.0))
+        assert float(low[low > 0].min()) > float(high[high > 0].min())
 
 
 def test_kaq_qat_is_registered_and_recovers_what_ptq_loses_at_2_bits():
@@ -105,3 +140,19 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
     assert "pgd-kaq4" in (out / "table.md").read_text()
     bad = run_cli("detect", "--model", "cnn")
     assert bad.returncode == 2 and "--model must be one of" in bad.stderr
+
+
+def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_teacher():
+    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    loss = KaqLoss(fp, weight=2.0, anneal_steps=4)
+    rng = np.random.default_rng(0)
+    batch = tensors(simulate(ChannelSource(8, 4).draw(64, rng), constellation("qpsk"), 5.0, rng))
+    weights = []
+    for _ in range(5):
+        weights.append(loss.current_weight())
+        _, acts = fp(*batch[:3], keep=True)
+        loss(batch, acts).backward()
+    assert weights == [2.0, 1.5, 1.0, 0.5, 0.0]
+    assert not any(p.requires_grad for p in loss.teacher.parameters())
+    assert all(p.grad is None for p in loss.teacher.parameters())
+    assert KaqLoss(fp, weight=2.0).current_weight() == 2.0  # constant schedule
