@@ -37,8 +37,8 @@ class PrecoderRuntime:
     """H ``[B, N_U, N_T]`` complex -> W ``[B, N_T, N_U]``, one ``invoke`` per channel (batch-1 models).
 
     ``serve`` is the serving path: the agent spends a few microseconds of numpy around each ``invoke``
-    there (normalization into a buffer kept for the runtime's life, the power scaling of eq. 5 fused into
-    one multiply into the caller's array), so the same code must stay lean.
+    there, where each numpy call costs more to dispatch (several thousand instructions) than its arithmetic
+    on 512 values, so the path is written in as few calls as it can be (``docs/BENCHMARKS.md``, edge section).
     """
 
     def __init__(self, path: Path, normalization: Mapping[str, Any], threads: int = 1) -> None:
@@ -52,7 +52,12 @@ class PrecoderRuntime:
         # set_tensor copies from a buffer we own: a tensor() view of the input would have to be fetched anew
         # before every invoke (LiteRT refuses to run while one is alive), which costs more than the copy
         self._x = np.empty(self.input["shape"], dtype=np.float32)
-        self._x_re, self._x_im = self._x[0, 0], self._x[0, 1]
+        # a channel is copied into _h, whose float32 view reads its real and imaginary parts as two planes: one
+        # strided copy into _x and one contiguous multiply in place (two multiplies from h.real and h.imag, or
+        # one from the strided view, go through numpy's general iterator and cost more)
+        self._h = np.empty(self.input["shape"][2:], dtype=np.complex64)
+        self._h_planes = self._h.view(np.float32).reshape(-1, 2).T
+        self._x_planes = self._x.reshape(2, -1)
         self._in, self._out = self.input["index"], self.output["index"]
 
     def features(self, H: np.ndarray) -> np.ndarray:
@@ -73,31 +78,29 @@ class PrecoderRuntime:
         x = self.features(H)
         return np.concatenate([self.invoke(x[i : i + 1]) for i in range(len(x))])
 
-    def serve(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The serving path: one channel ``h`` [N_U, N_T] complex -> its precoder written into ``out``
-        float32 ``[2, N_T, N_U]`` (real and imaginary planes, the model's own output layout).
+    def serve(self, h: np.ndarray) -> np.ndarray:
+        """The serving path: one channel ``h`` [N_U, N_T] complex -> its precoder as the model's output layout,
+        float32 ``[1, 2, N_T, N_U]`` (real and imaginary planes), scaled to spend ``P_max`` (eq. 5).
 
-        Features, ``invoke``, and ``scale_to_power`` fused into one multiply by a scale from one float32 dot
-        product; nothing is allocated but LiteRT's output copy. Returning the planes rather than a complex
-        array saves two strided copies per inference; callers interleave a batch at once (``complex_of``).
+        Features (``h`` copied into a buffer, its planes into the input buffer, one multiply), ``invoke``, and
+        ``scale_to_power`` as one float32 ``vdot`` and one multiply in place on LiteRT's output, which
+        ``get_tensor`` returns as a fresh copy per call, so the caller may keep it. Returning the planes
+        rather than a complex array saves two strided copies per inference; callers interleave a batch at
+        once (``complex_of``).
         """
-        np.multiply(h.real, self._factor, out=self._x_re)
-        np.multiply(h.imag, self._factor, out=self._x_im)
+        self._h[...] = h
+        self._x_planes[...] = self._h_planes
+        np.multiply(self._x, self._factor, out=self._x)
         self.interpreter.set_tensor(self._in, self._x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self._out)
-        flat = y.reshape(-1)
-        power = float(np.dot(flat, flat))
-        np.multiply(y[0], math.sqrt(self.p_max / power) if power > 0 else 0.0, out=out)  # all-zero stays zero
-        return out
+        power = float(np.vdot(y, y))
+        np.multiply(y, math.sqrt(self.p_max / power) if power > 0 else 0.0, out=y)  # all-zero stays zero
+        return y
 
     def precode(self, H: np.ndarray) -> np.ndarray:
         """``serve`` over a batch: the exporter's parity check runs the agent's serving path."""
-        H = np.asarray(H, dtype=np.complex64)
-        planes = np.empty((len(H), 2, H.shape[2], H.shape[1]), dtype=np.float32)
-        for h, out in zip(H, planes):
-            self.serve(h, out)
-        return complex_of(planes)
+        return complex_of(np.concatenate([self.serve(h) for h in np.asarray(H, dtype=np.complex64)]))
 
 
 def complex_of(planes: np.ndarray) -> np.ndarray:

@@ -114,62 +114,69 @@ class Agent:
         return self.package.manifest.id if self.package else None
 
     # -- serving -------------------------------------------------------------------------------------
-    def _zf(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
-        W = plugins.get("baselines", "zf").run(h[None], self.site.noise_power_w, self.site.tx_power_w).output[0]
-        out[0], out[1] = W.real, W.imag
-        return out
+    def _zf(self, h: np.ndarray) -> np.ndarray:
+        W = plugins.get("baselines", "zf").run(h[None], self.site.noise_power_w, self.site.tx_power_w).output
+        return np.stack((W.real, W.imag), 1).astype(np.float32)
 
     @property
     def _serve(self):
-        """``(h, out) -> out``: the precoder's real and imaginary planes ``[2, N_T, N_U]`` from the installed
-        model's serving path, else from ZF."""
+        """``h -> planes``: the precoder's real and imaginary planes ``[1, 2, N_T, N_U]`` from the installed
+        model's serving path, else from ZF; a new array per call."""
         return self.package.runtime.serve if self.package is not None else self._zf
 
     def precode(self, H: np.ndarray) -> np.ndarray:
         """The precoder for one channel ``[N_U, N_T]`` with the installed model, else ZF."""
-        return complex_of(self._serve(H, np.empty((2, *H.shape[::-1]), dtype=np.float32)))
+        return complex_of(self._serve(H))[0]
 
     def window(self, source: Iterator[Request], n: int) -> Telemetry | None:
         """Up to ``n`` inferences measured as one window; None if the source had nothing left.
 
-        Per inference only what must happen then: the precoder's planes written into a small reused array,
-        the channel kept beside it, a latency appended. The sum rate is computed every ``RATE_CHUNK``
-        inferences on the chunk, and the percentiles once per window: a window-sized copy of every channel
-        and precoder (2 MB for 500) would push the model's weights out of the cache and slow the invokes.
+        Per inference only what must happen then: the precoder served (and sent back if asked for), the
+        channel and precoder kept in two lists, a latency appended. The sum rate is computed every
+        ``RATE_CHUNK`` inferences on the chunk, and the percentiles once per window: a window-sized copy of
+        every channel and precoder (2 MB for 500) would push the model's weights out of the cache and slow
+        the invokes.
         """
         if self.windows % self.settings.idle_refresh_windows == 0:
             self.energy.measure_idle()
         serve = self._serve
-        chunk = min(n, RATE_CHUNK)
-        planes = np.empty((chunk, 2, self.site.n_antennas, self.site.n_users), dtype=np.float32)
-        seen: list[np.ndarray] = []
-        noise = self.site.noise_power_w
+        channels: list[np.ndarray] = []
+        precoders: list[np.ndarray] = []
         latencies: list[float] = []
         clock = time.perf_counter
         rate_total, count = 0.0, 0
         started_at = datetime.now(timezone.utc)
         start = self.energy.start()
         for H, reply in source:
-            out = planes[len(seen)]
             t0 = clock()
-            serve(H, out)
+            W = serve(H)
             latencies.append(clock() - t0)
             if reply is not None:
-                reply(complex_of(out))
-            seen.append(H)
+                reply(complex_of(W)[0])
+            channels.append(H)
+            precoders.append(W)
             count += 1
-            if len(seen) == chunk:
-                rate_total += float(sum_rate(np.stack(seen), complex_of(planes), noise).sum())
-                seen.clear()
+            if len(channels) == RATE_CHUNK:
+                rate_total += self._rate_total(channels, precoders)
             if count == n:
                 break
         if not count:  # a finite source (npz files) ran out before this window began
             return None
-        if seen:
-            rate_total += float(sum_rate(np.stack(seen), complex_of(planes[: len(seen)]), noise).sum())
+        if channels:
+            rate_total += self._rate_total(channels, precoders)
         result = self.energy.finish(start, count, latencies)
         self.windows += 1
         return self._telemetry(result, started_at, rate_total / count)
+
+    def _rate_total(self, channels: list[np.ndarray], precoders: list[np.ndarray]) -> float:
+        """The summed sum rate of a chunk of channels and their precoder planes; empties both lists.
+
+        ``concatenate`` then ``reshape``: ``np.stack`` makes a view of every item first, which costs more."""
+        H = np.concatenate(channels).reshape(len(channels), *channels[0].shape)
+        total = float(sum_rate(H, complex_of(np.concatenate(precoders)), self.site.noise_power_w).sum())
+        channels.clear()
+        precoders.clear()
+        return total
 
     def _telemetry(self, r: WindowResult, started_at: datetime, mean_sum_rate: float) -> Telemetry:
         manifest = self.package.manifest if self.package else None

@@ -14,10 +14,10 @@ pytest.importorskip("litert_torch")
 
 import torch  # noqa: E402
 
-from core.runtime import PrecoderRuntime, load_interpreter  # noqa: E402
+from core.runtime import PrecoderRuntime, complex_of, load_interpreter  # noqa: E402
 from core.schemas.manifest import ModelManifest  # noqa: E402
 from core.sites import get_site, load_dataset  # noqa: E402
-from core.tasks.precoding import sum_rate  # noqa: E402
+from core.tasks.precoding import scale_to_power, sum_rate  # noqa: E402
 from plugins.export.tflite import ExportError, export_precoder  # noqa: E402
 from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
@@ -67,6 +67,19 @@ def test_float_package_matches_torch_within_1e4_of_the_output_scale(exported):
     np.testing.assert_allclose(runtime.precode(H), W_torch, atol=1e-4 * np.abs(W_torch).max())
     assert [layer.stored_type for layer in manifest.layers] == ["float32"] * 4
 
+
+def test_serving_path_is_features_invoke_and_power_scaling(exported):
+    """``serve`` (one buffer copy, one multiply from a strided view, the scale in place on LiteRT's output)
+    gives what the plain formulas give: ``features``, ``invoke``, then ``scale_to_power`` (eq. 5)."""
+    _, manifest, package = exported["int8"]
+    H = load_dataset(get_site("urban-nlos")).H("test", 20)
+    runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
+    raw = runtime.raw(H)
+    expected = scale_to_power(complex_of(raw), manifest.normalization["p_max_w"])
+    np.testing.assert_allclose(runtime.precode(H), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_array_equal(runtime.precode(H.astype(np.complex128)), runtime.precode(H))
+    served = [runtime.serve(h) for h in H[:2]]
+    assert served[0] is not served[1] and served[0].shape == (1, 2, 64, 4)  # the caller may keep each one
 
 @pytest.mark.parametrize("name", ["int8", "int4"])
 def test_quantized_package_keeps_the_sum_rate_of_the_fake_quantized_model(exported, name):
