@@ -3,7 +3,13 @@ at batch 1 and batched (the same weights converted with a batch-BATCH input), ag
 same inputs; the edge agent's overhead over a bare ``interpreter.invoke`` (its whole serving window: input
 normalization, power scaling, latency and energy bookkeeping, sum rate); the agent process's memory.
 
+With ``--instructions``, the same two paths are also counted in instructions under callgrind, which no other
+load on the machine changes (``edge_serving.py`` says how); ``--work DIR`` keeps the packages (reused by the
+next run) and the callgrind profiles (``DIR/PACKAGE-callgrind/cg.3`` bare, ``cg.4`` serve alone, ``cg.5`` agent) for
+``callgrind_annotate``.
+
 Usage: .venv/bin/python benchmarks/bench_edge.py [--inferences 500] [--packages int4,int8] [--overhead-only]
+       [--instructions [--cache-sim] [--top 12]] [--work DIR]
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,7 +28,9 @@ import numpy as np
 import torch
 
 from core.runtime import PrecoderRuntime, load_interpreter
+from core.schemas.manifest import ModelManifest
 from core.sites import get_site, load_dataset
+from edge_serving import Loops, serving_agent
 from plugins.export.tflite import ExportError, convert_core, export_precoder, quantize_file
 from plugins.precoder_cnn import PrecoderCNNFamily
 
@@ -80,55 +89,84 @@ def batched_invoke_ms(chosen_json: Path, bits: list[int], compute: str, x: np.nd
 def bare_and_agent_ms(package: Path, H: np.ndarray, work: Path, n: int, rounds: int = 9) -> tuple[float, float, float, float]:
     """Per-inference CPU time of a bare invoke and of the agent's serving window, in the same process.
 
-    Bare: ``set_tensor`` of an input prepared beforehand, ``invoke``, ``get_tensor``, straight on the
-    interpreter: the least any caller does per channel. Agent: ``Agent.window`` on the replay source, the
-    real serving path (normalization, invoke, power scaling, latency and energy bookkeeping, the window's
-    sum rate and telemetry message; not the MQTT publish) on the same channels and the same interpreter.
-    Alternating rounds so both see the same machine (CPU time of this thread, where LiteRT with one thread
-    runs, so other processes' jobs count only through caches): the best round of each, and the overhead as
-    the median over rounds of agent / bare - 1 (each round paired with the bare one before it). Last, the
+    The two loops of ``edge_serving.Loops`` on the same channels and the same interpreter, in alternating
+    rounds so both see the same machine (CPU time of this thread, where LiteRT with one thread runs, so other
+    processes' jobs count only through caches and the shared core): the best round of each, and the overhead
+    as the median over rounds of agent / bare - 1 (each round paired with the bare one before it). Last, the
     agent's own Python and numpy per inference: the difference of the two loops with ``invoke`` stubbed out."""
-    from core.schemas.manifest import ModelManifest
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
-    from edge_agent.packages import PackageStore
-
-    settings = AgentSettings(agent_id="bench", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
-                             data_dir=work, idle_seconds=0.2, idle_refresh_windows=10**6, window_inferences=n)
-    PackageStore(settings.packages_dir).install(ModelManifest.model_validate_json((package / "manifest.json").read_text()),
-                                                package / "model.tflite")
-    agent = Agent(settings)
-    runtime = agent.package.runtime
-    interpreter = runtime.interpreter
-    index_in, index_out = runtime.input["index"], runtime.output["index"]
-    xs = [runtime.features(H[i : i + 1]) for i in range(len(H))]
-
-    def source():
-        while True:
-            for h in H:
-                yield h, None
-
-    stream = source()
-    agent.window(stream, 20)  # measures idle power once, warms up
+    loops = Loops(serving_agent(package, work, n), H)
+    loops.served(1, 20)  # measures idle power once, warms up
 
     def alternating() -> tuple[np.ndarray, np.ndarray]:
         bare, served = [], []
         for _ in range(rounds):
             t0 = time.thread_time()
-            for i in range(n):
-                interpreter.set_tensor(index_in, xs[i % len(xs)])
-                interpreter.invoke()
-                interpreter.get_tensor(index_out)
+            loops.bare(n)
             bare.append((time.thread_time() - t0) / n * 1e3)
             t0 = time.thread_time()
-            agent.window(stream, n)
+            loops.served(1, n)
             served.append((time.thread_time() - t0) / n * 1e3)
         return np.array(bare), np.array(served)
 
     bare, served = alternating()
-    interpreter.invoke = lambda: None  # the same loops without the model: the agent's own Python and numpy
+    loops.interpreter.invoke = lambda: None  # the same loops without the model: the agent's own Python and numpy
     bare_py, served_py = alternating()
     return bare.min(), served.min(), float(np.median(served / bare)) - 1, served_py.min() - bare_py.min()
+
+
+def callgrind_profile(path: Path) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """One callgrind dump: the totals per event, and each function's self cost per event.
+
+    The file format (valgrind's callgrind format spec): ``fn=(id) name`` opens a function (``fn=(id)`` later
+    refers back to it; ``cfn=`` names the callee of the next call from the same table), a line of numbers is a
+    position and its costs, and the cost line right after a ``calls=`` line is the inclusive cost of that
+    call, which belongs to the callee, not to ``fn``."""
+    events: list[str] = []
+    names: dict[str, str] = {}
+    self_cost: dict[str, dict[str, int]] = {}
+    function, after_call = "", False
+    for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith(("fn=", "cfn=")):  # both name functions, from one table of ids
+            key, _, rest = line.partition("=")
+            ref, _, name = rest.partition(" ")
+            names.setdefault(ref, name or ref)
+            if key == "fn":
+                function = names[ref]
+        elif line.startswith("calls="):
+            after_call = True
+        elif line and (line[0].isdigit() or line[0] in "+-*"):
+            if not after_call:
+                costs = self_cost.setdefault(function, dict.fromkeys(events, 0))
+                for event, value in zip(events, line.split()[1:]):
+                    costs[event] += int(value)
+            after_call = False
+    totals = {event: sum(c[event] for c in self_cost.values()) for event in events}
+    return totals, self_cost
+
+
+def instructions(package: Path, H: np.ndarray, work: Path, n: int, cache_sim: bool, top: int) -> tuple[dict, list[str]]:
+    """Per-inference event counts (instructions ``Ir``; with ``cache_sim`` also simulated I1, D1 and LL misses, the
+    LL sized as this CPU's L2, 512 kB 8-way per core) of the bare loop, of ``PrecoderRuntime.serve`` alone and
+    of the agent's serving window, counted by callgrind in a torch-free process (``edge_serving.py``: one
+    profile per phase, start-up excluded), and the ``top`` functions by the agent's extra instructions per
+    inference."""
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "H.npz", H=H)
+    cmd = ["valgrind", "--tool=callgrind", "--dump-before=getppid", f"--callgrind-out-file={work / 'cg'}"]
+    if cache_sim:
+        cmd += ["--cache-sim=yes", "--LL=524288,8,64"]
+    cmd += [sys.executable, str(Path(__file__).with_name("edge_serving.py")), str(package), str(work / "agent"),
+            str(work / "H.npz"), "--inferences", str(n), "--windows", "1"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    # dump k holds the phase before the k-th marker: 1 start-up and warm-up, 2 the empty phase, 3 bare, 4 serve, 5 agent
+    (marker, _), *phases = (callgrind_profile(work / f"cg.{k}") for k in (2, 3, 4, 5))
+    names = ("bare", "serve", "agent")
+    per = {name: {e: (v - marker[e]) / n for e, v in totals.items()} for name, (totals, _) in zip(names, phases)}
+    bare_fns, agent_fns = phases[0][1], phases[2][1]
+    extra = {f: (agent_fns.get(f, {}).get("Ir", 0) - bare_fns.get(f, {}).get("Ir", 0)) / n for f in {*bare_fns, *agent_fns}}
+    return per, [f"    {v:+9.0f}  {f}" for f, v in sorted(extra.items(), key=lambda kv: -abs(kv[1]))[:top]]
 
 
 def agent_rss_mb(data_dir: Path, channels: Path) -> float:
@@ -153,33 +191,54 @@ def main() -> None:
     parser.add_argument("--inferences", type=int, default=500, help="inferences per timed round")
     parser.add_argument("--packages", default=",".join(CONFIGS), help="which of float,int8,int4,mixed")
     parser.add_argument("--overhead-only", action="store_true", help="skip batched, torch eager and RSS")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per inference, bare and agent, under callgrind (minutes per package)")
+    parser.add_argument("--cache-sim", action="store_true", help="with --instructions: also simulate I1, D1 and L2 (as LL) misses")
+    parser.add_argument("--top", type=int, default=12, help="with --instructions: functions listed by extra instructions")
+    parser.add_argument("--work", type=Path, help="keep packages and profiles here (packages found there are reused)")
     args = parser.parse_args()
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     torch.set_num_threads(1)
     ds = load_dataset(get_site("urban-nlos"))
     H = ds.H("test", 100)
     rows = [f"{'package':8} {'size MB':>8} {'invoke ms b=1':>14} {f'invoke ms/ch b={BATCH}':>20} "
             f"{'CPU ms: invoke':>14} {'agent':>7} {'overhead (best rounds)':>9}"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for name in args.packages.split(","):
             bits = CONFIGS[name]
             src = Path(tmp) / f"{name}-src"
             src.mkdir()
             try:
-                manifest = export_precoder(chosen(src, bits), Path(tmp) / name)
+                manifest = (ModelManifest.model_validate_json((args.work / name / "manifest.json").read_text())
+                            if args.work and (args.work / name / "manifest.json").exists()
+                            else export_precoder(chosen(src, bits), (args.work or Path(tmp)) / name))
             except ExportError as exc:
                 rows.append(f"{name:8} refused by the export parity check: {exc}")
                 continue
-            runtime = PrecoderRuntime(Path(tmp) / name / "model.tflite", manifest.normalization)
+            package = (args.work or Path(tmp)) / name
+            runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
             compute = "integer" if "integer" in manifest.runtime else "float"
             batched = (float("nan") if args.overhead_only else
                        batched_invoke_ms(src / "chosen.json", bits, compute, runtime.features(H[:BATCH]), 20))
-            bare, agent, paired, own = bare_and_agent_ms(Path(tmp) / name, H, Path(tmp) / f"{name}-agent", args.inferences)
+            bare, agent, paired, own = bare_and_agent_ms(package, H, Path(tmp) / f"{name}-agent", args.inferences)
             wall = per_call_ms(runtime.invoke, [runtime.features(H[i : i + 1]) for i in range(len(H))], args.inferences)
             rows.append(f"{name:8} {manifest.size_bytes / 1e6:8.2f} {wall:14.3f} {batched:20.3f} {bare:14.3f} {agent:7.3f} "
                         f"{100 * (agent / bare - 1):8.1f}% (paired median {100 * paired:.1f} %, +{1e3 * (agent - bare):.1f} us, "
                         f"of which {1e3 * own:.1f} us the agent's own code without invoke), "
                         f"{compute} compute")
+            if args.instructions:
+                profiles = (args.work or Path(tmp)) / f"{name}-callgrind"
+                shutil.rmtree(profiles, ignore_errors=True)
+                per, where = instructions(package, H, profiles, args.inferences, args.cache_sim, args.top)
+                ib, iserve, ia = per["bare"], per["serve"], per["agent"]
+                misses = "".join(f", {e} {ib[e]:.0f} / {iserve[e]:.0f} / {ia[e]:.0f}" for e in ib if e.endswith("mr"))
+                rows.append(f"{'':8} instructions per inference (callgrind, {args.inferences} of each): bare {ib['Ir']:,.0f}, "
+                            f"serve {iserve['Ir']:,.0f}, agent {ia['Ir']:,.0f}: overhead {100 * (ia['Ir'] / ib['Ir'] - 1):.2f} % "
+                            f"(+{ia['Ir'] - ib['Ir']:,.0f}, of which serve +{iserve['Ir'] - ib['Ir']:,.0f})"
+                            f"{' (bare / serve / agent)' if misses else ''}{misses}; agent - bare per inference, "
+                            f"self instructions by function:\n" + "\n".join(where))
         if args.overhead_only:
             print("\n".join(rows) + f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
             return
