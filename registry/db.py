@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
                         create_engine, event)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -82,14 +83,22 @@ class AssignmentRow(Base):
 
 
 class TelemetryRow(Base):
+    """One report. Migration 0004 shapes it for the fleet queries' scans of raw rows by ``window_end``: on SQLite
+    a covering index (every column those sums read; the table is never visited), on PostgreSQL a plain index and
+    ``quality`` as jsonb (parsed once at insert, not at every read)."""
+
     __tablename__ = "telemetry"
+    __table_args__ = (Index("ix_telemetry_window_end", "window_end").ddl_if(dialect="postgresql"),
+                      Index("ix_telemetry_window_end_covering", "window_end", "agent_id", "model_id", "site", "meter",
+                            "meter_kind", "inferences", "energy_total_uj", "energy_dynamic_uj", "latency_ms_p50",
+                            "latency_ms_p95", "estimated_energy_uj", "quality").ddl_if(dialect="sqlite"))
 
     message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(64), index=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
     model_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
     window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fallback: Mapped[str | None] = mapped_column(String(32), nullable=True)
     idle_power_w: Mapped[float | None] = mapped_column(Float, nullable=True)
     inferences: Mapped[int] = mapped_column(Integer)
@@ -101,7 +110,7 @@ class TelemetryRow(Base):
     latency_ms_p50: Mapped[float] = mapped_column(Float)
     latency_ms_p95: Mapped[float] = mapped_column(Float)
     latency_ms_p99: Mapped[float | None] = mapped_column(Float, nullable=True)
-    quality: Mapped[dict] = mapped_column(JSON, default=dict)
+    quality: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
 
 
 class _HourKey:

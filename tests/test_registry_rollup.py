@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy import create_engine, event, func, insert, select, text
 
 from registry import fleet as fleet_queries
 from registry import service
@@ -209,3 +209,43 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     with session_factory(make_engine(database_url))() as session:
         assert session.scalar(select(func.count()).select_from(TelemetryRow)) == len(messages)
         check_fleet(session, messages)
+
+
+def _edge_scan_plan(session) -> str:
+    """SQLite's plan for the raw-row scan of a window that cuts an hour (the statement fleet() sends)."""
+    statements = []
+    listen = event.listens_for(session.get_bind(), "before_cursor_execute")(
+        lambda conn, cursor, statement, parameters, context, many: statements.append((statement, parameters)))
+    fleet_queries.fleet(session, "agent", since=at(1.29))
+    event.remove(session.get_bind(), "before_cursor_execute", listen)
+    statement, parameters = next((s, p) for s, p in statements if "FROM telemetry " in s)
+    return " ".join(row[-1] for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+
+
+def test_migration_0004_up_and_down_keeps_the_answers(database_url):
+    """0004 on a database with reports: on SQLite the edge scan reads only the covering index, on PostgreSQL
+    ``quality`` becomes jsonb; the fleet answers equal the reports' before, after and after going back to 0003."""
+    messages = reports(seed=6)
+    config = alembic_config(database_url)
+    command.upgrade(config, "0003")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:  # as the 0003 registry stored them: raw rows, metric names, the roll-up
+        conn.execute(insert(TelemetryRow.__table__), [service._telemetry_row(m) for m in messages])
+        conn.execute(insert(QualityMetricRow.__table__), [{"name": "ber"}, {"name": "sum_rate"}])
+    engine.dispose()
+    command.downgrade(config, "0002")  # 0003's upgrade backfills the roll-up from the rows
+    command.upgrade(config, "0003")
+    sqlite = database_url.startswith("sqlite")
+    for revision, covered, quality_type in (("0004", True, "jsonb"), ("0003", False, "json"), ("head", True, "jsonb")):
+        (command.upgrade if revision != "0003" else command.downgrade)(config, revision)
+        engine = make_engine(database_url)
+        with session_factory(engine)() as session:
+            check_fleet(session, messages)
+            if sqlite:
+                plan = _edge_scan_plan(session)
+                assert ("COVERING INDEX ix_telemetry_window_end_covering" in plan) == covered, plan
+                assert "USING INDEX ix_telemetry_window_end " in plan or covered, plan
+            else:
+                assert session.scalar(text("SELECT data_type FROM information_schema.columns WHERE "
+                                           "table_name = 'telemetry' AND column_name = 'quality'")) == quality_type
+        engine.dispose()
