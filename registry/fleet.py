@@ -27,43 +27,70 @@ GROUPINGS = {"site": ("site",), "model": ("site", "model_id"), "agent": ("site",
 
 
 class _Groups:
-    """Sums per group key (ROLLUP_SUMS order), the meters seen and the quality sums, from either source."""
+    """Sums per group key (ROLLUP_SUMS order), the meters seen and the quality sums, from either source.
 
-    def __init__(self) -> None:
+    Rows arrive as Core rows (not ORM results) and are merged in plain loops, with no call per row: a per-agent
+    query has 1000 groups, so every step per row counts."""
+
+    def __init__(self, width: int, meters: bool) -> None:
+        self.width, self.with_meters = width, meters
         self.sums: dict[tuple, list] = {}
-        self.meters: dict[tuple, set[str]] = {}
+        self.meters: dict[tuple, set[tuple[str, str]]] = {}
         self.quality: dict[tuple, dict[str, list]] = {}
 
-    def add(self, key: tuple, values, meter: str | None = None, kind: str | None = None) -> None:
-        acc = self.sums.get(key)
-        if acc is None:
-            self.sums[key] = [v or 0 for v in values]
-        else:
-            self.sums[key] = [a + (v or 0) for a, v in zip(acc, values)]
-        if meter is not None:
-            self.meters.setdefault(key, set()).add(f"{meter} ({kind})")
+    def add(self, rows, names: list[str] = ()) -> None:
+        """Rows of (the key, [meter, meter_kind,] the ROLLUP_SUMS[, each of ``names``' weighted sum and
+        inferences]); every sum is a number (the raw query coalesces the NULL of an empty sum)."""
+        width = self.width
+        start = width + 2 if self.with_meters else width
+        end = start + len(ROLLUP_SUMS)
+        sums, meters, quality = self.sums, self.meters, self.quality
+        for row in rows:
+            key = tuple(row[:width])
+            values = row[start:end]
+            acc = sums.get(key)
+            sums[key] = list(values) if acc is None else [a + b for a, b in zip(acc, values)]
+            if start > width:
+                meters.setdefault(key, set()).add(row[width:start])
+            for i, name in enumerate(names):
+                inferences = row[end + 2 * i + 1]
+                if inferences:
+                    q = quality.setdefault(key, {}).setdefault(name, [0.0, 0])
+                    q[0] += row[end + 2 * i]
+                    q[1] += inferences
 
-    def add_quality(self, key: tuple, name: str, weighted_sum, inferences) -> None:
-        if inferences:
-            q = self.quality.setdefault(key, {}).setdefault(name, [0.0, 0])
-            q[0] += weighted_sum
-            q[1] += inferences
+    def add_quality(self, rows) -> None:
+        """Rows of (the key, metric, weighted sum, inferences), from the quality roll-up."""
+        width = self.width
+        quality = self.quality
+        for row in rows:
+            if row[-1]:
+                q = quality.setdefault(tuple(row[:width]), {}).setdefault(row[width], [0.0, 0])
+                q[0] += row[-2]
+                q[1] += row[-1]
 
-    def rows(self, meters: bool = True) -> list[tuple[tuple, dict[str, Any]]]:
+    def rows(self, names: tuple) -> list[dict[str, Any]]:
+        """One dict per group, ``names`` naming the key's columns, in key order (None first)."""
         out = []
-        for key in sorted(self.sums, key=lambda k: tuple((0,) if v is None else (1, v) for v in k)):  # None first
+        no_quality: dict = {}
+        keys = list(self.sums)  # a key function per key only where a None needs it (the fallback's model_id)
+        for key in sorted(keys, key=_none_first) if any(None in key for key in keys) else sorted(keys):
             windows, n, total, dynamic, p50, p95, estimated, estimated_windows = self.sums[key]
-
-            def per(x):
-                return x / n if n else None
-
-            out.append((key, {"windows": windows, "inferences": n, "energy_total_uj": per(total),
-                              "energy_dynamic_uj": per(dynamic),
-                              "estimated_energy_uj": estimated / estimated_windows if estimated_windows else None,
-                              "latency_ms_p50": per(p50), "latency_ms_p95": per(p95),
-                              "quality": {name: s / w for name, (s, w) in sorted(self.quality.get(key, {}).items())}}
-                        | ({"meters": sorted(self.meters.get(key, ()))} if meters else {})))
+            row = dict(zip(names, key))
+            row["windows"], row["inferences"] = windows, n
+            row["energy_total_uj"], row["energy_dynamic_uj"] = (total / n, dynamic / n) if n else (None, None)
+            row["estimated_energy_uj"] = estimated / estimated_windows if estimated_windows else None
+            row["latency_ms_p50"], row["latency_ms_p95"] = (p50 / n, p95 / n) if n else (None, None)
+            quality = self.quality.get(key, no_quality)
+            row["quality"] = {name: quality[name][0] / quality[name][1] for name in sorted(quality)}
+            if self.with_meters:
+                row["meters"] = sorted(f"{meter} ({kind})" for meter, kind in self.meters[key])
+            out.append(row)
         return out
+
+
+def _none_first(key: tuple) -> tuple:
+    return tuple((0,) if v is None else (1, v) for v in key)
 
 
 def _plan(since: datetime | None, until: datetime | None, roll_up: bool = True):
@@ -96,36 +123,30 @@ def _where(query, table, site: str | None, model_id: str | None, agent_id: str |
     return query
 
 
-def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters: tuple, meters: bool) -> None:
+def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters: tuple) -> None:
     """One scan of the raw rows matching ``condition``: the sums per key (and meter), each quality metric's too.
     Keys go to GROUP BY most selective first (agent, model, site), which spares SQLite's sort comparisons."""
-    names = list(session.scalars(select(QualityMetricRow.name).order_by(QualityMetricRow.name)))
+    connection = session.connection()  # Core rows: no ORM bookkeeping per row
+    names = list(connection.scalars(select(QualityMetricRow.name).order_by(QualityMetricRow.name)))
     n = T.inferences
     columns = [func.count(), func.sum(n), func.sum(T.energy_total_uj * n), func.sum(T.energy_dynamic_uj * n),
-               func.sum(T.latency_ms_p50 * n), func.sum(T.latency_ms_p95 * n), func.sum(T.estimated_energy_uj),
-               func.count(T.estimated_energy_uj)]
+               func.sum(T.latency_ms_p50 * n), func.sum(T.latency_ms_p95 * n),
+               func.coalesce(func.sum(T.estimated_energy_uj), 0.0), func.count(T.estimated_energy_uj)]
     for name in names:
         value = T.quality[name].as_float()
         columns += [func.sum(value * n), func.sum(case((value.is_not(None), n), else_=0))]
-    meter_columns = [T.meter, T.meter_kind] if meters else []
+    meter_columns = [T.meter, T.meter_kind] if groups.with_meters else []
     query = _where(select(*keys, *meter_columns, *columns), T, *filters)
     if condition is not True:
         query = query.where(condition)
-    for row in session.execute(query.group_by(*reversed(keys), *meter_columns)):
-        key, rest = tuple(row[: len(keys)]), row[len(keys):]
-        if meters:
-            groups.add(key, rest[2:2 + len(ROLLUP_SUMS)], *rest[:2])
-        else:
-            groups.add(key, rest[: len(ROLLUP_SUMS)])
-        sums = rest[len(meter_columns) + len(ROLLUP_SUMS):]
-        for name, s, w in zip(names, sums[::2], sums[1::2]):
-            groups.add_quality(key, name, s, w)
+    groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all(), names)
 
 
 def _rolled_up_sums(session: Session, groups: _Groups, keys: list, quality_keys: list, hours: tuple,
-                    filters: tuple, meters: bool) -> None:
+                    filters: tuple) -> None:
     """The same sums over whole hours, from the roll-up tables (a few rows per agent and hour)."""
     lo, hi = hours
+    connection = session.connection()
 
     def within(query, table):
         query = _where(query, table, *filters)
@@ -133,16 +154,13 @@ def _rolled_up_sums(session: Session, groups: _Groups, keys: list, quality_keys:
             query = query.where(table.hour >= lo)
         return query if hi is None else query.where(table.hour < hi)
 
-    meter_columns = [R.meter, R.meter_kind] if meters else []
+    meter_columns = [R.meter, R.meter_kind] if groups.with_meters else []
     # PostgreSQL sums BIGINT as NUMERIC: cast back, so counts stay integers in Python
     query = within(select(*keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
                                                    for c in ROLLUP_SUMS)), R)
-    for row in session.execute(query.group_by(*reversed(keys), *meter_columns)):
-        key, rest = tuple(row[: len(keys)]), row[len(keys):]
-        groups.add(key, rest[len(meter_columns):], *rest[: len(meter_columns)])
+    groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all())
     query = within(select(*quality_keys, Q.metric, func.sum(Q.weighted_sum), cast(func.sum(Q.inferences), BigInteger)), Q)
-    for row in session.execute(query.group_by(*reversed(quality_keys), Q.metric)):
-        groups.add_quality(tuple(row[: len(quality_keys)]), *row[len(quality_keys):])
+    groups.add_quality(connection.execute(query.group_by(*reversed(quality_keys), Q.metric)).all())
 
 
 def _columns(table, names) -> list:
@@ -155,13 +173,12 @@ def fleet(session: Session, group_by: str = "model", site: str | None = None, mo
     names = GROUPINGS[group_by]
     filters = (site, model_id, agent_id)
     hours, condition = _plan(since, until)
-    groups = _Groups()
+    groups = _Groups(len(names), meters=True)
     if hours is not None:
-        _rolled_up_sums(session, groups, _columns(R, names), _columns(Q, names), hours,
-                        filters, meters=True)
+        _rolled_up_sums(session, groups, _columns(R, names), _columns(Q, names), hours, filters)
     if condition is not None:
-        _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters, meters=True)
-    return [dict(zip(names, key)) | values for key, values in groups.rows()]
+        _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters)
+    return groups.rows(names)
 
 
 def _epoch_seconds(session: Session):
@@ -176,15 +193,17 @@ def series(session: Session, bucket_s: int, site: str | None = None, model_id: s
     roll-up where the buckets are whole hours)."""
     filters = (site, model_id, None)
     hours, condition = _plan(since, until, roll_up=bucket_s % HOUR_S == 0)
-    groups = _Groups()
+    groups = _Groups(3, meters=False)
     if hours is not None:
         _rolled_up_sums(session, groups, [*_columns(R, ("site", "model_id")), R.hour // bucket_s * bucket_s],
-                        [*_columns(Q, ("site", "model_id")), Q.hour // bucket_s * bucket_s], hours, filters, meters=False)
+                        [*_columns(Q, ("site", "model_id")), Q.hour // bucket_s * bucket_s], hours, filters)
     if condition is not None:
         bucket = _epoch_seconds(session) // bucket_s * bucket_s
-        _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters, meters=False)
-    return [{"site": key[0], "model_id": key[1], "bucket_start": int(key[2])} | values
-            for key, values in groups.rows(meters=False)]
+        _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters)
+    rows = groups.rows(("site", "model_id", "bucket_start"))
+    for row in rows:
+        row["bucket_start"] = int(row["bucket_start"])
+    return rows
 
 
 def pareto(session: Session, site: str, metric: str = "sum_rate") -> list[dict[str, Any]]:
