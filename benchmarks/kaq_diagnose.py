@@ -1,0 +1,121 @@
+"""Why KAQ lost to LSQ at 4 bits: the measurements behind docs/DETECTION.md, "Why KAQ lost to LSQ".
+
+Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 3 minutes)
+
+On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epochs of 10,000 draws), prints:
+1. per layer, the FP activation range (99.9 % quantile of |v_k|) at 0-20 dB beside the step factor of the
+   former fixed policy, ((L-1)a + 3 sqrt(e)) / ((L-1)a + 3 sqrt(e_cal)) with e_cal from a mixed-SNR batch,
+   and of the fitted ``noise-enhancement`` policy;
+2. BER of a 4-bit LSQ net (10 QAT epochs) when all its learned steps, or one layer's, are scaled by a factor:
+   where the BER-optimal step lies relative to the learned one, at each SNR;
+3. at the start of 4-bit QAT, the detection MSE beside w * sum_k MMD^2 (w = 1) and the norms of their
+   gradients on the detector's weights and on the steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+
+from core.tasks.detection import ChannelSource, constellation, error_rates, simulate
+from plugins.kaq_core import (
+    KaqActQuant,
+    LearnedPolicy,
+    NoiseEnhancementPolicy,
+    _calibration_batch,
+    calibrate_policies,
+    mmd2,
+    quantize_activations,
+    zf_error_std,
+)
+from plugins.unfolded import UnfoldedArch
+from plugins.unfolded_net import BatchCondition, TrainConfig, build_net, detector, tensors, train
+
+SNRS = (0.0, 4.0, 8.0, 12.0, 16.0, 20.0)
+
+
+def batch_at(src: ChannelSource, const, snr: float, n: int, seed: int):
+    rng = np.random.default_rng([seed, int(snr * 10)])
+    return tensors(simulate(src.draw(n, rng), const, snr, rng))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=0)
+    seed = ap.parse_args().seed
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    const, src = constellation("qpsk"), ChannelSource(8, 4)
+    fp = build_net(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    train(fp, src, const, TrainConfig(seed=seed))
+    qat = TrainConfig(epochs=10, seed=seed + 1)
+
+    print("1. FP activation range (99.9 % quantile of |v_k|) and step factors vs SNR (dB)", SNRS)
+    cal = _calibration_batch(src, const, qat)
+    outer = (const.levels_per_dim - 1) * const.scale
+    former_ref = outer + 3 * float(zf_error_std(BatchCondition(cal[0], cal[2])))
+    fitted = [KaqActQuant(4, NoiseEnhancementPolicy(const)) for _ in range(5)]
+    calibrate_policies(fp, fitted, src, const, qat)
+    rows = []
+    for snr in SNRS:
+        H, y, nv, _ = batch_at(src, const, snr, 1024, seed)
+        cond = BatchCondition(H, nv)
+        with torch.no_grad():
+            acts = fp(H, y, nv, keep=True)[1]
+        rows.append(([float(a.abs().flatten().quantile(0.999)) for a in acts],
+                     (outer + 3 * float(zf_error_std(cond))) / former_ref,
+                     [float(q.policy.factor(cond)) for q in fitted]))
+    for k in range(5):
+        rng_ = [r[0][k] for r in rows]
+        print(f"  layer {k + 1}: range {' '.join(f'{v:.2f}' for v in rng_)} (max/min {max(rng_) / min(rng_):.2f}); "
+              f"fitted factor {' '.join(f'{r[2][k]:.2f}' for r in rows)}")
+    print(f"  former factor (all layers): {' '.join(f'{r[1]:.2f}' for r in rows)}")
+
+    print("2. BER x 1e4 of a 4-bit LSQ net (10 QAT epochs) with its learned steps scaled")
+    lsq = quantize_activations(fp, "lsq", 4, src, qat)
+    learned = [float(q.fq.step.detach()) for q in lsq.quant]
+    scales, eval_snrs = (0.5, 0.6, 0.75, 1.0, 1.25, 1.5), [0.0, 4.0, 8.0, 12.0, 16.0]
+    for layer in (None, 0, 3, 4):
+        ber = []
+        for f in scales:
+            with torch.no_grad():
+                for k, q in enumerate(lsq.quant):
+                    q.fq.step.fill_(learned[k] * (f if layer in (None, k) else 1.0))
+            ber.append([r.ber for r in error_rates(detector(lsq), src, const, eval_snrs, 20_000, seed=seed + 1)])
+        ber = np.array(ber)
+        print(f"  {'all layers' if layer is None else f'layer {layer + 1}'} (scales {scales}):")
+        for i, snr in enumerate(eval_snrs):
+            print(f"    {snr:4.0f} dB: {' '.join(f'{1e4 * b:6.1f}' for b in ber[:, i])}  best x{scales[ber[:, i].argmin()]}")
+
+    print("3. QAT start (4 bits, learned policy = LSQ here): MSE vs w * sum_k MMD^2 (w = 1, 256 samples per layer,")
+    print("   Silverman bandwidths as KaqLoss starts with); gradient norms on the detector weights / on the steps")
+    net = copy.deepcopy(fp)
+    net.quant = torch.nn.ModuleList(KaqActQuant(4, LearnedPolicy(const)) for _ in range(5))
+    calibrate_policies(fp, list(net.quant), src, const, qat)
+    with torch.no_grad():
+        net(*cal[:3])
+    params = [p for n, p in net.named_parameters() if not n.startswith("quant")], [q.step for q in net.quant]
+
+    def norms(term: torch.Tensor) -> str:
+        out = []
+        for group in params:
+            g = torch.autograd.grad(term, group, retain_graph=True, allow_unused=True)
+            out.append(f"{float(torch.sqrt(sum((x**2).sum() for x in g if x is not None))):.3g}")
+        return " / ".join(out)
+
+    for snr in (0.0, 10.0, 20.0):
+        b = batch_at(src, const, snr, 128, seed + 2)
+        x_hat, acts = net(*b[:3], keep=True)
+        with torch.no_grad():
+            ref = fp(*b[:3], keep=True)[1]
+        mse = ((x_hat - b[3]) ** 2).sum(-1).mean()
+        idx = torch.randperm(ref[0].numel(), generator=torch.Generator().manual_seed(seed))[:256]
+        mmd = sum(mmd2(a.flatten()[idx], q.flatten()[idx], 1.06 * a.flatten()[idx].std() * 256**-0.2)
+                  for a, q in zip(ref, acts))
+        print(f"  {snr:4.0f} dB: MSE {mse.item():.4f} (grads {norms(mse)}); MMD term {mmd.item():.4f} (grads {norms(mmd)})")
+
+if __name__ == "__main__":
+    main()
