@@ -1,6 +1,6 @@
 """Why KAQ lost to LSQ at 4 bits: the measurements behind docs/DETECTION.md, "Why KAQ lost to LSQ".
 
-Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 3 minutes)
+Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 8 minutes)
 
 On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epochs of 10,000 draws), prints:
 1. per layer, the FP activation range (99.9 % quantile of |v_k|) at 0-20 dB beside the step factor of the
@@ -9,7 +9,9 @@ On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epoch
 2. BER of a 4-bit LSQ net (10 QAT epochs) when all its learned steps, or one layer's, are scaled by a factor:
    where the BER-optimal step lies relative to the learned one, at each SNR;
 3. at the start of 4-bit QAT, the detection MSE beside w * sum_k MMD^2 (w = 1) and the norms of their
-   gradients on the detector's weights and on the steps.
+   gradients on the detector's weights and on the steps;
+4. after 4-bit KAQ QAT (30 epochs, ``learned`` policy) with MMD weight 0 and 1 (annealed): each layer's
+   learned step and exponent g_k, beside plain LSQ's steps.
 """
 
 from __future__ import annotations
@@ -116,6 +118,15 @@ def main() -> None:
         mmd = sum(mmd2(a.flatten()[idx], q.flatten()[idx], 1.06 * a.flatten()[idx].std() * 256**-0.2)
                   for a, q in zip(ref, acts))
         print(f"  {snr:4.0f} dB: MSE {mse.item():.4f} (grads {norms(mse)}); MMD term {mmd.item():.4f} (grads {norms(mmd)})")
+
+    print("4. after 30 QAT epochs at 4 bits: learned steps (and exponents g_k)")
+    qat30 = TrainConfig(seed=seed + 1)
+    for label, method, w in (("LSQ", "lsq", 0.0), ("KAQ w=0", "kaq", 0.0), ("KAQ w=1", "kaq", 1.0)):
+        net = quantize_activations(fp, method, 4, src, qat30, mmd_weight=w)
+        steps = [float((q.fq.step if method == "lsq" else q.step).detach()) for q in net.quant]
+        exps = "" if method == "lsq" else " exponents " + " ".join(f"{float(q.policy.exponent):+.3f}" for q in net.quant)
+        print(f"  {label:8s} steps {' '.join(f'{v:.3f}' for v in steps)}{exps}")
+
 
 if __name__ == "__main__":
     main()
