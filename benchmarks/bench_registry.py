@@ -10,6 +10,10 @@ PostgreSQL 15), then fleet queries over agents x reports rows.
 
     .venv/bin/python benchmarks/bench_registry.py                      # 1000 agents, 1000 reports each
     .venv/bin/python benchmarks/bench_registry.py --reports 100 --messages 20000 --backends sqlite
+    .venv/bin/python benchmarks/bench_registry.py --database-url sqlite:////tmp/filled.db   # queries only
+
+``--database-url`` times the queries against a database filled before (by this script with ``--reports 1000``,
+kept in its ``bench-registry-*`` temporary directory): code versions compared on the same rows.
 """
 
 from __future__ import annotations
@@ -182,7 +186,11 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=1000, help="reports per agent for the query benchmark")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--database-url", help="only time the queries, against this filled database")
     args = parser.parse_args()
+    if args.database_url:
+        _queries_only(args)
+        return
 
     results = {}
     for backend in args.backends.split(","):
@@ -191,19 +199,13 @@ def main() -> None:
         server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", broker.url,
                                 pg.url if pg else None)
         try:
-            with server.admin() as admin:
-                for site in SITES:
-                    for m in range(MODELS_PER_SITE):
-                        upload(admin, *package(f"{site}-m{m}", site=site, energy_uj=10.0 * (m + 1))).raise_for_status()
+            _upload_models(server)
             ingest = bench_ingest(server, broker, args)
             print(f"[{backend}] ingest: {ingest}", flush=True)
             server.stop()  # the query database holds exactly agents x reports rows
             server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", None,
                                     _fresh(pg) if pg else None)
-            with server.admin() as admin:
-                for site in SITES:
-                    for m in range(MODELS_PER_SITE):
-                        upload(admin, *package(f"{site}-m{m}", site=site, energy_uj=10.0 * (m + 1))).raise_for_status()
+            _upload_models(server)
             fill_s = fill(server, args)
             print(f"[{backend}] filled {args.agents * args.reports} rows in {fill_s:.1f} s", flush=True)
             results[backend] = (ingest, bench_queries(server, args))
@@ -225,6 +227,28 @@ def main() -> None:
     print("|---|" + "---|" * len(results))
     for name in next(iter(results.values()))[1]:
         print(f"| {name} | " + " | ".join(f"{q[name][0]:.1f} / {q[name][1]:.1f}" for _, q in results.values()) + " |")
+
+
+def _upload_models(server) -> None:
+    with server.admin() as admin:
+        for site in SITES:
+            for m in range(MODELS_PER_SITE):
+                if admin.get(f"/models/{site}-m{m}/manifest").status_code == 404:
+                    upload(admin, *package(f"{site}-m{m}", site=site, energy_uj=10.0 * (m + 1))).raise_for_status()
+
+
+def _queries_only(args) -> None:
+    server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", None, args.database_url)
+    try:
+        _upload_models(server)
+        queries = bench_queries(server, args)
+    finally:
+        server.stop()
+    print(f"\nmachine: 2-core x86-64 CPU, shared; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"queries over {args.agents} x {args.reports} rows of {args.database_url.split(':')[0]}\n")
+    print(f"| query ({args.repeat} runs over HTTP) | p50 / p95 ms |\n|---|---|")
+    for name, (p50, p95) in queries.items():
+        print(f"| {name} | {p50:.1f} / {p95:.1f} |")
 
 
 def _fresh(pg: Postgres) -> str:
