@@ -12,6 +12,12 @@ on 500 fresh slots per point beside LS+LMMSE on the same slots. A missing plane 
 get no gradient, so this equals a narrower input layer):
 raw = Y, P, LS estimate zero off the pilots (as first built); interp = the LS estimate interpolated;
 product = interp + Re/Im(H^* Y) + |H|^2; equalized = interp + Z + G (plugins.deeprx.features).
+
+``--headroom``: where the error floor comes from and whether training budget, SINR range or size moves a net
+below it (docs/RECEIVER.md, "Results"). At Doppler 300 and 1000 Hz, on 2,000 fresh slots at 30 and 40 dB:
+LS+LMMSE, LS+LMMSE with noiseless pilots (only interpolation error left), LMMSE with the true channel at every
+RE (no estimation error); at 1000 Hz, deeprx receivers on ``features`` trained from seed 0 with the distill
+batches: 16x3 for 1,000 and 4,000 steps at 0..40 dB, 16x3 for 1,000 steps at 20..40 dB, 24x5 for 1,000 steps.
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ from plugins.deeprx_net import DeepRx, inputs
 from plugins.distill_experiment import DistillRequest, batches
 from plugins.export.receiver import ReceiverRuntime, export_receiver
 from plugins.kd import KdOptions, train_logit_model
-from plugins.ofdm_receiver import receive
+from plugins.ofdm_receiver import maxlog_logits, receive
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
 EPOCH_STEPS = 100
 ABLATION_STEPS = 1000
 ABLATION_SINR_DB = (10.0, 20.0, 30.0, 40.0)
+HEADROOM_SINR_DB = (30.0, 40.0)
+HEADROOM_SLOTS = 2000
+HEADROOM_TRAIN_DOPPLER = 1000.0  # where the baseline's floor is furthest above the true-channel bound
+HEADROOM_NETS = [((16, 3), 1000, (0.0, 40.0)), ((16, 3), 4000, (0.0, 40.0)), ((16, 3), 1000, (20.0, 40.0)),
+                 ((24, 5), 1000, (0.0, 40.0))]
 
 
 def ablation_planes(cfg: OfdmConfig, slot, variant: str) -> np.ndarray:
@@ -52,40 +63,92 @@ def ablation_planes(cfg: OfdmConfig, slot, variant: str) -> np.ndarray:
     return x
 
 
-def ablation(cfg: OfdmConfig, req: DistillRequest) -> None:
+def train(cfg: OfdmConfig, req: DistillRequest, planes, width_blocks: tuple[int, int], steps: int,
+          sinr_db: tuple[float, float]) -> DeepRx:
+    """A deeprx receiver trained from seed 0 on ``planes(cfg, slot)`` with the distill batches (fresh slots per
+    step, SINR uniform in ``sinr_db``): every variant sees the same slots in the same order."""
     mask = torch.from_numpy(cfg.data_mask)[None, :, :, None]
+
+    def batch(step: int):
+        rng = np.random.default_rng((req.seed, 0, step))
+        slot = simulate(cfg, rng.uniform(*sinr_db, req.batch), rng)
+        return torch.from_numpy(planes(cfg, slot)), torch.from_numpy(slot.bits), mask
+
+    torch.manual_seed(0)
+    model = DeepRx(DeepRxArch(width=width_blocks[0], blocks=width_blocks[1], n_sc=cfg.n_sc))
+    train_logit_model(model, batch, KdOptions(steps=steps, lr=req.lr))
+    return model
+
+
+def row(label: str, cfg: OfdmConfig, logits, test) -> None:
+    """One table row: the BER of ``logits(slot)`` on each test batch."""
+    bers = []
+    for slot in test:
+        e, n = bit_errors(cfg, logits(slot), slot.bits)
+        bers.append(e / n)
+    print(f"{label:<38}" + "".join(f"{b:>10.2e}" for b in bers))
+
+
+def net_logits(model: DeepRx, planes, cfg: OfdmConfig):
+    def logits(slot) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(planes(cfg, slot))).numpy()
+
+    return logits
+
+
+def ablation(cfg: OfdmConfig, req: DistillRequest) -> None:
     print(f"input ablation: deeprx 16x3, {ABLATION_STEPS} steps; BER at " + ", ".join(f"{s:g}" for s in ABLATION_SINR_DB) + " dB")
     test = [simulate(cfg, s, np.random.default_rng((2, i)), n=500) for i, s in enumerate(ABLATION_SINR_DB)]
     for variant in ("raw", "interp", "product", "equalized"):
-        def batch(step: int, variant: str = variant):
-            rng = np.random.default_rng((req.seed, 0, step))
-            slot = simulate(cfg, rng.uniform(*req.train_sinr_db, req.batch), rng)
-            return torch.from_numpy(ablation_planes(cfg, slot, variant)), torch.from_numpy(slot.bits), mask
+        def planes(cfg: OfdmConfig, slot, variant: str = variant) -> np.ndarray:
+            return ablation_planes(cfg, slot, variant)
 
-        torch.manual_seed(0)
-        model = DeepRx(DeepRxArch(width=16, blocks=3, n_sc=cfg.n_sc))
-        train_logit_model(model, batch, KdOptions(steps=ABLATION_STEPS, lr=req.lr))
-        bers = []
-        for slot in test:
-            with torch.no_grad():
-                z = model(torch.from_numpy(ablation_planes(cfg, slot, variant))).numpy()
-            e, n = bit_errors(cfg, z, slot.bits)
-            bers.append(e / n)
-        print(f"{variant:<12}" + "".join(f"{b:>10.2e}" for b in bers))
-    base = [bit_errors(cfg, receive(cfg, slot), slot.bits) for slot in test]
-    print(f"{'LS+LMMSE':<12}" + "".join(f"{e / n:>10.2e}" for e, n in base))
+        model = train(cfg, req, planes, (16, 3), ABLATION_STEPS, req.train_sinr_db)
+        row(variant, cfg, net_logits(model, planes, cfg), test)
+    row("LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
+
+
+def true_channel_logits(cfg: OfdmConfig, slot) -> np.ndarray:
+    """LMMSE and max-log with the true channel at every RE (no estimation error): the floor's lower bound."""
+    s2 = slot.impairment_var.astype(np.float64)[:, None, None]
+    g = np.abs(slot.h) ** 2
+    return maxlog_logits(cfg, np.conj(slot.h) * slot.y / np.maximum(g, 1e-12), s2 / np.maximum(g, 1e-12))
+
+
+def headroom(req: DistillRequest) -> None:
+    print(f"where the floor comes from, BER at " + ", ".join(f"{s:g}" for s in HEADROOM_SINR_DB) + f" dB, "
+          f"{HEADROOM_SLOTS} slots per point")
+    for doppler in (300.0, 1000.0):
+        cfg = OfdmConfig(n_sc=req.n_sc, doppler_hz=doppler)
+        test = [simulate(cfg, s, np.random.default_rng((3, i)), n=HEADROOM_SLOTS) for i, s in enumerate(HEADROOM_SINR_DB)]
+        print(f"Doppler {doppler:g} Hz")
+        row("  LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
+        row("  LS+LMMSE, noiseless pilots", cfg, lambda slot: receive(
+            cfg, slot.model_copy(update={"h_ls": np.where(cfg.pilot_mask, slot.h, 0)})), test)
+        row("  true channel at every RE", cfg, lambda slot: true_channel_logits(cfg, slot), test)
+        if doppler != HEADROOM_TRAIN_DOPPLER:
+            continue
+        for width_blocks, steps, sinr_db in HEADROOM_NETS:
+            model = train(cfg, req, features, width_blocks, steps, sinr_db)
+            label = f"  deeprx {width_blocks[0]}x{width_blocks[1]}, {steps} steps, {sinr_db[0]:g}..{sinr_db[1]:g} dB"
+            row(label, cfg, net_logits(model, features, cfg), test)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-sc", type=int, default=12)
     parser.add_argument("--ablation", action="store_true", help="the input-feature ablation instead of the timings")
+    parser.add_argument("--headroom", action="store_true", help="the error floor's sources and training-budget checks")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = OfdmConfig(n_sc=args.n_sc)
     req = DistillRequest(n_sc=args.n_sc)
     if args.ablation:
         ablation(cfg, req)
+        return
+    if args.headroom:
+        headroom(req)
         return
     one = simulate(cfg, 20.0, np.random.default_rng(0), n=1)
     many = simulate(cfg, 20.0, np.random.default_rng(1), n=32)
