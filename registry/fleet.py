@@ -12,6 +12,7 @@ serves the hours ``[ceil_h(since), floor_h(until))`` and the raw rows serve ``[s
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select
@@ -38,7 +39,7 @@ class _Groups:
         self.meters: dict[tuple, set[tuple[str, str]]] = {}
         self.quality: dict[tuple, dict[str, list]] = {}
 
-    def add(self, rows, names: list[str] = ()) -> None:
+    def add(self, rows, names: Sequence[str] = ()) -> None:
         """Rows of (the key, [meter, meter_kind,] the ROLLUP_SUMS[, each of ``names``' weighted sum and
         inferences]); every sum is a number (the raw query coalesces the NULL of an empty sum)."""
         width = self.width
