@@ -210,10 +210,11 @@ def main() -> None:
             bits = CONFIGS[name]
             src = Path(tmp) / f"{name}-src"
             src.mkdir()
+            chosen_json = chosen(src, bits)  # seeded: the same weights as a package exported by an earlier run
             try:
                 manifest = (ModelManifest.model_validate_json((args.work / name / "manifest.json").read_text())
                             if args.work and (args.work / name / "manifest.json").exists()
-                            else export_precoder(chosen(src, bits), (args.work or Path(tmp)) / name))
+                            else export_precoder(chosen_json, (args.work or Path(tmp)) / name))
             except ExportError as exc:
                 rows.append(f"{name:8} refused by the export parity check: {exc}")
                 continue
@@ -221,7 +222,7 @@ def main() -> None:
             runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
             compute = "integer" if "integer" in manifest.runtime else "float"
             batched = (float("nan") if args.overhead_only else
-                       batched_invoke_ms(src / "chosen.json", bits, compute, runtime.features(H[:BATCH]), 20))
+                       batched_invoke_ms(chosen_json, bits, compute, runtime.features(H[:BATCH]), 20))
             bare, agent, paired, own = bare_and_agent_ms(package, H, Path(tmp) / f"{name}-agent", args.inferences)
             wall = per_call_ms(runtime.invoke, [runtime.features(H[i : i + 1]) for i in range(len(H))], args.inferences)
             rows.append(f"{name:8} {manifest.size_bytes / 1e6:8.2f} {wall:14.3f} {batched:20.3f} {bare:14.3f} {agent:7.3f} "
