@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -19,8 +19,8 @@ class AgentSettings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8000"
     token: str = Field("", description="the agent's own credential, from registration")
     broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: telemetry over HTTP only")
-    mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_username: str | None = Field(None, description="MQTT login; default: the agent id, when a token is set")
+    mqtt_password: str | None = Field(None, description="default: the token (the registry's broker ACL expects both)")
     meter: str = Field("auto", description="energy meter plugin, or auto (best available)")
     source: str = Field("replay", description="replay (the site's test split), npz:PATH (file or directory), "
                                               "http:HOST:PORT, unix:PATH or tcp:HOST:PORT (edge_agent/sources.py)")
@@ -38,6 +38,15 @@ class AgentSettings(BaseSettings):
         if v is not None and not v.startswith("mqtt://"):
             raise ValueError(f"broker_url must look like mqtt://HOST:PORT, got '{v}'")
         return v
+
+    @model_validator(mode="after")
+    def _mqtt_login(self) -> "AgentSettings":
+        # the registry gives each agent its id and token as MQTT login (broker-auth, serve's embedded broker),
+        # so one credential is all an agent is given; an explicit login (another broker's) wins
+        if self.mqtt_username is None and self.token:
+            self.mqtt_username = self.agent_id
+            self.mqtt_password = self.mqtt_password or self.token
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -46,8 +46,10 @@ def serve(
     broker: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_URL",
                                help="mqtt://[USER@]HOST:PORT (password in $EDGEJOULE_REGISTRY_MQTT_PASSWORD); "
                                     "default: an embedded mosquitto on a loopback port"),
-    secure_broker: bool = typer.Option(False, help="embedded broker with per-agent passwords and an ACL "
-                                                   "(agents then need EDGE_AGENT_MQTT_USERNAME/PASSWORD)"),
+    secure_broker: bool = typer.Option(True, "--secure-broker/--anonymous-broker",
+                                       help="embedded broker: per-agent logins (agent id + token, the agent's "
+                                            "default) and an ACL, or anonymous (any local process may publish "
+                                            "as any agent; development only)"),
     no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
     log_level: str = typer.Option("INFO", help="structured (JSON lines) logs on stderr at this level"),
 ) -> None:
@@ -90,8 +92,8 @@ def serve(
             settings.broker_url = f"mqtt://{REGISTRY_USER}@127.0.0.1:{embedded.port}"
         else:
             settings.broker_url = embedded.start().url
-            console.print(f"[yellow]development broker {embedded.url} is anonymous: any local process may publish as "
-                          f"any agent; --secure-broker gives each agent its id and token as MQTT login[/yellow]")
+            console.print(f"[yellow]development broker {embedded.url} is anonymous (--anonymous-broker): any local "
+                          f"process may publish as any agent[/yellow]")
     broker_public = embedded.url if embedded else (settings.broker_url or "")
     # agents started next to an embedded broker read its (random) address here
     data_dir.mkdir(parents=True, exist_ok=True)

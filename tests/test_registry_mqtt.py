@@ -1,6 +1,6 @@
 """The registry's MQTT side against a real mosquitto: ingest through the shared subscription (idempotent,
 split between workers, nothing lost across a restart), heartbeats, last will, load events with automatic
-rollback announced on the agent's assignment topic, and the broker ACL of ``registry serve --secure-broker``."""
+rollback announced on the agent's assignment topic, and the broker ACL of ``registry serve`` (secure by default)."""
 
 from __future__ import annotations
 
@@ -149,11 +149,11 @@ def test_two_registry_workers_split_the_shared_subscription(tmp_path, mosquitto,
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/sbin/mosquitto"), reason="needs the mosquitto package")
-def test_secure_embedded_broker_confines_each_agent_to_its_topics(tmp_path):
+def test_embedded_broker_is_secure_by_default_and_confines_each_agent_to_its_topics(tmp_path):
     port = free_port()
     env = {**os.environ, "EDGEJOULE_REGISTRY_ADMIN_TOKEN": "admin-" + "y" * 20}
     exe = Path(sys.executable).parent / "edgejoule"
-    server = subprocess.Popen([str(exe), "registry", "serve", "--secure-broker", "--port", str(port),
+    server = subprocess.Popen([str(exe), "registry", "serve", "--port", str(port),
                                "--data-dir", str(tmp_path / "data")], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
