@@ -1,6 +1,6 @@
 """Why KAQ lost to LSQ at 4 bits: the measurements behind docs/DETECTION.md, "Why KAQ lost to LSQ".
 
-Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 8 minutes)
+Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 4 minutes)
 
 On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epochs of 10,000 draws), prints:
 1. per layer, the FP activation range (99.9 % quantile of |v_k|) at 0-20 dB beside the step factor of the
@@ -124,7 +124,7 @@ def main() -> None:
     for label, method, w in (("LSQ", "lsq", 0.0), ("KAQ w=0", "kaq", 0.0), ("KAQ w=1", "kaq", 1.0)):
         net = quantize_activations(fp, method, 4, src, qat30, mmd_weight=w)
         steps = [float((q.fq.step if method == "lsq" else q.step).detach()) for q in net.quant]
-        exps = "" if method == "lsq" else " exponents " + " ".join(f"{float(q.policy.exponent):+.3f}" for q in net.quant)
+        exps = "" if method == "lsq" else " exponents " + " ".join(f"{float(q.policy.exponent.detach()):+.3f}" for q in net.quant)
         print(f"  {label:8s} steps {' '.join(f'{v:.3f}' for v in steps)}{exps}")
 
 
