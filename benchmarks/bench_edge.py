@@ -159,7 +159,9 @@ def instructions(package: Path, H: np.ndarray, work: Path, n: int, cache_sim: bo
         cmd += ["--cache-sim=yes", "--LL=524288,8,64"]
     cmd += [sys.executable, str(Path(__file__).with_name("edge_serving.py")), str(package), str(work / "agent"),
             str(work / "H.npz"), "--inferences", str(n), "--windows", "1"]
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"callgrind run failed ({' '.join(cmd)}): {done.stderr.strip().splitlines()[-1:]}")
     # dump k holds the phase before the k-th marker: 1 start-up and warm-up, 2 the empty phase, 3 bare, 4 serve, 5 agent
     (marker, _), *phases = (callgrind_profile(work / f"cg.{k}") for k in (2, 3, 4, 5))
     names = ("bare", "serve", "agent")
@@ -197,6 +199,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="with --instructions: functions listed by extra instructions")
     parser.add_argument("--work", type=Path, help="keep packages and profiles here (packages found there are reused)")
     args = parser.parse_args()
+    if args.instructions and not shutil.which("valgrind"):
+        parser.error("--instructions needs valgrind's callgrind: apt-get install valgrind")
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
