@@ -11,7 +11,7 @@ full-precision (FP) network, with two additions:
    .. math::
 
       \mathcal{L} = \tfrac{1}{B}\|\hat x - x\|^2
-        + w \sum_k \mathrm{MMD}^2_{h_k}\big(v_k^{FP}, Q(v_k)\big)
+        + w_t \sum_k \mathrm{MMD}^2_{h_k}\big(v_k^{FP}, Q(v_k)\big)
         + \sum_k \Big(-\tfrac{1}{N}\sum_i \log \hat p_{h_k,-i}(v^{FP}_{k,i})\Big)
 
    :math:`\mathrm{MMD}^2_h(a, b) = \overline{k_h(a,a')} + \overline{k_h(b,b')} - 2\,\overline{k_h(a,b)}`,
@@ -19,7 +19,9 @@ full-precision (FP) network, with two additions:
    The paper does not say how the bandwidth is learned; **our design**: :math:`h_k` maximizes the
    leave-one-out likelihood :math:`\hat p_{h,-i}` of the FP activations (the third term, its only gradient;
    it enters the MMD detached, since minimizing the MMD over h would inflate h until the MMD vanished).
-   The MMD weight w (paper: unverified) is 1 by default.
+   The MMD weight (paper: unverified) is :math:`w_t = w\,(1 - t/T)` over the T QAT steps, w = 1 by default
+   (``mmd_schedule="constant"`` keeps w): the MMD rewards keeping the FP distribution's tails, the detection
+   MSE clipping them; matching distributions may guide the start of QAT, the task alone sets its end.
 
 2. **Channel-adaptive step size.** The step used on a batch (one SNR: a frame) is each layer's learned step
    times a factor from the batch's channel condition, the ZF error std

@@ -62,7 +62,7 @@ def zf_error_std(cond: BatchCondition) -> torch.Tensor:
 
 
 class NoiseEnhancementPolicy:
-    r"""The default policy (this project's design; the paper gives no formula).
+    r"""A range-model policy (this project's design; the paper gives no formula; not the default).
 
     A layer's activation range is modelled as affine in the batch's ZF error std
     :math:`\sqrt{\bar e}` (:func:`zf_error_std`: grows as the SNR falls and as the channel gets
@@ -78,7 +78,7 @@ class NoiseEnhancementPolicy:
 
     Why fitted and not assumed: an earlier version used :math:`a = (L-1)a_{PAM}, c = 3` for every layer (the
     range of a ZF symbol estimate). The unfolded nets' early iterates are not symbol estimates: the 99.9 %
-    quantile of PGD-Net's layer-1 activation moves by 8 % from 0 to 20 dB, the assumed model by 2.2x, so
+    quantile of PGD-Net's layer-1 activation moves by 5 % from 0 to 20 dB, the assumed model by 2.2x, so
     high-SNR batches clipped them (docs/DETECTION.md, "Why KAQ lost to LSQ").
     """
 
@@ -116,8 +116,9 @@ class LearnedPolicy(nn.Module):
     :math:`\sqrt{\bar e_{ref}}`: geometric mean of :func:`zf_error_std` over the calibration batches. It
     starts as plain LSQ, and the task loss (through LSQ's step gradient) decides per layer how far, and in
     which direction, the step follows the channel condition; for any :math:`g_k` the step is monotone in the
-    SNR and in the conditioning. Why learned: with the FP net's activations the MSE-optimal step of a trained
-    4-bit PGD-Net is *not* the one that keeps the activation range (docs/DETECTION.md)."""
+    SNR and in the conditioning. Why learned: the BER-optimal step of a trained 4-bit PGD-Net is not the one
+    that keeps the activation range; its last layers want a *smaller* step at low SNR, where a range model
+    widens it (docs/DETECTION.md, "Why KAQ lost to LSQ")."""
 
     name = "learned"
 
