@@ -53,6 +53,7 @@ def weight_types(package: Path) -> list[str]:
 
 def test_float_package_matches_torch_within_1e4_of_the_output_scale(exported):
     chosen, manifest, package = exported["float"]
+    assert manifest.runtime.endswith("(float compute)")  # no integer tensor, so no integer kernel
     ds = load_dataset(get_site("urban-nlos"))
     H = ds.H("test", 100)
     runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)

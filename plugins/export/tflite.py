@@ -136,6 +136,8 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
         else:
             raise ExportError("; ".join(failures))
 
+        if all(b >= 16 for b in bits):
+            mode = "float"  # no layer is stored as integers, so no integer kernel runs whatever the recipe said
         digest = sha256_file(final)
         manifest = ModelManifest(
             id=model_id or f"{site.name}-precoder-{digest[:12]}",
