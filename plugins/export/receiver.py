@@ -30,8 +30,7 @@ from core.runtime import load_interpreter
 from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
 from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
 from plugins.deeprx import IN_CHANNELS, ZF_EPS, DeepRxArch, describe, features
-from plugins.export.tflite import ExportError, sha256_file
-from plugins.export.unfolded import _stdout_to_stderr
+from plugins.export.tflite import ExportError, converter_output_to_stderr, sha256_file
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3
@@ -63,7 +62,7 @@ def convert_receiver(model: Any, cfg: OfdmConfig, path: Path) -> None:
     import torch
 
     example = torch.zeros(1, IN_CHANNELS, cfg.n_sym, cfg.n_sc)
-    with _stdout_to_stderr():
+    with converter_output_to_stderr():
         litert_torch.convert(model.eval(), (example,)).export(str(path))
 
 

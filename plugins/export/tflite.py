@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -49,6 +52,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def converter_output_to_stderr() -> Iterator[None]:
+    """The converter logs to stdout (Python and C++, so file descriptor 1 too); keep it off ``--json`` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def convert_core(model: Any, example: Any, path: Path) -> None:
     """``model.forward_real`` on inputs shaped like ``example`` -> a float TFLite file."""
     import litert_torch
@@ -62,7 +80,8 @@ def convert_core(model: Any, example: Any, path: Path) -> None:
         def forward(self, x: Any) -> Any:
             return self.net.forward_real(x)
 
-    litert_torch.convert(Core(model).eval(), (example,)).export(str(path))
+    with converter_output_to_stderr():
+        litert_torch.convert(Core(model).eval(), (example,)).export(str(path))
 
 
 def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:

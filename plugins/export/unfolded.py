@@ -20,13 +20,10 @@ A package that fails is not written.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
-from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +31,7 @@ from core.energy import dnn_energy
 from core.runtime import load_interpreter
 from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
 from core.tasks.detection import ChannelSource, DetectionBatch, constellation, error_counts, simulate, slice_symbols
-from plugins.export.tflite import ExportError, sha256_file
+from plugins.export.tflite import ExportError, converter_output_to_stderr, sha256_file
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3
@@ -65,27 +62,12 @@ class DetectorRuntime:
         ])
 
 
-@contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """The converter logs to stdout (Python and C++); keep it off ``--json`` output."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def convert_detector(net: Any, n_r: int, n_u: int, path: Path) -> None:
     import litert_torch
     import torch
 
     example = (torch.zeros(1, 2 * n_r, 2 * n_u), torch.zeros(1, 2 * n_r), torch.ones(1))
-    with _stdout_to_stderr():
+    with converter_output_to_stderr():
         litert_torch.convert(net.eval(), example).export(str(path))
 
 
