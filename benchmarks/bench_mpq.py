@@ -3,6 +3,7 @@ per candidate, for every architecture of the paper's space, and the full 2048-ca
 
 Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2] [--per-arch 3]
        .venv/bin/python benchmarks/bench_mpq.py --dask [--budget smoke] [--c-out 8] [--d-fcl 512] [--bits 2,4,16]
+       .venv/bin/python benchmarks/bench_mpq.py --fp-phase [--budget default] [--workers 2]
 
 The work runs as the search runs it: the search's own work units (``plugins.mpq.worker``) in a local pool
 of ``--workers`` processes, all busy at once. Per architecture, ``--workers`` one-epoch FP pre-trainings
@@ -12,6 +13,9 @@ the units in it, so the times include whatever the workers cost each other (memo
 Extrapolation: full = sum over architectures of (FP epochs x epoch time + 256 x candidate time), at the
 budget's maximum of FP epochs (early stopping usually ends sooner). The load average is printed before and after: other jobs on
 the machine slow everything down.
+
+``--fp-phase``: the FP pre-training of the full search run for real, as the search runs it (every architecture
+in the pool, early stopping included): wall time and the epochs each architecture trained.
 
 ``--dask``: the candidates of one search on a Dask LocalCluster with one worker process, then two (the FP
 checkpoint made beforehand, so the timed part is the candidates, which are the parallel work).
@@ -115,6 +119,23 @@ def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -
           f"time inside its worker; architecture: {budget.fp_epochs} FP epochs + {len(space.bit_configs())} candidates)")
 
 
+def fp_phase(site_name: str, budget_name: str, workers: int) -> None:
+    budget = BUDGETS[budget_name]
+    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
+    load_dataset(site)
+    fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in SearchSpace().archs()]
+    print(f"FP phase of the full search, budget {budget.name} (<= {budget.fp_epochs} epochs, patience "
+          f"{budget.fp_patience}), {workers} worker(s); {load()}")
+    print("| architecture | epochs | seconds | FP sum rate |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp, local_pool(workers) as run:
+        t0 = time.perf_counter()
+        for r in run(worker.pretrain, [(site, c, budget, Path(tmp) / f"{c.arch_key}.pt") for c in fp]):
+            print(f"| {r['arch_key']} | {r['epochs']} | {r['seconds']:.0f} | {r['fp_sum_rate']:.2f} |", flush=True)
+        wall = time.perf_counter() - t0
+    print(f"FP phase: {wall / 60:.1f} min wall on {workers} worker(s); {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", default="default")
@@ -122,6 +143,7 @@ def main() -> None:
     parser.add_argument("--per-arch", type=int, default=3, choices=range(1, len(MIXES) + 1))
     parser.add_argument("--site", default="urban-nlos")
     parser.add_argument("--dask", action="store_true", help="time a Dask LocalCluster with 1 and 2 workers")
+    parser.add_argument("--fp-phase", action="store_true", help="run the full search's FP pre-training for real")
     parser.add_argument("--c-out", default="8", help="--dask: C_out values")
     parser.add_argument("--d-fcl", default="512", help="--dask: D_FCL values")
     parser.add_argument("--bits", default="2,4,16", help="--dask: bit widths")
@@ -129,6 +151,8 @@ def main() -> None:
     if args.dask:
         dask_speedup(args.site, args.budget,
                      SearchSpace(c_out=_ints(args.c_out), d_fcl=_ints(args.d_fcl), bits=_ints(args.bits)))
+    elif args.fp_phase:
+        fp_phase(args.site, args.budget, args.workers)
     else:
         full_search(args.site, args.budget, args.workers, args.per_arch)
 
