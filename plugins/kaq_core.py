@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from core.tasks.detection import ChannelSource, Constellation, constellation, simulate
+from plugins.kaq import MMD_SCHEDULES
 from plugins.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
 from plugins.unfolded_net import BatchCondition, TrainConfig, Unfolded, tensors, train
 
@@ -298,11 +299,11 @@ def quantize_activations(
         net.quant = nn.ModuleList(LsqActQuant(bits) for _ in range(fp.arch.layers))
         extra = None
     elif method == "kaq":
+        if mmd_schedule not in MMD_SCHEDULES:
+            raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' ({' or '.join(MMD_SCHEDULES)})")
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
         calibrate_policies(fp, list(net.quant), source, const, cfg)
-        if mmd_schedule not in ("linear", "constant"):
-            raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' (linear or constant)")
-        anneal = cfg.epochs * max(1, cfg.samples // cfg.batch_size) if mmd_schedule == "linear" else None
+        anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
         extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal)
     else:
         raise ValueError(f"unknown activation quantizer '{method}'")

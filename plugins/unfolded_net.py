@@ -151,6 +151,10 @@ class TrainConfig:
     snr_db: tuple[float, float] = (0.0, 20.0)  # training SNR, drawn uniformly per batch
     seed: int = 0
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.samples // self.batch_size)
+
 
 def train(
     net: nn.Module,
@@ -166,7 +170,7 @@ def train(
     params = list(net.parameters()) + (list(extra_loss.parameters()) if extra_loss is not None else [])
     opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=cfg.lr)
     history = []
-    steps = max(1, cfg.samples // cfg.batch_size)
+    steps = cfg.steps_per_epoch
     net.train()
     for _ in range(cfg.epochs):
         total = 0.0
