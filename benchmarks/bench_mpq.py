@@ -31,16 +31,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.sites import get_site, load_dataset
+from core.sites import SiteConfig, get_site, load_dataset
 from plugins.mpq import worker
 from plugins.mpq.executors import local_pool
-from plugins.mpq.space import BUDGETS, Candidate, SearchSpace
+from plugins.mpq.space import BUDGETS, Budget, Candidate, SearchSpace
 
 MIXES = [(16, 16, 16, 16), (2, 2, 2, 2), (8, 4, 4, 2), (4, 16, 2, 8), (2, 8, 16, 4), (16, 2, 8, 16)]
 
 
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _site_data(site_name: str, budget_name: str) -> tuple[SiteConfig, Budget]:
+    """The site sized by the budget, its dataset generated and cached before any worker reads it (as the search)."""
+    budget = BUDGETS[budget_name]
+    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
+    load_dataset(site)
+    return site, budget
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -53,9 +61,7 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
 
     from plugins.mpq.search import SearchRequest, checkpoint, run_search
 
-    budget = BUDGETS[budget_name]
-    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
-    load_dataset(site)
+    site, budget = _site_data(site_name, budget_name)
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in space.archs()]
@@ -79,10 +85,8 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
 
 
 def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -> None:
-    budget = BUDGETS[budget_name]
+    site, budget = _site_data(site_name, budget_name)
     one_epoch = budget.model_copy(update={"fp_epochs": 1, "fp_patience": 1})
-    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
-    load_dataset(site)
     space = SearchSpace()
     mixes = MIXES[:per_arch]
     print(f"budget {budget.name}: {budget.n_samples} samples, FP <= {budget.fp_epochs} epochs (batch {budget.fp_batch}), "
@@ -120,9 +124,7 @@ def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -
 
 
 def fp_phase(site_name: str, budget_name: str, workers: int) -> None:
-    budget = BUDGETS[budget_name]
-    site = get_site(site_name).with_overrides(n_samples=budget.n_samples)
-    load_dataset(site)
+    site, budget = _site_data(site_name, budget_name)
     fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in SearchSpace().archs()]
     print(f"FP phase of the full search, budget {budget.name} (<= {budget.fp_epochs} epochs, patience "
           f"{budget.fp_patience}), {workers} worker(s); {load()}")
