@@ -1,7 +1,12 @@
 """LiteRT latency of the default precoder (C_out=64, D_FCL=1024, 64x4) stored as float, int8, int4 and mixed,
 at batch 1 and batched (the same weights converted with a batch-BATCH input), against torch eager on the
-same inputs; the edge agent's overhead over a bare ``interpreter.invoke`` (its whole serving window: input
-normalization, power scaling, latency and energy bookkeeping, sum rate); the agent process's memory.
+same inputs; the edge agent's overhead over a bare ``interpreter.invoke`` (its whole serving window: copying
+the channel in, latency and energy bookkeeping, sum rate; and, for packages exported before the graph did
+them, the input normalization and power scaling in numpy); the agent process's memory.
+
+Packages found in ``--work`` are reused whatever code exported them: a directory of packages exported by an
+older checkout (no ``in_graph`` in their manifests) is measured on the runtime's numpy path, which is how the
+edge section of ``docs/BENCHMARKS.md`` compares the two in one script.
 
 With ``--instructions``, the same two paths are also counted in instructions under callgrind, which no other
 load on the machine changes (``edge_serving.py`` says how); ``--work DIR`` keeps the packages (reused by the
@@ -28,10 +33,10 @@ import numpy as np
 import torch
 
 from core.runtime import PrecoderRuntime, load_interpreter
-from core.schemas.manifest import ModelManifest
+from core.schemas.manifest import ModelManifest, PrecoderNormalization
 from core.sites import get_site, load_dataset
 from edge_serving import Loops, serving_agent
-from plugins.export.tflite import ExportError, convert_core, export_precoder, quantize_file
+from plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file
 from plugins.precoder_cnn import PrecoderCNNFamily
 
 ARCH = {"c_out": 64, "d_fcl": 1024, "n_t": 64, "n_u": 4}
@@ -68,12 +73,15 @@ def per_call_ms(fn, inputs, repeats: int, rounds: int = 3) -> float:
     return best
 
 
-def batched_invoke_ms(chosen_json: Path, bits: list[int], compute: str, x: np.ndarray, repeats: int) -> float:
-    """Per-channel time of one invoke on a batch-``len(x)`` conversion of the same weights and storage."""
+def batched_invoke_ms(chosen_json: Path, bits: list[int], compute: str, normalization: PrecoderNormalization,
+                      H: np.ndarray, repeats: int) -> float:
+    """Per-channel time of one invoke on a batch-``len(H)`` conversion of the same weights and storage, the
+    normalization and power scaling in the graph (as packages are exported now)."""
     model = PrecoderCNNFamily().build(ARCH)
     model.load_state_dict(torch.load(chosen_json.parent / "w.pt", weights_only=True))
     work = chosen_json.parent
-    convert_core(model.eval(), torch.zeros(len(x), 2, ARCH["n_u"], ARCH["n_t"]), work / "batch-float.tflite")
+    x = np.stack([H.real, H.imag], 1).astype(np.float32)
+    convert(precoder_graph(model.eval(), normalization), torch.zeros(*x.shape), work / "batch-float.tflite")
     quantize_file(work / "batch-float.tflite", bits, compute, work / "batch.tflite")  # type: ignore[arg-type]
     interpreter = load_interpreter(work / "batch.tflite")
     index_in, index_out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
@@ -225,14 +233,15 @@ def main() -> None:
             package = (args.work or Path(tmp)) / name
             runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
             compute = "integer" if "integer" in manifest.runtime else "float"
+            where = "normalized in the graph" if runtime.normalization.in_graph else "normalized in numpy (older package)"
             batched = (float("nan") if args.overhead_only else
-                       batched_invoke_ms(chosen_json, bits, compute, runtime.features(H[:BATCH]), 20))
+                       batched_invoke_ms(chosen_json, bits, compute, runtime.normalization, H[:BATCH], 20))
             bare, agent, paired, own = bare_and_agent_ms(package, H, Path(tmp) / f"{name}-agent", args.inferences)
             wall = per_call_ms(runtime.invoke, [runtime.features(H[i : i + 1]) for i in range(len(H))], args.inferences)
             rows.append(f"{name:8} {manifest.size_bytes / 1e6:8.2f} {wall:14.3f} {batched:20.3f} {bare:14.3f} {agent:7.3f} "
                         f"{100 * (agent / bare - 1):8.1f}% (paired median {100 * paired:.1f} %, +{1e3 * (agent - bare):.1f} us, "
                         f"of which {1e3 * own:.1f} us the agent's own code without invoke), "
-                        f"{compute} compute")
+                        f"{compute} compute, {where}")
             if args.instructions:
                 profiles = (args.work or Path(tmp)) / f"{name}-callgrind"
                 shutil.rmtree(profiles, ignore_errors=True)

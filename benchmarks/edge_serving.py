@@ -9,7 +9,8 @@ loops calls it) into one profile file per phase. The phases, in order:
 
 so the process start-up, the imports, the package load and the warm-up are in a file of their own and never
 enter the comparison, and the instructions per inference are the bare and agent phases' counts over N. "serve"
-is ``PrecoderRuntime.serve`` alone in a loop (the normalization and the power scaling around the invoke), so
+is ``PrecoderRuntime.serve`` alone in a loop (the channel copied into the input buffer; for packages exported
+before the graph normalized, also the normalization and the power scaling in numpy around the invoke), so
 agent - serve is the window's own bookkeeping. N is ``windows`` telemetry windows of ``inferences`` each, so
 the agent's per-window costs (meter reads, percentiles, the Telemetry message) are counted at the share a real
 window gives them.
@@ -57,8 +58,8 @@ class Loops:
     """The two loops compared, on the same interpreter and the same channels.
 
     Bare: ``set_tensor`` of an input prepared beforehand, ``invoke``, ``get_tensor``: the least any caller does
-    per channel. Agent: ``Agent.window`` on a replay source, the real serving path (normalization, invoke,
-    power scaling, latency and energy bookkeeping, the sum rate, the telemetry message; not the publish).
+    per channel. Agent: ``Agent.window`` on a replay source, the real serving path (``serve``, latency
+    and energy bookkeeping, the sum rate, the telemetry message; not the publish).
     """
 
     def __init__(self, agent, H: np.ndarray) -> None:

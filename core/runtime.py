@@ -1,8 +1,10 @@
 """Running a precoder model package with the LiteRT interpreter, in numpy (no torch).
 
 Used by the exporter's parity check and by the edge agent, so both run the very same code. The manifest's
-``normalization`` says how a channel becomes the model's input and how its output becomes a precoder
-(see ``plugins/export/tflite.py``).
+``normalization`` (:class:`~core.schemas.manifest.PrecoderNormalization`) says how a channel becomes the
+model's input and how its output becomes a precoder, and whether the graph does both itself (``in_graph``,
+every package exported now) or leaves them to this runtime (packages exported before; see
+``plugins/export/tflite.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from pydantic import ValidationError
 
 from core.errors import EdgejouleError
+from core.schemas.manifest import PrecoderNormalization
 
 
 def load_interpreter(path: Path, threads: int = 1) -> Any:
@@ -36,32 +40,47 @@ def load_interpreter(path: Path, threads: int = 1) -> Any:
 class PrecoderRuntime:
     """H ``[B, N_U, N_T]`` complex -> W ``[B, N_T, N_U]``, one ``invoke`` per channel (batch-1 models).
 
-    ``serve`` is the serving path: the agent spends a few microseconds of numpy around each ``invoke``
-    there, where each numpy call costs more to dispatch (several thousand instructions) than its arithmetic
-    on 512 values, so the path is written in as few calls as it can be (``docs/BENCHMARKS.md``, edge section).
+    ``serve`` is the serving path, chosen once per package: a package whose graph does the normalization
+    and the power scaling (``in_graph``) is fed the raw planes of H and returns W as it is; an older one gets
+    both in numpy around the invoke. The agent's work per channel is a few numpy calls there, each costing
+    more to dispatch (several thousand instructions) than its arithmetic on 512 values, so both paths are
+    written in as few calls as they can be (``docs/BENCHMARKS.md``, edge section).
     """
 
-    def __init__(self, path: Path, normalization: Mapping[str, Any], threads: int = 1) -> None:
+    def __init__(self, path: Path, normalization: Mapping[str, Any] | PrecoderNormalization, threads: int = 1) -> None:
+        try:
+            self.normalization = PrecoderNormalization.model_validate(
+                normalization if isinstance(normalization, PrecoderNormalization) else dict(normalization))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise EdgejouleError(f"the manifest's precoder normalization is not usable: "
+                                 f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
         self.interpreter = load_interpreter(path, threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.noise_power = float(normalization["noise_power_w"])
-        self.input_scale = float(normalization["input_scale"])
-        self.p_max = float(normalization["p_max_w"])
-        self._factor = np.float32(self.input_scale / np.sqrt(self.noise_power))
+        self.noise_power = self.normalization.noise_power_w
+        self.p_max = self.normalization.p_max_w
+        in_graph = self.normalization.in_graph
+        # the factor this runtime applies to H's planes: none where the graph applies it itself
+        self._factor = np.float32(1.0 if in_graph else self.normalization.input_scale / math.sqrt(self.noise_power))
         # set_tensor copies from a buffer we own: a tensor() view of the input would have to be fetched anew
         # before every invoke (LiteRT refuses to run while one is alive), which costs more than the copy
         self._x = np.empty(self.input["shape"], dtype=np.float32)
         # a channel is copied into _h, whose float32 view reads its real and imaginary parts as two planes: one
-        # strided copy into _x and one contiguous multiply in place (two multiplies from h.real and h.imag, or
-        # one from the strided view, go through numpy's general iterator and cost more)
+        # strided copy into _x (two copies from h.real and h.imag, or one from a view of h made per call, go
+        # through numpy's general iterator or cost more calls)
         self._h = np.empty(self.input["shape"][2:], dtype=np.complex64)
         self._h_planes = self._h.view(np.float32).reshape(-1, 2).T
         self._x_planes = self._x.reshape(2, -1)
         self._in, self._out = self.input["index"], self.output["index"]
+        #: ``h`` [N_U, N_T] complex -> W's real and imaginary planes, float32 ``[1, 2, N_T, N_U]``, spending
+        #: ``P_max`` (eq. 5); a fresh array per call (``get_tensor`` copies), so the caller may keep it. Planes, not
+        #: complex: callers interleave a batch at once (``complex_of``), two strided copies per channel fewer
+        self.serve = self._serve_in_graph if in_graph else self._serve_in_numpy
 
     def features(self, H: np.ndarray) -> np.ndarray:
-        """``stack(re, im)(H / sigma) * input_scale`` as float32 ``[B, 2, N_U, N_T]``."""
+        """The model's inputs for a batch, float32 ``[B, 2, N_U, N_T]``: ``stack(re, im)(H)``, times
+        ``input_scale / sigma`` unless the graph scales them itself."""
         H = np.asarray(H, dtype=np.complex64)
         x = np.empty((len(H), 2, *H.shape[1:]), dtype=np.float32)
         np.multiply(H.real, self._factor, out=x[:, 0])
@@ -69,25 +88,29 @@ class PrecoderRuntime:
         return x
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
-        """One inference on one prepared input ``[1, 2, N_U, N_T]``; the raw output ``[1, 2, N_T, N_U]``."""
+        """One inference on one prepared input ``[1, 2, N_U, N_T]``; the graph's output ``[1, 2, N_T, N_U]``."""
         self.interpreter.set_tensor(self._in, x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out)
 
     def raw(self, H: np.ndarray) -> np.ndarray:
+        """The graph's outputs for a batch: W's planes at ``P_max`` (``in_graph``), else before power scaling."""
         x = self.features(H)
         return np.concatenate([self.invoke(x[i : i + 1]) for i in range(len(x))])
 
-    def serve(self, h: np.ndarray) -> np.ndarray:
-        """The serving path: one channel ``h`` [N_U, N_T] complex -> its precoder as the model's output layout,
-        float32 ``[1, 2, N_T, N_U]`` (real and imaginary planes), scaled to spend ``P_max`` (eq. 5).
+    def _serve_in_graph(self, h: np.ndarray) -> np.ndarray:
+        """``h`` copied into a buffer, its planes into the input buffer; ``set_tensor``, ``invoke``,
+        ``get_tensor``: the graph scales its input and its output itself."""
+        self._h[...] = h
+        self._x_planes[...] = self._h_planes
+        self.interpreter.set_tensor(self._in, self._x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out)
 
-        Features (``h`` copied into a buffer, its planes into the input buffer, one multiply), ``invoke``, and
-        ``scale_to_power`` as one float32 ``vdot`` and one multiply in place on LiteRT's output, which
-        ``get_tensor`` returns as a fresh copy per call, so the caller may keep it. Returning the planes
-        rather than a complex array saves two strided copies per inference; callers interleave a batch at
-        once (``complex_of``).
-        """
+    def _serve_in_numpy(self, h: np.ndarray) -> np.ndarray:
+        """Packages without ``in_graph``: the input planes scaled in one contiguous multiply before the
+        invoke, and ``scale_to_power`` after it as one float32 ``vdot`` and one multiply in place on
+        LiteRT's output."""
         self._h[...] = h
         self._x_planes[...] = self._h_planes
         np.multiply(self._x, self._factor, out=self._x)

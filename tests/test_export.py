@@ -14,11 +14,13 @@ pytest.importorskip("litert_torch")
 
 import torch  # noqa: E402
 
+from core.errors import EdgejouleError  # noqa: E402
 from core.runtime import PrecoderRuntime, complex_of, load_interpreter  # noqa: E402
-from core.schemas.manifest import ModelManifest  # noqa: E402
+from core.schemas.manifest import ModelManifest, PrecoderNormalization  # noqa: E402
 from core.sites import get_site, load_dataset  # noqa: E402
 from core.tasks.precoding import scale_to_power, sum_rate  # noqa: E402
-from plugins.export.tflite import ExportError, export_precoder  # noqa: E402
+from edge_agent.packages import PackageStore  # noqa: E402
+from plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file, sha256_file  # noqa: E402
 from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.fleet import make_chosen, start_registry  # noqa: E402
@@ -57,30 +59,121 @@ def test_float_package_matches_torch_within_1e4_of_the_output_scale(exported):
     ds = load_dataset(get_site("urban-nlos"))
     H = ds.H("test", 100)
     runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
-    model = torch_model(chosen)
+    assert runtime.normalization.in_graph
     with torch.no_grad():
-        x = torch.from_numpy(runtime.features(H))  # the agent's numpy normalization feeds torch too
-        expected = model.forward_real(x).numpy()
-        W_torch = model(torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power))), ds.p_max).numpy()
-    got = runtime.raw(H)
+        W_torch = torch_model(chosen)(torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power))), ds.p_max).numpy()
+    got = runtime.raw(H)  # the graph's own output: W's planes, normalized and power-scaled inside the graph
     assert got.shape == (100, 2, 64, 4)
+    expected = np.stack([W_torch.real, W_torch.imag], 1)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
     np.testing.assert_allclose(runtime.precode(H), W_torch, atol=1e-4 * np.abs(W_torch).max())
     assert [layer.stored_type for layer in manifest.layers] == ["float32"] * 4
 
 
-def test_serving_path_is_features_invoke_and_power_scaling(exported):
-    """``serve`` (one buffer copy, one multiply from a strided view, the scale in place on LiteRT's output)
-    gives what the plain formulas give: ``features``, ``invoke``, then ``scale_to_power`` (eq. 5)."""
-    _, manifest, package = exported["int8"]
-    H = load_dataset(get_site("urban-nlos")).H("test", 20)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_package_output_meets_the_power_constraint_exactly(exported, name):
+    """The graph maps raw channel planes to W with ||W||_F^2 = P_max (eq. 5 with equality), whatever the
+    channel's scale, and ``serve`` returns that output untouched."""
+    _, manifest, package = exported[name]
+    H = load_dataset(get_site("urban-nlos")).H("test", 50)
     runtime = PrecoderRuntime(package / "model.tflite", manifest.normalization)
-    raw = runtime.raw(H)
-    expected = scale_to_power(complex_of(raw), manifest.normalization["p_max_w"])
-    np.testing.assert_allclose(runtime.precode(H), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
-    np.testing.assert_array_equal(runtime.precode(H.astype(np.complex128)), runtime.precode(H))
+    for scale in (1.0, 1e-3, 1e3):
+        W = runtime.precode(H * scale)
+        power = np.sum(np.abs(W.astype(np.complex128)) ** 2, axis=(1, 2))
+        np.testing.assert_allclose(power, manifest.normalization["p_max_w"], rtol=2e-6)
     served = [runtime.serve(h) for h in H[:2]]
+    np.testing.assert_array_equal(served[0], runtime.invoke(runtime.features(H[:1])))
     assert served[0] is not served[1] and served[0].shape == (1, 2, 64, 4)  # the caller may keep each one
+    np.testing.assert_array_equal(runtime.precode(H.astype(np.complex128)), runtime.precode(H))
+
+
+def test_an_all_zero_network_output_stays_zero_in_the_graph(exported, tmp_path):
+    """The power scaling's floor: an output with no power comes out zero, not NaN (0 * 1/0)."""
+    chosen, manifest, _ = exported["float"]
+    model = torch_model(chosen)
+    with torch.no_grad():
+        model.fc3.weight.zero_()
+        model.fc3.bias.zero_()
+    norm = PrecoderNormalization.model_validate(manifest.normalization)
+    convert(precoder_graph(model, norm), torch.zeros(1, 2, 4, 64), tmp_path / "zero.tflite")
+    runtime = PrecoderRuntime(tmp_path / "zero.tflite", norm)
+    W = runtime.serve(load_dataset(get_site("urban-nlos")).H("test", 1)[0])
+    assert np.all(W == 0)
+
+
+def ops(package: Path) -> list[dict]:
+    interpreter = load_interpreter(package / "model.tflite")
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    # LiteRT's Python interpreter lists ops only through this private call (the flatbuffer holds the same)
+    return [{**op, "tensors": [tensors[i] for i in [*op["inputs"], *op["outputs"]] if i >= 0]}
+            for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
+@pytest.mark.parametrize("name", ["int8", "int4"])
+def test_only_the_layers_weights_are_quantized_the_normalization_stays_float(exported, name):
+    _, _, package = exported[name]
+    graph = ops(package)
+    layers = [op for op in graph if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(layers) == 4 and all(any(t["dtype"] == np.int8 for t in op["tensors"]) for op in layers)
+    normalization = [op for op in graph if op["op_name"] in ("MUL", "SUM", "MAXIMUM", "RSQRT")]
+    assert sorted(op["op_name"] for op in normalization) == ["MAXIMUM", "MUL", "MUL", "MUL", "MUL", "RSQRT", "SUM"]
+    for op in normalization:
+        for t in op["tensors"]:
+            assert t["dtype"] in (np.float32, np.int32) and not len(t["quantization_parameters"]["scales"]), (op, t)
+    integer = {t["name"] for op in graph for t in op["tensors"] if t["dtype"] == np.int8}
+    assert integer == {t["name"] for op in layers for t in op["tensors"] if t["dtype"] == np.int8}
+
+
+def export_old_style(chosen: Path, bits: list[int], out: Path) -> ModelManifest:
+    """A package as the exporter wrote them before the graph normalized: ``forward_real`` alone, and a
+    manifest whose ``normalization`` has no ``in_graph`` (what agents in the field still receive)."""
+    new = export_precoder(chosen, out / "new", model_id="new-style")
+
+    class Core(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_real(x)
+
+    convert(Core(torch_model(chosen)), torch.zeros(1, 2, 4, 64), out / "float.tflite")
+    (out / "old").mkdir()
+    quantize_file(out / "float.tflite", bits, "integer", out / "old" / "model.tflite")
+    norm = {k: new.normalization[k] for k in ("noise_power_w", "input_scale", "p_max_w")}
+    norm.update(input="stack(real, imag) of H / sqrt(noise_power_w), times input_scale",
+                output="W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w")
+    data = out / "old" / "model.tflite"
+    old = new.model_copy(update={"id": "old-style", "normalization": norm, "sha256": sha256_file(data),
+                                 "size_bytes": data.stat().st_size})
+    (out / "old" / "manifest.json").write_text(old.to_json())
+    return old
+
+
+def test_an_old_style_package_still_serves_as_before(exported, tmp_path):
+    """Manifests without ``in_graph`` (packages published before it) are normalized and power-scaled in numpy
+    around the invoke, as they always were, and serve what the same weights serve as a new package."""
+    chosen, _, _ = exported["int8"]
+    old = export_old_style(chosen, CONFIGS["int8"], tmp_path)
+    assert "in_graph" not in json.loads((tmp_path / "old" / "manifest.json").read_text())["normalization"]
+    H = load_dataset(get_site("urban-nlos")).H("test", 20)
+    runtime = PrecoderRuntime(tmp_path / "old" / "model.tflite", old.normalization)
+    assert not runtime.normalization.in_graph
+    raw = runtime.raw(H)  # the numpy features, then the core alone
+    expected = scale_to_power(complex_of(raw), old.normalization["p_max_w"])
+    np.testing.assert_allclose(runtime.precode(H), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    new = PrecoderRuntime(tmp_path / "new" / "model.tflite", json.loads((tmp_path / "new" / "manifest.json").read_text())["normalization"])
+    np.testing.assert_allclose(runtime.precode(H), new.precode(H), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    installed = PackageStore(tmp_path / "agent").install(old, tmp_path / "old" / "model.tflite")  # self-test included
+    np.testing.assert_array_equal(installed.runtime.precode(H), runtime.precode(H))
+
+
+def test_a_normalization_field_the_runtime_does_not_know_is_refused(exported):
+    """A runtime that ignored a field like ``in_graph`` would normalize twice without an error: refuse instead."""
+    _, manifest, package = exported["int8"]
+    with pytest.raises(EdgejouleError, match="layout"):
+        PrecoderRuntime(package / "model.tflite", {**manifest.normalization, "layout": "interleaved"})
+
 
 @pytest.mark.parametrize("name", ["int8", "int4"])
 def test_quantized_package_keeps_the_sum_rate_of_the_fake_quantized_model(exported, name):
@@ -113,6 +206,7 @@ def test_manifest_describes_the_package(exported):
     assert on_disk.inputs[0].shape == [1, 2, 4, 64] and on_disk.outputs[0].shape == [1, 2, 64, 4]
     norm = on_disk.normalization
     site = get_site("urban-nlos")
+    assert norm["in_graph"] is True
     assert norm["noise_power_w"] == pytest.approx(site.noise_power_w) and norm["p_max_w"] == pytest.approx(site.tx_power_w)
     assert on_disk.energy.total_uj == pytest.approx(on_disk.energy.compute_uj + on_disk.energy.weights_uj
                                                     + on_disk.energy.activations_uj)

@@ -50,6 +50,33 @@ class EnergyEstimate(BaseModel):
     activations_uj: float = Field(0.0, ge=0)
 
 
+class PrecoderNormalization(BaseModel):
+    r"""How a channel becomes the precoder's input and its output a precoder (what a precoding
+    package's ``normalization`` holds; ``core/runtime.py`` reads it, ``plugins/export/tflite.py`` writes it):
+
+    .. math::
+
+        x = \mathrm{stack}(\Re, \Im)(H) \cdot \frac{s_{in}}{\sigma}, \qquad
+        W = \sqrt{P_{max}}\, \mathrm{out} / \|\mathrm{out}\|_F \quad \text{(eq. 5)}
+
+    ``in_graph`` says who does them. True: the ``.tflite`` graph itself, which maps the raw real and
+    imaginary planes of H to W's planes at ``p_max_w``; the constants below are recorded for reference and
+    for checks. False (packages exported before the graph did; the default, so their manifests read as
+    before): the runtime, in numpy around each invoke. Unknown fields are refused rather than ignored: a
+    runtime that skipped a field like ``in_graph`` would normalize twice and serve wrong precoders without
+    an error.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_power_w: float = Field(gt=0, description="sigma^2, the site's noise power")
+    input_scale: float = Field(gt=0, description="s_in, the input scale the network was trained with")
+    p_max_w: float = Field(gt=0, description="P_max, the total transmit power W spends")
+    in_graph: bool = Field(False, description="the .tflite does the input scaling and the power scaling itself")
+    input: str = ""
+    output: str = ""
+
+
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
@@ -63,7 +90,8 @@ class ModelManifest(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     normalization: dict[str, Any] = Field(
-        default_factory=dict, description="how raw inputs become model inputs and outputs become results"
+        default_factory=dict, description="how raw inputs become model inputs and outputs become results "
+        "(precoding: PrecoderNormalization)"
     )
     metrics: dict[str, float] = Field(default_factory=dict, description="on the site's test split")
     energy: EnergyEstimate

@@ -1,12 +1,19 @@
 r"""Export a precoder to a model package and check it against the torch model it came from.
 
-The exported graph is the real-valued core of the network (:meth:`PrecoderCNN.forward_real`); what
-surrounds it is written into the manifest's ``normalization`` and done in numpy on the edge:
+The exported graph is the whole serving map: the raw real and imaginary planes of a channel H in, the
+precoder's planes at the power budget out. Around the real-valued core of the network
+(:meth:`PrecoderCNN.forward_real`) it scales the input by one constant and the output to ``P_max``:
 
 .. math::
 
-    x = \mathrm{stack}(\Re, \Im)\big(H / \sigma\big) \cdot s_{in}, \qquad
-    W = \sqrt{P_{max}}\, \frac{\mathrm{out}_{re} + j\,\mathrm{out}_{im}}{\|\mathrm{out}\|_F}
+    x = \mathrm{stack}(\Re, \Im)(H) \cdot \frac{s_{in}}{\sigma}, \qquad
+    W = \sqrt{P_{max}}\, \frac{\mathrm{out}}{\max(\|\mathrm{out}\|_F,\ \epsilon)}
+
+(eq. 5 met with equality; :math:`\epsilon` keeps an all-zero output zero). These few float ops stay float
+whatever the layers' storage: the quantization recipe names only the conv and fully connected layers.
+The manifest's ``normalization`` records the constants with ``in_graph: true``, so the edge runtime feeds
+the planes and returns the output as it is (packages exported before this did both in numpy on the edge,
+and the runtime still serves them that way).
 
 Parity check (issue 4): float packages must reproduce torch within 1e-4 of the output scale; quantized
 ones must keep the sum rate within 0.5 % of the fake-quantized torch model on the site's test inputs.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -28,11 +36,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from core.errors import EdgejouleError
-from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
+from core.schemas.manifest import (MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest,
+                                   PrecoderNormalization, TensorSpec)
 from core.sites import get_site, load_dataset
 from core.tasks.precoding import sum_rate
 from plugins.export.recipe import Compute, mixed_recipe, stored_type
-from core.runtime import PrecoderRuntime
+from core.runtime import PrecoderRuntime, complex_of
 
 LAYER_SCOPES = {"CONV": "Conv2d_conv", "FCL1": "Linear_fc1", "FCL2": "Linear_fc2", "FCL3": "Linear_fc3"}
 FLOAT_TOLERANCE = 1e-4
@@ -67,21 +76,36 @@ def converter_output_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def convert_core(model: Any, example: Any, path: Path) -> None:
-    """``model.forward_real`` on inputs shaped like ``example`` -> a float TFLite file."""
-    import litert_torch
+def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
+    """The module that is exported: raw planes of H ``[B, 2, N_U, N_T]`` -> W's planes ``[B, 2, N_T, N_U]``
+    at ``p_max_w`` (the equations above), around ``model.forward_real``."""
     import torch
 
-    class Core(torch.nn.Module):
+    factor = normalization.input_scale / math.sqrt(normalization.noise_power_w)
+    amplitude = math.sqrt(normalization.p_max_w)
+    # the smallest normal float32 power: any output with a power at all is scaled exactly, and an all-zero
+    # one is multiplied by a finite number (0 * inf would be NaN)
+    floor = float(torch.finfo(torch.float32).tiny)
+
+    class PrecoderGraph(torch.nn.Module):
         def __init__(self, net: Any) -> None:
             super().__init__()
             self.net = net
 
-        def forward(self, x: Any) -> Any:
-            return self.net.forward_real(x)
+        def forward(self, planes: Any) -> Any:
+            out = self.net.forward_real(planes * factor)
+            power = torch.sum(out * out, dim=(1, 2, 3), keepdim=True)
+            return out * (amplitude * torch.rsqrt(torch.clamp_min(power, floor)))
+
+    return PrecoderGraph(model).eval()
+
+
+def convert(module: Any, example: Any, path: Path) -> None:
+    """A torch module on inputs shaped like ``example`` -> a float TFLite file."""
+    import litert_torch
 
     with converter_output_to_stderr():
-        litert_torch.convert(Core(model).eval(), (example,)).export(str(path))
+        litert_torch.convert(module, (example,)).export(str(path))
 
 
 def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:
@@ -99,9 +123,9 @@ def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path
                           f"model trained or frozen with plugins.lsq): {str(exc).splitlines()[0][:300]}") from None
 
 
-def _parity_problem(bits: list[int], raw_lite: np.ndarray, raw_torch: np.ndarray, rate_lite: float, rate_torch: float) -> str | None:
+def _parity_problem(bits: list[int], out_lite: np.ndarray, out_torch: np.ndarray, rate_lite: float, rate_torch: float) -> str | None:
     if all(b >= 16 for b in bits):
-        error = float(np.abs(raw_lite - raw_torch).max() / np.abs(raw_torch).max())
+        error = float(np.abs(out_lite - out_torch).max() / np.abs(out_torch).max())
         if error > FLOAT_TOLERANCE:
             return f"float export differs from torch by {error:.2e} of the output scale (limit {FLOAT_TOLERANCE})"
     elif abs(rate_lite - rate_torch) > SUM_RATE_TOLERANCE * abs(rate_torch):
@@ -130,25 +154,27 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
     ds = load_dataset(site)
     H = ds.H("test", PARITY_SAMPLES)
 
-    normalization = {"noise_power_w": ds.noise_power, "input_scale": float(model.input_scale), "p_max_w": ds.p_max,
-                     "input": "stack(real, imag) of H / sqrt(noise_power_w), times input_scale",
-                     "output": "W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w"}
+    normalization = PrecoderNormalization(
+        noise_power_w=ds.noise_power, input_scale=float(model.input_scale), p_max_w=ds.p_max, in_graph=True,
+        input="stack(real, imag) of H as it is (the graph divides by sqrt(noise_power_w) and multiplies by input_scale)",
+        output="W = out[:, 0] + 1j out[:, 1], already scaled to total power p_max_w by the graph")
     with torch.no_grad():
-        H_unit = torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power)))
-        W_torch = model(H_unit, ds.p_max).numpy()
-        raw_torch = model.forward_real(torch.stack([H_unit.real, H_unit.imag], 1) * model.input_scale).numpy()
+        # the reference is the torch model as trained (its own input scaling and eq. 5), not the exported wrapper
+        W_torch = model(torch.from_numpy(H / np.float32(np.sqrt(ds.noise_power))), ds.p_max).numpy()
+    out_torch = np.stack([W_torch.real, W_torch.imag], 1)
     rate_torch = float(sum_rate(H, W_torch, ds.noise_power).mean())
 
     with tempfile.TemporaryDirectory() as tmp:
         float_path, final = Path(tmp) / "float.tflite", Path(tmp) / MODEL_FILE
-        convert_core(model, torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
+        convert(precoder_graph(model, normalization), torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
         # auto: integer kernels if they keep parity, else the same stored integers computed in float
         failures = []
         for mode in (["integer", "float"] if compute == "auto" else [compute]):
             quantize_file(float_path, bits, mode, final)
             runtime = PrecoderRuntime(final, normalization)
-            rate_lite = float(sum_rate(H, runtime.precode(H), ds.noise_power).mean())
-            problem = _parity_problem(bits, runtime.raw(H), raw_torch, rate_lite, rate_torch)
+            out_lite = np.concatenate([runtime.serve(h) for h in H])  # the agent's serving path
+            rate_lite = float(sum_rate(H, complex_of(out_lite), ds.noise_power).mean())
+            problem = _parity_problem(bits, out_lite, out_torch, rate_lite, rate_torch)
             if problem is None:
                 break
             failures.append(f"{mode} compute: {problem}")
@@ -162,9 +188,9 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
             id=model_id or f"{site.name}-precoder-{digest[:12]}",
             site=site.name, task="precoding", family="precoder_cnn", arch=info["arch"],
             layers=[LayerQuantization(name=name, trained_bits=b, stored_type=stored_type(b)) for name, b in zip(LAYER_SCOPES, bits)],
-            inputs=[TensorSpec(name="x", shape=[1, 2, site.n_users, site.n_antennas], layout="batch, re/im, N_U, N_T")],
-            outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im, N_T, N_U")],
-            normalization=normalization,
+            inputs=[TensorSpec(name="h", shape=[1, 2, site.n_users, site.n_antennas], layout="batch, re/im of H, N_U, N_T")],
+            outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im of W, N_T, N_U")],
+            normalization=normalization.model_dump(),
             metrics={"sum_rate": info["metrics"]["sum_rate"], "sum_rate_litert": rate_lite, "sum_rate_torch": rate_torch},
             energy=EnergyEstimate(total_uj=info["energy"]["energy_uj"], compute_uj=info["energy"]["compute_uj"],
                                   weights_uj=info["energy"]["weights_uj"], activations_uj=info["energy"]["activations_uj"]),
