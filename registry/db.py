@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
@@ -113,26 +114,22 @@ class TelemetryRow(Base):
     quality: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
 
 
-class _HourKey:
-    """The key the two roll-up tables share: an hour of one agent's reports with one model at one site.
+class _RollupKey:
+    """The key every roll-up table shares: a bucket of one agent's reports with one model at one site.
 
-    ``hour`` is the UTC epoch second where the hour of ``window_end`` starts; ``model_id`` is '' where the
-    telemetry's is None (the classical fallback), because a key column cannot be NULL. (``sort_order``: these
-    columns come first, as in migration 0003.)"""
+    ``start`` is the UTC epoch second where the bucket of ``window_end`` starts (the hourly tables call that
+    column ``hour``); ``model_id`` is '' where the telemetry's is None (the classical fallback), because a key
+    column cannot be NULL. (``sort_order``: the key columns come first, ``start`` before the rest, as in
+    migrations 0003 and 0005.)"""
 
-    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-1)
     site: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
 
 
-class TelemetryHourRow(_HourKey, Base):
-    """Hourly roll-up of the telemetry, per agent, model and meter, kept by the ingest in the transaction that
-    stores the raw rows. Only sums are kept (they add up across batches and hours); the fleet queries divide."""
-
-    __tablename__ = "telemetry_hourly"
-    __table_args__ = (Index("ix_telemetry_hourly_agent", "agent_id", "hour"),
-                      Index("ix_telemetry_hourly_model", "model_id", "hour"))
+class _RollupSums(_RollupKey):
+    """Sums of the telemetry per key, meter and meter kind. Only sums are kept (they add up across batches and
+    buckets); the fleet queries divide."""
 
     meter: Mapped[str] = mapped_column(String(32), primary_key=True)
     meter_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -146,16 +143,69 @@ class TelemetryHourRow(_HourKey, Base):
     estimated_windows: Mapped[int] = mapped_column(BigInteger, doc="windows carrying an estimate")
 
 
-class TelemetryHourQualityRow(_HourKey, Base):
-    """Hourly roll-up of each quality metric: the inference-weighted sum and the inferences that reported it."""
-
-    __tablename__ = "telemetry_hourly_quality"
-    __table_args__ = (Index("ix_telemetry_hourly_quality_agent", "agent_id", "hour"),
-                      Index("ix_telemetry_hourly_quality_model", "model_id", "hour"))
+class _RollupQuality(_RollupKey):
+    """Each quality metric per key: the inference-weighted sum and the inferences that reported it."""
 
     metric: Mapped[str] = mapped_column(String(64), primary_key=True)
     weighted_sum: Mapped[float] = mapped_column(Float, doc="sum of value x inferences")
     inferences: Mapped[int] = mapped_column(BigInteger)
+
+
+class TelemetryHourRow(_RollupSums, Base):
+    """Hourly roll-up of the telemetry, kept by the ingest in the transaction that stores the raw rows."""
+
+    __tablename__ = "telemetry_hourly"
+    __table_args__ = (Index("ix_telemetry_hourly_agent", "agent_id", "hour"),
+                      Index("ix_telemetry_hourly_model", "model_id", "hour"))
+
+    start: Mapped[int] = mapped_column("hour", BigInteger, primary_key=True, sort_order=-2)
+
+
+class TelemetryHourQualityRow(_RollupQuality, Base):
+    __tablename__ = "telemetry_hourly_quality"
+    __table_args__ = (Index("ix_telemetry_hourly_quality_agent", "agent_id", "hour"),
+                      Index("ix_telemetry_hourly_quality_model", "model_id", "hour"))
+
+    start: Mapped[int] = mapped_column("hour", BigInteger, primary_key=True, sort_order=-2)
+
+
+class Telemetry5MinRow(_RollupSums, Base):
+    """The same sums per 5 minutes (migration 0005), so the partial hours at a window's edges are read from
+    a dozen rows per agent and hour instead of every report."""
+
+    __tablename__ = "telemetry_5min"
+    __table_args__ = (Index("ix_telemetry_5min_agent", "agent_id", "start"),
+                      Index("ix_telemetry_5min_model", "model_id", "start"))
+
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-2)
+
+
+class Telemetry5MinQualityRow(_RollupQuality, Base):
+    __tablename__ = "telemetry_5min_quality"
+    __table_args__ = (Index("ix_telemetry_5min_quality_agent", "agent_id", "start"),
+                      Index("ix_telemetry_5min_quality_model", "model_id", "start"))
+
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-2)
+
+
+@dataclass(frozen=True)
+class RollupLevel:
+    """One granularity of the roll-up: buckets of ``seconds`` starting at multiples of ``seconds`` after the
+    epoch (UTC), their sums table and their quality table."""
+
+    seconds: int
+    sums: type[_RollupSums]
+    quality: type[_RollupQuality]
+
+    @property
+    def start_column(self) -> str:
+        """The database name of the tables' ``start`` (``hour`` in the hourly ones)."""
+        return self.sums.__mapper__.columns["start"].name
+
+
+# coarsest first; each size divides the one before it, so a coarse bucket is a whole number of finer ones
+ROLLUP_LEVELS = (RollupLevel(3600, TelemetryHourRow, TelemetryHourQualityRow),
+                 RollupLevel(300, Telemetry5MinRow, Telemetry5MinQualityRow))
 
 
 class QualityMetricRow(Base):

@@ -2,11 +2,11 @@
 model and agent over a time window; energy and quality over time; each site's Pareto front; eCAL per model.
 
 Every aggregate is a sum the database computes (GROUP BY), weighted by the inferences of each window, so a
-query moves only groups to Python. Whole hours come from the hourly roll-up the ingest keeps
-(``telemetry_hourly``, ``telemetry_hourly_quality``); only the partial hours at the edges of a window are
-summed from raw reports. For a window ``[since, until]`` (on ``window_end``, both ends included) the roll-up
-serves the hours ``[ceil_h(since), floor_h(until))`` and the raw rows serve ``[since, ceil_h(since))`` and
-``[floor_h(until), until]``; a window inside one hour is all raw. Sums from both add up, then are divided.
+query moves only groups to Python. The ingest keeps the same sums per hour and per 5 minutes (``ROLLUP_LEVELS``);
+a window ``[since, until]`` (on ``window_end``, both ends included) is covered coarse to fine: the hourly level
+serves the whole hours ``[ceil_h(since), floor_h(until))``, the 5-minute level the whole 5 minutes of what is
+left at each edge, and raw reports only the rest (under 5 minutes on each side). A window with no whole bucket
+of a level goes to the next finer one whole. Sums from all sources add up, then are divided.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
-from registry.db import ModelRow, QualityMetricRow, TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow
-from registry.service import HOUR_S, ROLLUP_SUMS, utc
+from registry.db import ROLLUP_LEVELS, ModelRow, QualityMetricRow, RollupLevel, TelemetryRow
+from registry.service import ROLLUP_SUMS, utc
 
-T, R, Q = TelemetryRow, TelemetryHourRow, TelemetryHourQualityRow
-LATEST = datetime.max.replace(tzinfo=timezone.utc).timestamp() - HOUR_S  # a later hour has no datetime
+T = TelemetryRow
+# a bucket starting later would end after the last datetime
+LATEST = datetime.max.replace(tzinfo=timezone.utc).timestamp() - max(level.seconds for level in ROLLUP_LEVELS)
 GROUPINGS = {"site": ("site",), "model": ("site", "model_id"), "agent": ("site", "model_id", "agent_id")}
 
 
@@ -94,23 +95,40 @@ def _none_first(key: tuple) -> tuple:
     return tuple((0,) if v is None else (1, v) for v in key)
 
 
-def _plan(since: datetime | None, until: datetime | None, roll_up: bool = True):
-    """(the roll-up's hours as (lo, hi) epoch seconds, None for an open end, or None when it is not used;
-    the condition on raw rows, True for all of them, or None when no raw row is needed)."""
-    since = utc(since) if since is not None else None
-    until = utc(until) if until is not None else None
-    lo = None if since is None else -int(-since.timestamp() // HOUR_S) * HOUR_S  # start of the first whole hour
-    hi = None if until is None else int(until.timestamp() // HOUR_S) * HOUR_S  # end of the last whole hour
-    if not roll_up or (lo is not None and (lo > LATEST or hi is not None and lo >= hi)):
-        whole = [T.window_end >= since] if since is not None else []
-        whole += [T.window_end <= until] if until is not None else []
-        return None, and_(*whole) if whole else True
-    edges = []
-    if since is not None and since.timestamp() < lo:
-        edges.append(and_(T.window_end >= since, T.window_end < _at(lo)))
-    if until is not None:
-        edges.append(and_(T.window_end >= _at(hi), T.window_end <= until))
-    return (lo, hi), (or_(*edges) if edges else None)
+Buckets = dict[RollupLevel, list[tuple[int | None, int | None]]]
+
+
+def _plan(since: datetime | None, until: datetime | None, levels: Sequence[RollupLevel] = ROLLUP_LEVELS):
+    """(for each level used, its bucket starts as [lo, hi) ranges in epoch seconds, None for an open end; the
+    condition on raw rows, or None when no raw row is needed). ``levels`` coarsest first."""
+    buckets: Buckets = {}
+    raw: list = []
+
+    def cover(lo: datetime | None, hi: datetime | None, closed: bool, levels: Sequence[RollupLevel]) -> None:
+        """``[lo, hi]`` (``[lo, hi)`` unless ``closed``) by whole buckets of ``levels[0]``, the edges finer."""
+        if lo is not None and hi is not None and (lo > hi or lo == hi and not closed):
+            return
+        if not levels:
+            bounds = ([T.window_end >= lo] if lo is not None else []) + (
+                [(T.window_end <= hi) if closed else (T.window_end < hi)] if hi is not None else [])
+            raw.append(and_(*bounds) if bounds else True)
+            return
+        size = levels[0].seconds
+        first = None if lo is None else -int(-lo.timestamp() // size) * size  # start of the first whole bucket
+        last = None if hi is None else int(hi.timestamp() // size) * size  # end of the last whole bucket
+        if first is not None and (first > LATEST or last is not None and first >= last):
+            cover(lo, hi, closed, levels[1:])
+            return
+        buckets.setdefault(levels[0], []).append((first, last))
+        if first is not None:
+            cover(lo, _at(first), False, levels[1:])
+        if last is not None:
+            cover(_at(last), hi, closed, levels[1:])
+
+    cover(None if since is None else utc(since), None if until is None else utc(until), True, levels)
+    if any(condition is True for condition in raw):
+        return buckets, True
+    return buckets, (or_(*raw) if raw else None)
 
 
 def _at(epoch: float) -> datetime:
@@ -143,23 +161,29 @@ def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters:
     groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all(), names)
 
 
-def _rolled_up_sums(session: Session, groups: _Groups, keys: list, quality_keys: list, hours: tuple,
-                    filters: tuple) -> None:
-    """The same sums over whole hours, from the roll-up tables (a few rows per agent and hour)."""
-    lo, hi = hours
+def _rolled_up_sums(session: Session, groups: _Groups, level: RollupLevel, keys, ranges: list, filters: tuple) -> None:
+    """The same sums over whole buckets of one roll-up level (a few rows per agent and bucket); ``keys(table)``
+    gives the GROUP BY columns of either of its tables."""
     connection = session.connection()
 
     def within(query, table):
         query = _where(query, table, *filters)
-        if lo is not None:
-            query = query.where(table.hour >= lo)
-        return query if hi is None else query.where(table.hour < hi)
+        spans = []
+        for lo, hi in ranges:
+            bounds = ([table.start >= lo] if lo is not None else []) + ([table.start < hi] if hi is not None else [])
+            if not bounds:
+                return query  # every bucket
+            spans.append(and_(*bounds))
+        return query.where(or_(*spans))
 
+    R, Q = level.sums, level.quality
+    # one list per table: PostgreSQL matches GROUP BY to SELECT by expression, bound parameters included
+    sums_keys, quality_keys = keys(R), keys(Q)
     meter_columns = [R.meter, R.meter_kind] if groups.with_meters else []
     # PostgreSQL sums BIGINT as NUMERIC: cast back, so counts stay integers in Python
-    query = within(select(*keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
-                                                   for c in ROLLUP_SUMS)), R)
-    groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all())
+    query = within(select(*sums_keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
+                                                        for c in ROLLUP_SUMS)), R)
+    groups.add(connection.execute(query.group_by(*reversed(sums_keys), *meter_columns)).all())
     query = within(select(*quality_keys, Q.metric, func.sum(Q.weighted_sum), cast(func.sum(Q.inferences), BigInteger)), Q)
     groups.add_quality(connection.execute(query.group_by(*reversed(quality_keys), Q.metric)).all())
 
@@ -173,10 +197,10 @@ def fleet(session: Session, group_by: str = "model", site: str | None = None, mo
           agent_id: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     names = GROUPINGS[group_by]
     filters = (site, model_id, agent_id)
-    hours, condition = _plan(since, until)
+    buckets, condition = _plan(since, until)
     groups = _Groups(len(names), meters=True)
-    if hours is not None:
-        _rolled_up_sums(session, groups, _columns(R, names), _columns(Q, names), hours, filters)
+    for level, ranges in buckets.items():
+        _rolled_up_sums(session, groups, level, lambda table: _columns(table, names), ranges, filters)
     if condition is not None:
         _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters)
     return groups.rows(names)
@@ -191,13 +215,14 @@ def _epoch_seconds(session: Session):
 def series(session: Session, bucket_s: int, site: str | None = None, model_id: str | None = None,
            since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Energy per inference and quality per site and model in time buckets of ``bucket_s`` seconds (from the
-    roll-up where the buckets are whole hours)."""
+    roll-up levels whose buckets divide ``bucket_s``)."""
     filters = (site, model_id, None)
-    hours, condition = _plan(since, until, roll_up=bucket_s % HOUR_S == 0)
+    buckets, condition = _plan(since, until, [level for level in ROLLUP_LEVELS if bucket_s % level.seconds == 0])
     groups = _Groups(3, meters=False)
-    if hours is not None:
-        _rolled_up_sums(session, groups, [*_columns(R, ("site", "model_id")), R.hour // bucket_s * bucket_s],
-                        [*_columns(Q, ("site", "model_id")), Q.hour // bucket_s * bucket_s], hours, filters)
+    for level, ranges in buckets.items():
+        _rolled_up_sums(session, groups, level,
+                        lambda table: [*_columns(table, ("site", "model_id")), table.start // bucket_s * bucket_s],
+                        ranges, filters)
     if condition is not None:
         bucket = _epoch_seconds(session) // bucket_s * bucket_s
         _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters)

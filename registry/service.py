@@ -16,8 +16,8 @@ from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
 from registry.auth import new_token, token_hash
 from registry.broker_auth import mosquitto_hash
-from registry.db import (AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow,
-                         TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow)
+from registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow,
+                         TelemetryRow)
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -152,7 +152,7 @@ def check_fits(message):
 
 
 def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
-    """Store telemetry messages once each, and add them to the hourly roll-up in the same transaction: a replayed
+    """Store telemetry messages once each, and add them to the roll-up in the same transaction: a replayed
     or redelivered message_id is ignored by both. Returns how many were new. On SQLite, raises IntegrityError when
     another registry process stored one of them meanwhile; the caller retries (the whole transaction, roll-up
     included, was rolled back), and the retry skips what is stored. On PostgreSQL the insert skips it itself."""
@@ -212,14 +212,6 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-HOUR_S = 3600
-
-
-def hour_of(moment: datetime) -> int:
-    """The UTC epoch second where the hour holding ``moment`` starts (the roll-up's ``hour``)."""
-    return int(utc(moment).timestamp() // HOUR_S) * HOUR_S
-
-
 def _telemetry_row(m: Telemetry) -> dict:
     return dict(message_id=m.message_id, agent_id=m.agent_id, site=m.site, model_id=m.model_id, fallback=m.fallback,
                 window_start=utc(m.window_start), window_end=utc(m.window_end), inferences=m.inferences, meter=m.meter,
@@ -234,11 +226,13 @@ ROLLUP_SUMS = ("windows", "inferences", "energy_total_uj", "energy_dynamic_uj", 
 
 
 def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
-    """Add new windows to the hourly roll-up: sums per key in Python, then one upsert per key that adds them."""
+    """Add new windows to every roll-up level: sums per key of the finest level in Python, folded into the keys
+    of each coarser level (whose buckets are whole numbers of finer ones), then one upsert per key and level."""
+    finest = ROLLUP_LEVELS[-1].seconds
     sums: dict[tuple, list] = {}
     quality: dict[tuple, list] = {}
     for m in fresh:
-        group = (hour_of(m.window_end), m.site, m.model_id or "", m.agent_id)
+        group = (int(utc(m.window_end).timestamp() // finest) * finest, m.site, m.model_id or "", m.agent_id)
         n = m.inferences
         acc = sums.get(key := (*group, m.meter, m.meter_kind))
         if acc is None:
@@ -258,10 +252,23 @@ def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
                 q = quality[qkey] = [0.0, 0]
             q[0] += value * n
             q[1] += n
-    # sorted keys: two registry workers upserting the same keys lock them in the same order (no deadlock)
-    _add(session, TelemetryHourRow, ("hour", "site", "model_id", "agent_id", "meter", "meter_kind"), ROLLUP_SUMS, sums)
-    _add(session, TelemetryHourQualityRow, ("hour", "site", "model_id", "agent_id", "metric"),
-         ("weighted_sum", "inferences"), quality)
+    for level in ROLLUP_LEVELS:
+        start = level.start_column
+        coarser = level.seconds != finest
+        _add(session, level.sums, (start, "site", "model_id", "agent_id", "meter", "meter_kind"), ROLLUP_SUMS,
+             _fold(sums, level.seconds) if coarser else sums)
+        _add(session, level.quality, (start, "site", "model_id", "agent_id", "metric"), ("weighted_sum", "inferences"),
+             _fold(quality, level.seconds) if coarser else quality)
+
+
+def _fold(sums: dict[tuple, list], seconds: int) -> dict[tuple, list]:
+    """Sums keyed by (bucket start, ...) moved to the buckets of ``seconds``, a multiple of theirs."""
+    out: dict[tuple, list] = {}
+    for key, values in sums.items():
+        coarse = (key[0] // seconds * seconds, *key[1:])
+        acc = out.get(coarse)
+        out[coarse] = list(values) if acc is None else [a + b for a, b in zip(acc, values)]
+    return out
 
 
 def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str, ...], sums: dict[tuple, list]) -> None:
@@ -269,6 +276,7 @@ def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str,
     if not sums:
         return
     table = row.__table__
+    # sorted keys: two registry workers upserting the same keys lock them in the same order (no deadlock)
     rows = [dict(zip(keys, key)) | dict(zip(columns, values)) for key, values in sorted(sums.items())]
     if _postgres(session):
         _pg_insert(session, table, rows, conflict=keys, add=columns)

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy import create_engine, event, func, insert, inspect, select, text
 
 from registry import fleet as fleet_queries
 from registry import service
-from registry.db import QualityMetricRow, TelemetryHourQualityRow, TelemetryHourRow, TelemetryRow, make_engine, session_factory
+from registry.db import ROLLUP_LEVELS, QualityMetricRow, TelemetryRow, make_engine, session_factory
 from registry.migrate import alembic_config, upgrade
 from tests.fleet import start_registry
 from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
@@ -78,6 +78,7 @@ def at(hours: float) -> datetime:
 
 WINDOWS = [(None, None), (at(1.29), None), (None, at(3.61)), (at(0.5), at(4.25)), (at(1), at(3)),  # cut and whole hours
            (at(2.1), at(2.8)), (at(1.9), at(2.1)), (at(1), at(1)),  # inside one hour, across one boundary, empty
+           (at(1.25), at(2.75)), (at(2.01), at(2.07)),  # on 5-minute boundaries; inside one 5-minute bucket
            (at(1.29).astimezone(timezone(timedelta(hours=2))), at(3.61).replace(tzinfo=None))]  # other zone, naive UTC
 
 
@@ -117,7 +118,7 @@ def test_rollup_answers_equal_the_reports_for_windows_that_cut_hours(tmp_path, d
         sessions = session_factory(make_engine(database_url))
         with sessions() as session:
             check_fleet(session, messages)
-            for bucket_s in (3600, 7200, 600):  # from the roll-up (whole hours) and from raw rows (10 minutes)
+            for bucket_s in (3600, 7200, 600, 420):  # from both levels, from the 5-minute one, from raw rows only
                 for since, until in WINDOWS[:4]:
                     answer = fleet_queries.series(session, bucket_s, since=since, until=until)
                     bucketed = [m.model_copy(update={"site": f"{m.site}|{_bucket(m.window_end, bucket_s)}"})
@@ -127,14 +128,37 @@ def test_rollup_answers_equal_the_reports_for_windows_that_cut_hours(tmp_path, d
                     for row in answer:
                         row["meters"] = truth[(row["site"], row["model_id"], row["bucket_start"])]["meters"]
                     assert_same(answer, truth, ("site", "model_id", "bucket_start"))
-            hours = session.scalar(select(func.count()).select_from(TelemetryHourRow))
-            assert 0 < hours < len(messages)  # the roll-up is smaller than the reports
+            hours, fives = (session.scalar(select(func.count()).select_from(level.sums)) for level in ROLLUP_LEVELS)
+            assert 0 < hours < fives <= len(messages)  # each level is smaller than the one below it
     finally:
         server.stop()
 
 
 def _bucket(moment: datetime, bucket_s: int) -> int:
     return int(moment.timestamp()) // bucket_s * bucket_s
+
+
+def _bounds(condition) -> list[datetime]:
+    """The times a raw-row condition compares window_end with, in order."""
+    return sorted(condition.compile().params.values())
+
+
+def test_a_window_reads_raw_reports_for_under_five_minutes_at_each_edge():
+    """"The last hour" from 01:17:24: hour 2 onwards from the hourly level, 01:20-02:00 from the 5-minute level,
+    and only 01:17:24-01:20 from raw reports; a window with no whole hour is 5-minute buckets and its closing
+    instant; whole hours need no raw report but the closing instant; inside one 5-minute bucket all is raw."""
+    hourly, five = ROLLUP_LEVELS
+    epoch = int(T0.timestamp())
+    buckets, raw = fleet_queries._plan(at(1.29), None)
+    assert buckets == {hourly: [(epoch + 2 * 3600, None)], five: [(epoch + 80 * 60, epoch + 2 * 3600)]}
+    assert _bounds(raw) == [at(1.29), T0 + timedelta(minutes=80)]
+    buckets, raw = fleet_queries._plan(at(1.25), at(2.75))  # 01:15 - 02:45: no whole hour
+    assert buckets == {five: [(epoch + 75 * 60, epoch + 165 * 60)]}
+    assert _bounds(raw) == [at(2.75), at(2.75)]
+    buckets, raw = fleet_queries._plan(at(1), at(3))
+    assert buckets == {hourly: [(epoch + 3600, epoch + 3 * 3600)]} and _bounds(raw) == [at(3), at(3)]
+    buckets, raw = fleet_queries._plan(at(2.01), at(2.07))
+    assert buckets == {} and _bounds(raw) == [at(2.01), at(2.07)]
 
 
 def test_a_duplicate_in_a_batch_or_across_batches_is_rolled_up_once(database_url):
@@ -149,9 +173,9 @@ def test_a_duplicate_in_a_batch_or_across_batches_is_rolled_up_once(database_url
         check_fleet(session, first + second)
 
 
-def test_migration_0003_backfills_the_rollup_from_stored_reports(tmp_path, database_url):
-    """A database at 0002 with reports in it (stored as the old registry did: raw rows and metric names) is upgraded; its
-    roll-up must equal the one the ingest builds, and the queries must answer as from the reports."""
+def test_migrations_0003_and_0005_backfill_the_rollup_from_stored_reports(tmp_path, database_url):
+    """A database at 0002 with reports in it (stored as the old registry did: raw rows and metric names) is upgraded;
+    both roll-up levels must equal those the ingest builds, and the queries must answer as from the reports."""
     messages = reports(seed=4)
     command.upgrade(alembic_config(database_url), "0002")
     old = create_engine(database_url)
@@ -167,8 +191,8 @@ def test_migration_0003_backfills_the_rollup_from_stored_reports(tmp_path, datab
     tables = {}
     for url in (database_url, reference):
         with session_factory(make_engine(url))() as session:
-            tables[url] = [sorted(map(tuple, session.execute(select(table.__table__)))) for table in (TelemetryHourRow,
-                                                                                         TelemetryHourQualityRow)]
+            tables[url] = [sorted(map(tuple, session.execute(select(table.__table__))))
+                           for level in ROLLUP_LEVELS for table in (level.sums, level.quality)]
             check_fleet(session, messages)
     for backfilled, built in zip(tables[database_url], tables[reference]):
         assert len(backfilled) == len(built) > 0
@@ -224,7 +248,8 @@ def _edge_scan_plan(session) -> str:
 
 def test_migration_0004_up_and_down_keeps_the_answers(database_url):
     """0004 on a database with reports: on SQLite the edge scan reads only the covering index, on PostgreSQL
-    ``quality`` becomes jsonb; the fleet answers equal the reports' before, after and after going back to 0003."""
+    ``quality`` becomes jsonb; the fleet answers equal the reports' at the head, after going back to 0003 (which
+    takes 0005's 5-minute level with it) and up again."""
     messages = reports(seed=6)
     config = alembic_config(database_url)
     command.upgrade(config, "0003")
@@ -236,16 +261,22 @@ def test_migration_0004_up_and_down_keeps_the_answers(database_url):
     command.downgrade(config, "0002")  # 0003's upgrade backfills the roll-up from the rows
     command.upgrade(config, "0003")
     sqlite = database_url.startswith("sqlite")
-    for revision, covered, quality_type in (("0004", True, "jsonb"), ("0003", False, "json"), ("head", True, "jsonb")):
-        (command.upgrade if revision != "0003" else command.downgrade)(config, revision)
+    for revision, covered, quality_type in (("head", True, "jsonb"), ("0003", False, "json"), ("head", True, "jsonb")):
+        (command.upgrade if revision == "head" else command.downgrade)(config, revision)
         engine = make_engine(database_url)
-        with session_factory(engine)() as session:
-            check_fleet(session, messages)
-            if sqlite:
-                plan = _edge_scan_plan(session)
-                assert ("COVERING INDEX ix_telemetry_window_end_covering" in plan) == covered, plan
-                assert "USING INDEX ix_telemetry_window_end " in plan or covered, plan
-            else:
-                assert session.scalar(text("SELECT data_type FROM information_schema.columns WHERE "
-                                           "table_name = 'telemetry' AND column_name = 'quality'")) == quality_type
+        tables = inspect(engine).get_table_names()
+        assert ("telemetry_5min" in tables) == (revision == "head")
+        if sqlite:
+            indexes = {index["name"] for index in inspect(engine).get_indexes("telemetry")}
+            assert ("ix_telemetry_window_end_covering" in indexes) == covered, indexes
+            assert ("ix_telemetry_window_end" in indexes) != covered, indexes
+        else:
+            with engine.connect() as conn:
+                assert conn.scalar(text("SELECT data_type FROM information_schema.columns WHERE "
+                                        "table_name = 'telemetry' AND column_name = 'quality'")) == quality_type
+        if revision == "head":
+            with session_factory(engine)() as session:
+                check_fleet(session, messages)
+                if sqlite:
+                    assert "COVERING INDEX ix_telemetry_window_end_covering" in _edge_scan_plan(session)
         engine.dispose()

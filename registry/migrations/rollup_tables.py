@@ -1,0 +1,62 @@
+"""The DDL and the backfill of one roll-up level (a sums table and a quality table per bucket size), shared by
+the migrations that add a level (0003: hours, 0005: 5 minutes), so every level has the same shape."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+
+def create(sums: str, quality: str, start: str) -> None:
+    """The two tables, keyed by ``start`` (the bucket's first epoch second), site, model ('' for the fallback)
+    and agent, with an index per agent and per model for the filtered fleet queries."""
+
+    def key_columns() -> list[sa.Column]:
+        return [sa.Column(start, sa.BigInteger(), nullable=False), sa.Column("site", sa.String(length=64), nullable=False),
+                sa.Column("model_id", sa.String(length=128), nullable=False),
+                sa.Column("agent_id", sa.String(length=64), nullable=False)]
+
+    keys = (start, "site", "model_id", "agent_id")
+    op.create_table(
+        sums, *key_columns(),
+        sa.Column("meter", sa.String(length=32), nullable=False),
+        sa.Column("meter_kind", sa.String(length=16), nullable=False),
+        sa.Column("windows", sa.BigInteger(), nullable=False),
+        sa.Column("inferences", sa.BigInteger(), nullable=False),
+        *(sa.Column(name, sa.Float(), nullable=False) for name in
+          ("energy_total_uj", "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95", "estimated_energy_uj")),
+        sa.Column("estimated_windows", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(*keys, "meter", "meter_kind"))
+    op.create_index(f"ix_{sums}_agent", sums, ["agent_id", start])
+    op.create_index(f"ix_{sums}_model", sums, ["model_id", start])
+    op.create_table(
+        quality, *key_columns(),
+        sa.Column("metric", sa.String(length=64), nullable=False),
+        sa.Column("weighted_sum", sa.Float(), nullable=False),
+        sa.Column("inferences", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(*keys, "metric"))
+    op.create_index(f"ix_{quality}_agent", quality, ["agent_id", start])
+    op.create_index(f"ix_{quality}_model", quality, ["model_id", start])
+
+
+def backfill(sums: str, quality: str, start: str, seconds: int) -> None:
+    """The level's sums of the reports stored so far, in SQL (the same sums the ingest adds per batch)."""
+    if op.get_bind().dialect.name == "sqlite":
+        bucket = f"CAST(strftime('%s', t.window_end) AS INTEGER) / {seconds} * {seconds}"  # stored as UTC text
+        quality_source, value = "telemetry t, json_each(t.quality) q", "CAST(q.value AS REAL)"
+    else:
+        bucket = f"CAST(floor(extract(epoch FROM t.window_end) / {seconds}) AS BIGINT) * {seconds}"
+        # json before 0004, jsonb after it
+        quality_source, value = "telemetry t, json_each_text(t.quality::json) q", "CAST(q.value AS DOUBLE PRECISION)"
+    keys = f"{bucket}, t.site, COALESCE(t.model_id, ''), t.agent_id"
+    op.execute(
+        f"INSERT INTO {sums} ({start}, site, model_id, agent_id, meter, meter_kind, windows, inferences, "
+        f"energy_total_uj, energy_dynamic_uj, latency_ms_p50, latency_ms_p95, estimated_energy_uj, estimated_windows) "
+        f"SELECT {keys}, t.meter, t.meter_kind, COUNT(*), SUM(t.inferences), SUM(t.energy_total_uj * t.inferences), "
+        f"SUM(t.energy_dynamic_uj * t.inferences), SUM(t.latency_ms_p50 * t.inferences), "
+        f"SUM(t.latency_ms_p95 * t.inferences), COALESCE(SUM(t.estimated_energy_uj), 0), COUNT(t.estimated_energy_uj) "
+        f"FROM telemetry t GROUP BY {keys}, t.meter, t.meter_kind")
+    op.execute(
+        f"INSERT INTO {quality} ({start}, site, model_id, agent_id, metric, weighted_sum, inferences) "
+        f"SELECT {keys}, q.key, SUM({value} * t.inferences), SUM(t.inferences) FROM {quality_source} "
+        f"WHERE q.value IS NOT NULL GROUP BY {keys}, q.key")
