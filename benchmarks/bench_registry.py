@@ -12,6 +12,9 @@ PostgreSQL 15), then fleet queries over agents x reports rows.
     .venv/bin/python benchmarks/bench_registry.py --reports 100 --messages 20000 --backends sqlite
     .venv/bin/python benchmarks/bench_registry.py --database-url sqlite:////tmp/filled.db   # queries only
 
+``--writer-only`` times the ingest's writer alone (``service.ingest_telemetry_batch`` on fresh SQLite databases,
+batches of 500 as the MQTT ingest makes them, ``--repeat`` rounds of ``--messages``): no broker, no HTTP.
+
 ``--database-url`` times the queries against a database filled before (by this script with ``--reports 1000``,
 kept in its ``bench-registry-*`` temporary directory): code versions compared on the same rows.
 """
@@ -180,6 +183,27 @@ def bench_queries(server, args) -> dict[str, tuple[float, float]]:
     return out
 
 
+def bench_writer(args) -> list[float]:
+    """Messages per second stored by the writer alone, per round, each round on a fresh database."""
+    from registry import service
+    from registry.db import make_engine, session_factory
+    from registry.migrate import upgrade
+
+    messages = [telemetry(agent, report) for report in range(-(-args.messages // args.agents))
+                for agent in range(args.agents)][: args.messages]
+    rates = []
+    for _ in range(args.repeat):
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-registry-')}/writer.db"
+        upgrade(url)
+        sessions = session_factory(make_engine(url))
+        t0 = time.perf_counter()
+        for i in range(0, len(messages), 500):
+            with sessions.begin() as session:
+                service.ingest_telemetry_batch(session, messages[i:i + 500])
+        rates.append(len(messages) / (time.perf_counter() - t0))
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=1000)
@@ -189,7 +213,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--database-url", help="only time the queries, against this filled database")
+    parser.add_argument("--writer-only", action="store_true", help="only time the ingest's writer, on SQLite")
     args = parser.parse_args()
+    if args.writer_only:
+        rates = bench_writer(args)
+        print(f"writer alone, SQLite, {args.messages} messages per round: "
+              f"{' '.join(f'{r:.0f}' for r in rates)} msg/s; median {statistics.median(rates):.0f}; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        return
     if args.database_url:
         _queries_only(args)
         return

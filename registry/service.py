@@ -8,7 +8,6 @@ import re
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, func, insert, select
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from core.schemas.api import AgentRegistration, LoadEvent
@@ -171,7 +170,8 @@ def _store_new(session: Session, messages: list[Telemetry]) -> list[Telemetry]:
     if _postgres(session):  # one statement: ON CONFLICT skips the stored ids and RETURNING names the new ones
         # in id order: two workers inserting the same ids wait for each other in one direction only (no deadlock)
         rows = sorted((_telemetry_row(m) for m in messages), key=lambda row: row["message_id"])
-        new = set(_pg_insert(session, table, rows, conflict=("message_id",), returning="message_id"))
+        new = set(_pg_insert(session, table, list(rows[0]), [tuple(row.values()) for row in rows],
+                             conflict=("message_id",), returning="message_id"))
         return [m for m in messages if m.message_id in new]
     known = set(session.scalars(select(TelemetryRow.message_id).where(
         TelemetryRow.message_id.in_([m.message_id for m in messages]))))
@@ -185,12 +185,11 @@ def _postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _pg_insert(session: Session, table, rows: list[dict], conflict: tuple[str, ...] = (), add: tuple[str, ...] = (),
-               returning: str | None = None) -> list:
+def _pg_insert(session: Session, table, columns: list[str], rows: list[tuple], conflict: tuple[str, ...] = (),
+               add: tuple[str, ...] = (), returning: str | None = None) -> list:
     """A batch in one PostgreSQL statement: ``INSERT ... SELECT * FROM unnest(one array per column)``, which
     costs one plan and one round trip instead of one per row. With ``conflict``: rows whose key exists are
     skipped, or, with ``add``, those columns are added to the stored row (the roll-up's sums)."""
-    columns = list(rows[0])
     dialect = session.get_bind().dialect
     arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect)}[]" for c in columns)  # %b: binary, no quoting
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
@@ -199,9 +198,8 @@ def _pg_insert(session: Session, table, rows: list[dict], conflict: tuple[str, .
             "UPDATE SET " + ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in add) if add else "NOTHING")
     if returning:
         sql += f" RETURNING {returning}"
-    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    params = tuple([json.dumps(row[c]) for row in rows] if c in json_columns else [row[c] for row in rows]
-                   for c in columns)
+    params = tuple([json.dumps(v) for v in values] if isinstance(table.c[c].type, JSON) else list(values)
+                   for c, values in zip(columns, zip(*rows)))
     result = session.connection().exec_driver_sql(sql, params)
     return list(result.scalars()) if returning else []
 
@@ -272,26 +270,28 @@ def _fold(sums: dict[tuple, list], seconds: int) -> dict[tuple, list]:
 
 
 def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str, ...], sums: dict[tuple, list]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET column = column + excluded.column, for every key at once."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET column = column + excluded.column, for every key at once.
+
+    On SQLite as the driver's own executemany of one SQL string over tuples: SQLAlchemy's per-row parameter
+    processing cost about as much as SQLite's work, and these values (ints, floats, strings) need none."""
     if not sums:
         return
     table = row.__table__
     # sorted keys: two registry workers upserting the same keys lock them in the same order (no deadlock)
-    rows = [dict(zip(keys, key)) | dict(zip(columns, values)) for key, values in sorted(sums.items())]
+    rows = [(*key, *values) for key, values in sorted(sums.items())]
     if _postgres(session):
-        _pg_insert(session, table, rows, conflict=keys, add=columns)
+        _pg_insert(session, table, [*keys, *columns], rows, conflict=keys, add=columns)
         return
-    statement = sqlite.insert(table)
-    statement = statement.on_conflict_do_update(index_elements=list(keys), set_={
-        c: table.c[c] + statement.excluded[c] for c in columns})
-    session.execute(statement, rows)  # executemany, in sqlite3's C loop
+    sql = (f"INSERT INTO {table.name} ({', '.join((*keys, *columns))}) VALUES ({', '.join('?' * len(rows[0]))}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in columns))
+    session.connection().exec_driver_sql(sql, rows)
 
 
 def _remember_quality_names(session: Session, names: set[str]) -> None:
     if not names:
         return
     if _postgres(session):  # a name two workers add at once is stored once, without an error
-        _pg_insert(session, QualityMetricRow.__table__, [{"name": name} for name in sorted(names)], conflict=("name",))
+        _pg_insert(session, QualityMetricRow.__table__, ["name"], [(name,) for name in sorted(names)], conflict=("name",))
         return
     known = set(session.scalars(select(QualityMetricRow.name).where(QualityMetricRow.name.in_(names))))
     session.add_all(QualityMetricRow(name=name) for name in sorted(names - known))

@@ -279,4 +279,7 @@ def test_migration_0004_up_and_down_keeps_the_answers(database_url):
                 check_fleet(session, messages)
                 if sqlite:
                     assert "COVERING INDEX ix_telemetry_window_end_covering" in _edge_scan_plan(session)
+                    for table in ("telemetry_5min", "telemetry_5min_quality"):  # rows in the key's B-tree
+                        assert session.scalar(text(f"SELECT sql FROM sqlite_master WHERE name = '{table}'")).strip().endswith(
+                            "WITHOUT ROWID")
         engine.dispose()

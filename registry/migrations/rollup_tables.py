@@ -7,9 +7,10 @@ import sqlalchemy as sa
 from alembic import op
 
 
-def create(sums: str, quality: str, start: str) -> None:
+def create(sums: str, quality: str, start: str, filter_indexes: bool = True, sqlite_with_rowid: bool = True) -> None:
     """The two tables, keyed by ``start`` (the bucket's first epoch second), site, model ('' for the fallback)
-    and agent, with an index per agent and per model for the filtered fleet queries."""
+    and agent; ``filter_indexes``: an index per agent and per model for fleet queries filtered by them over
+    long spans; ``sqlite_with_rowid=False``: on SQLite the rows live in the primary key's B-tree itself."""
 
     def key_columns() -> list[sa.Column]:
         return [sa.Column(start, sa.BigInteger(), nullable=False), sa.Column("site", sa.String(length=64), nullable=False),
@@ -26,17 +27,19 @@ def create(sums: str, quality: str, start: str) -> None:
         *(sa.Column(name, sa.Float(), nullable=False) for name in
           ("energy_total_uj", "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95", "estimated_energy_uj")),
         sa.Column("estimated_windows", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(*keys, "meter", "meter_kind"))
-    op.create_index(f"ix_{sums}_agent", sums, ["agent_id", start])
-    op.create_index(f"ix_{sums}_model", sums, ["model_id", start])
+        sa.PrimaryKeyConstraint(*keys, "meter", "meter_kind"), sqlite_with_rowid=sqlite_with_rowid)
+    if filter_indexes:
+        op.create_index(f"ix_{sums}_agent", sums, ["agent_id", start])
+        op.create_index(f"ix_{sums}_model", sums, ["model_id", start])
     op.create_table(
         quality, *key_columns(),
         sa.Column("metric", sa.String(length=64), nullable=False),
         sa.Column("weighted_sum", sa.Float(), nullable=False),
         sa.Column("inferences", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(*keys, "metric"))
-    op.create_index(f"ix_{quality}_agent", quality, ["agent_id", start])
-    op.create_index(f"ix_{quality}_model", quality, ["model_id", start])
+        sa.PrimaryKeyConstraint(*keys, "metric"), sqlite_with_rowid=sqlite_with_rowid)
+    if filter_indexes:
+        op.create_index(f"ix_{quality}_agent", quality, ["agent_id", start])
+        op.create_index(f"ix_{quality}_model", quality, ["model_id", start])
 
 
 def backfill(sums: str, quality: str, start: str, seconds: int) -> None:

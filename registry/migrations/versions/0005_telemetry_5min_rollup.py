@@ -20,7 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    rollup_tables.create("telemetry_5min", "telemetry_5min_quality", "start")
+    rollup_tables.create("telemetry_5min", "telemetry_5min_quality", "start", filter_indexes=False, sqlite_with_rowid=False)
     rollup_tables.backfill("telemetry_5min", "telemetry_5min_quality", "start", 300)
 
 
