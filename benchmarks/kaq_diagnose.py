@@ -1,6 +1,7 @@
 """Why KAQ lost to LSQ at 4 bits: the measurements behind docs/DETECTION.md, "Why KAQ lost to LSQ".
 
-Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0]   (one thread, about 4 minutes)
+Usage: .venv/bin/python benchmarks/kaq_diagnose.py [--seed 0] [--targets]   (one thread, about 4 minutes;
+``--targets``: only the FP training and point 5, about 1 minute)
 
 On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epochs of 10,000 draws), prints:
 1. per layer, the FP activation range (99.9 % quantile of |v_k|) at 0-20 dB beside the step factor of the
@@ -11,7 +12,11 @@ On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epoch
 3. at the start of 4-bit QAT, the detection MSE beside w * sum_k MMD^2 (w = 1) and the norms of their
    gradients on the detector's weights and on the steps;
 4. after 4-bit KAQ QAT (30 epochs, ``learned`` policy) with MMD weight 0 and 1 (annealed): each layer's
-   learned step and exponent g_k, beside plain LSQ's steps.
+   learned step and exponent g_k, beside plain LSQ's steps;
+5. at the start of 4-bit QAT, for each MMD target of :class:`plugins.kaq_core.KaqLoss` (``activations``,
+   ``decisions``, ``output``): the MMD term beside the MSE and the cosine between the two terms' gradients on
+   the steps and on the detector weights (negative: the MMD pulls against the task), summed over batches at
+   0-20 dB.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import numpy as np
 import torch
 
 from core.tasks.detection import ChannelSource, constellation, error_rates, simulate
+from plugins.kaq import MMD_TARGETS
 from plugins.kaq_core import (
     KaqActQuant,
+    KaqLoss,
     LearnedPolicy,
     NoiseEnhancementPolicy,
     _calibration_batch,
@@ -47,13 +54,18 @@ def batch_at(src: ChannelSource, const, snr: float, n: int, seed: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
-    seed = ap.parse_args().seed
+    ap.add_argument("--targets", action="store_true", help="only point 5 (the MMD targets at QAT start)")
+    args = ap.parse_args()
+    seed = args.seed
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     const, src = constellation("qpsk"), ChannelSource(8, 4)
     fp = build_net(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     train(fp, src, const, TrainConfig(seed=seed))
     qat = TrainConfig(epochs=10, seed=seed + 1)
+    if args.targets:
+        mmd_targets(fp, src, const, qat, seed)
+        return
 
     print("1. FP activation range (99.9 % quantile of |v_k|) and step factors vs SNR (dB)", SNRS)
     cal = _calibration_batch(src, const, qat)
@@ -126,6 +138,45 @@ def main() -> None:
         steps = [float((q.fq.step if method == "lsq" else q.step).detach()) for q in net.quant]
         exps = "" if method == "lsq" else " exponents " + " ".join(f"{float(q.policy.exponent.detach()):+.3f}" for q in net.quant)
         print(f"  {label:8s} steps {' '.join(f'{v:.3f}' for v in steps)}{exps}")
+
+    mmd_targets(fp, src, const, qat, seed)
+
+
+def mmd_targets(fp, src: ChannelSource, const, qat: TrainConfig, seed: int) -> None:
+    print("5. QAT start (4 bits): MMD term (w = 1) per target beside the MSE, and the cosine between their")
+    print("   gradients on the steps / on the detector weights, summed over one batch of 128 at each SNR (dB)", SNRS)
+    net = copy.deepcopy(fp)
+    net.quant = torch.nn.ModuleList(KaqActQuant(4, LearnedPolicy(const)) for _ in range(5))
+    calibrate_policies(fp, list(net.quant), src, const, qat)
+    with torch.no_grad():
+        net(*_calibration_batch(src, const, qat)[:3])
+    groups = [q.step for q in net.quant], [p for n, p in net.named_parameters() if not n.startswith("quant")]
+
+    def grads(term: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for group in groups:
+            g = torch.autograd.grad(term, group, retain_graph=True, allow_unused=True)
+            out.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, group)]))
+        return out
+
+    for target in MMD_TARGETS:
+        loss = KaqLoss(fp, target=target)
+        torch.manual_seed(seed)
+        g_mse, g_mmd, mse_sum, mmd_sum = [0, 0], [0, 0], 0.0, 0.0
+        for snr in SNRS:
+            b = batch_at(src, const, snr, 128, seed + 2)
+            x_hat, acts = net(*b[:3], keep=True)
+            mse = ((x_hat - b[3]) ** 2).sum(-1).mean()
+            fp_s, q_s = loss.compared(b, acts)
+            h = loss.log_h.exp().detach()
+            mmd = sum(mmd2(a, q, h[j]) for j, (a, q) in enumerate(zip(fp_s, q_s)))
+            g_mse = [a + g for a, g in zip(g_mse, grads(mse))]
+            g_mmd = [a + g for a, g in zip(g_mmd, grads(mmd))]
+            mse_sum, mmd_sum = mse_sum + float(mse.detach()), mmd_sum + float(mmd.detach())
+        cos = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in zip(g_mse, g_mmd)]
+        print(f"  {target:11s}: MMD term {mmd_sum / len(SNRS):.4f} vs MSE {mse_sum / len(SNRS):.4f}; "
+              f"grad norm ratio MMD/MSE {float(g_mmd[0].norm() / g_mse[0].norm()):.2f} / "
+              f"{float(g_mmd[1].norm() / g_mse[1].norm()):.2f}; cosine {cos[0]:+.2f} / {cos[1]:+.2f}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ def detect_command(
     policy: str = typer.Option("learned", help="KAQ step-size policy: learned, noise-enhancement or static"),
     mmd_weight: float = typer.Option(1.0, "--mmd-weight", min=0.0, help="weight w of the MMD^2 term"),
     mmd_schedule: str = typer.Option("linear", "--mmd-schedule", help="MMD weight over QAT: linear (to 0) or constant"),
+    mmd_target: str = typer.Option(
+        "output", "--mmd-target",
+        help="what the KAQ MMD compares: output (the last layer's soft estimate), decisions or activations",
+    ),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output directory (default runs/detect-SITE)"),
     export: Path = typer.Option(None, help="also export each FP net as a LiteRT model package DIR/SITE-MODEL-fp"),
@@ -43,12 +47,14 @@ def detect_command(
 ) -> None:
     """Train PGD-/ADMM-Net detectors, quantize them (KAQ, LSQ, PTQ), write BER-vs-SNR table, plot and energy."""
     from core.cli.output import console, print_json, progress_bar
-    from plugins.kaq import MMD_SCHEDULES, POLICY_NAMES
+    from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS, POLICY_NAMES
 
     if policy not in POLICY_NAMES:
         raise EdgejouleError(f"--policy must be one of {', '.join(POLICY_NAMES)}; got {policy}")
     if mmd_schedule not in MMD_SCHEDULES:
         raise EdgejouleError(f"--mmd-schedule must be one of {', '.join(MMD_SCHEDULES)}; got {mmd_schedule}")
+    if mmd_target not in MMD_TARGETS:
+        raise EdgejouleError(f"--mmd-target must be one of {', '.join(MMD_TARGETS)}; got {mmd_target}")
     if modulation not in ("qpsk", "16qam"):
         raise EdgejouleError(f"--modulation must be qpsk or 16qam; got {modulation}")
     if any(b < 1 or b > 16 for b in bits):
@@ -72,7 +78,7 @@ def detect_command(
         site=site, models=_choices(model, MODELS, "--model"), quantizers=_choices(quantizer, QUANTIZERS, "--quantizer"),
         bits=bits, n_r=n_r, n_u=n_u, modulation=modulation, layers=layers, samples=samples, epochs=epochs,
         qat_epochs=qat_epochs, snr_db=snrs, eval_samples=eval_samples, policy=policy, mmd_weight=mmd_weight,
-        mmd_schedule=mmd_schedule, seed=seed,
+        mmd_schedule=mmd_schedule, mmd_target=mmd_target, seed=seed,
     )
     out_dir = out or Path("runs") / f"detect-{site}"
     with progress_bar("training detectors (epochs)", progress_units(req), enabled=not as_json) as advance:

@@ -40,6 +40,7 @@ class DetectRequest(BaseModel):
     policy: str = "learned"
     mmd_weight: float = 1.0
     mmd_schedule: Literal["linear", "constant"] = "linear"
+    mmd_target: Literal["output", "decisions", "activations"] = "output"
     seed: int = 0
 
 
@@ -107,7 +108,7 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
             for quantizer in req.quantizers:
                 net = quantize_activations(
                     fp, quantizer, bits, train_src, qat_cfg, policy=req.policy, mmd_weight=req.mmd_weight,
-                    mmd_schedule=req.mmd_schedule, progress=progress,
+                    mmd_schedule=req.mmd_schedule, mmd_target=req.mmd_target, progress=progress,
                 )
                 rates = evaluate(detector(net))
                 curves.append(_curve(f"{kind}-{quantizer}{bits}", kind, quantizer, bits, rates, energy))
@@ -142,7 +143,7 @@ def table(result: DetectResult) -> str:
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
             f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "
-            f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule})\n\n")
+            f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule}, on {req.mmd_target})\n\n")
     return head + "\n".join(rows) + "\n"
 
 

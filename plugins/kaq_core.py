@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core.tasks.detection import ChannelSource, Constellation, constellation, simulate
-from plugins.kaq import MMD_SCHEDULES
+from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS
 from plugins.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
 from plugins.unfolded_net import BatchCondition, TrainConfig, Unfolded, tensors, train
 
@@ -201,12 +201,25 @@ class PtqActQuant(nn.Module):
 
 
 class KaqLoss(nn.Module):
-    r""":math:`w \sum_k \mathrm{MMD}^2_{h_k}(v_k^{FP}, \hat v_k) + \sum_k \mathrm{NLL}_{LOO}(v_k^{FP}; h_k)`.
+    r""":math:`w \sum_{k \in S} \mathrm{MMD}^2_{h_k}(\phi_k(v_k^{FP}), \phi_k(\hat v_k))
+    + \sum_{k \in S} \mathrm{NLL}_{LOO}(\phi_k(v_k^{FP}); h_k)`.
 
-    The FP teacher runs on the same batch. Each layer's activations are flattened to 1-D samples (at most
-    ``samples`` random elements, the same positions in both nets). The bandwidth :math:`h_k` is fitted to the
-    FP activations by leave-one-out KDE likelihood (its only gradient), and enters the MMD detached: a
-    bandwidth trained on the MMD itself would grow until the MMD vanished.
+    The FP teacher runs on the same batch. Each layer's samples are flattened to 1-D (at most ``samples``
+    random elements, the same positions in both nets). The bandwidth :math:`h_k` is fitted to the FP samples
+    by leave-one-out KDE likelihood (its only gradient), and enters the MMD detached: a bandwidth trained on
+    the MMD itself would grow until the MMD vanished.
+
+    ``target`` (one of :data:`plugins.kaq.MMD_TARGETS`) sets what is compared, :math:`\phi_k` and the layer
+    set S:
+
+    - ``output`` (default): :math:`\phi_K = \psi^{FP}_K`, the last layer only: the distribution of the soft
+      symbol estimate, the quantity the MSE is computed on.
+    - ``decisions``: :math:`\phi_k = \psi^{FP}_k`, the FP teacher's soft projection of layer k (fixed,
+      not trained), every layer. For PGD-Net :math:`\psi_k(v_k) = x_{k+1}`, the iterate the layer hands on;
+      for ADMM-Net the soft decision of the unprojected iterate. Why: the detector only passes on
+      :math:`\psi_k(v_k)`, so a distance measured there ignores the tails that the slicer saturates (where
+      clipping costs the task nothing) and weights errors near the decision thresholds by the slicer's slope.
+    - ``activations``: :math:`\phi_k(v) = v`, every layer (the paper's reading: the quantized tensors).
 
     ``anneal_steps``: the weight falls linearly, :math:`w_t = w\,\max(0, 1 - t/T)` over T training steps
     (None: constant). Why: the MMD rewards a quantizer that keeps the FP distribution's tails (clipping shows
@@ -214,9 +227,13 @@ class KaqLoss(nn.Module):
     matching distributions guides the start of QAT, the task alone should set where it ends."""
 
     def __init__(
-        self, teacher: Unfolded, weight: float = 1.0, samples: int = 256, anneal_steps: int | None = None
+        self, teacher: Unfolded, weight: float = 1.0, samples: int = 256, anneal_steps: int | None = None,
+        target: str = MMD_TARGETS[0],
     ) -> None:
         super().__init__()
+        if target not in MMD_TARGETS:
+            raise ValueError(f"unknown MMD target '{target}' ({', '.join(MMD_TARGETS)})")
+        self.target = target
         self.anneal_steps = anneal_steps
         self.register_buffer("steps_done", torch.tensor(0))
         self.teacher = copy.deepcopy(teacher).eval()
@@ -224,25 +241,37 @@ class KaqLoss(nn.Module):
             p.requires_grad_(False)
         self.weight = weight
         self.samples = samples
-        self.log_h = nn.Parameter(torch.zeros(teacher.arch.layers))
+        k = teacher.arch.layers
+        self.layers = [k - 1] if target == "output" else list(range(k))
+        self.log_h = nn.Parameter(torch.zeros(len(self.layers)))
         self.register_buffer("initialized", torch.tensor(False))
 
-    def forward(self, batch: tuple[torch.Tensor, ...], acts: list[torch.Tensor]) -> torch.Tensor:
+    def _phi(self, k: int, v: torch.Tensor) -> torch.Tensor:
+        return v if self.target == "activations" else self.teacher.proj[k](v)
+
+    def compared(
+        self, batch: tuple[torch.Tensor, ...], acts: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        r"""The compared 1-D samples :math:`\phi_k(v_k^{FP})` (no gradient) and :math:`\phi_k(\hat v_k)`, k in S;
+        sets the starting bandwidths (Silverman's rule) on the first call."""
         with torch.no_grad():
             _, fp = self.teacher(*batch[:3], keep=True)
-        n = fp[0].numel()
-        idx = torch.randperm(n)[: self.samples]
-        fp_s = [a.flatten()[idx] for a in fp]
+            idx = torch.randperm(fp[0].numel())[: self.samples]
+            fp_s = [self._phi(k, fp[k].flatten()[idx]) for k in self.layers]
         if not bool(self.initialized):
-            with torch.no_grad():  # Silverman's rule as the starting bandwidth
+            with torch.no_grad():
                 self.log_h.copy_(torch.stack([(1.06 * a.std() * len(idx) ** -0.2).log() for a in fp_s]))
                 self.initialized.fill_(True)
+        return fp_s, [self._phi(k, acts[k].flatten()[idx]) for k in self.layers]
+
+    def forward(self, batch: tuple[torch.Tensor, ...], acts: list[torch.Tensor]) -> torch.Tensor:
+        fp_s, q_s = self.compared(batch, acts)
         h = self.log_h.exp()
         weight = self.current_weight()
         self.steps_done += 1
         total = torch.zeros(())
-        for k, (a, q) in enumerate(zip(fp_s, acts)):
-            total = total + weight * mmd2(a, q.flatten()[idx], h[k].detach()) + kde_loo_nll(a, h[k])
+        for j, (a, q) in enumerate(zip(fp_s, q_s)):
+            total = total + weight * mmd2(a, q, h[j].detach()) + kde_loo_nll(a, h[j])
         return total
 
     def current_weight(self) -> float:
@@ -282,6 +311,7 @@ def quantize_activations(
     policy: str = "learned",
     mmd_weight: float = 1.0,
     mmd_schedule: str = "linear",
+    mmd_target: str = MMD_TARGETS[0],
     progress=None,
 ) -> Unfolded:
     """A copy of ``fp`` with ``bits``-bit activations: ``kaq`` or ``lsq`` (QAT from the FP weights with
@@ -301,10 +331,12 @@ def quantize_activations(
     elif method == "kaq":
         if mmd_schedule not in MMD_SCHEDULES:
             raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' ({' or '.join(MMD_SCHEDULES)})")
+        if mmd_target not in MMD_TARGETS:
+            raise ValueError(f"unknown MMD target '{mmd_target}' ({', '.join(MMD_TARGETS)})")
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
         calibrate_policies(fp, list(net.quant), source, const, cfg)
         anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
-        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal)
+        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target)
     else:
         raise ValueError(f"unknown activation quantizer '{method}'")
     with torch.no_grad():  # initialize the steps on the same calibration batch as LSQ

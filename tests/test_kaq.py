@@ -140,6 +140,8 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
     assert "pgd-kaq4" in (out / "table.md").read_text()
     bad = run_cli("detect", "--model", "cnn")
     assert bad.returncode == 2 and "--model must be one of" in bad.stderr
+    bad = run_cli("detect", "--mmd-target", "weights")
+    assert bad.returncode == 2 and "--mmd-target must be one of output, decisions, activations" in bad.stderr
 
 
 def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_teacher():
@@ -156,3 +158,38 @@ def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_te
     assert not any(p.requires_grad for p in loss.teacher.parameters())
     assert all(p.grad is None for p in loss.teacher.parameters())
     assert KaqLoss(fp, weight=2.0).current_weight() == 2.0  # constant schedule
+
+
+def _mmd_part(loss_for, batch, acts) -> float:
+    """The MMD term of a KaqLoss: its value at weight 1 minus its value at weight 0 (same sample positions)."""
+    values = []
+    for weight in (1.0, 0.0):
+        torch.manual_seed(3)
+        values.append(float(loss_for(weight)(batch, acts).detach()))
+    return values[0] - values[1]
+
+
+def test_mmd_on_decisions_ignores_clipping_in_the_slicers_saturation_and_output_sees_only_the_last_layer():
+    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    rng = np.random.default_rng(0)
+    batch = tensors(simulate(ChannelSource(8, 4).draw(128, rng), constellation("qpsk"), 0.0, rng))
+    with torch.no_grad():
+        _, acts = fp(*batch[:3], keep=True)
+    # clip each layer's activations at 4 temperatures from the QPSK slicer's threshold (0), where its tanh is
+    # within 7e-4 of saturation: the soft decisions hardly move, the activations' tails do
+    limits = [4 * float(p.log_t.detach().exp()) for p in fp.proj]
+    clipped = [v.clamp(-c, c) for v, c in zip(acts, limits)]
+    assert any(bool((v != c).any()) for v, c in zip(acts, clipped))  # the clip does remove tails
+    on = {
+        t: _mmd_part(lambda w, t=t: KaqLoss(fp, weight=w, target=t), batch, clipped) for t in ("activations", "decisions")
+    }
+    assert on["decisions"] < 1e-3 * on["activations"]
+    assert on["activations"] > 0
+    # output: one bandwidth, and the gradient reaches only the last layer's activations
+    loss = KaqLoss(fp, target="output")
+    assert loss.log_h.numel() == 1
+    shifted = [(v + 0.3).requires_grad_(True) for v in acts]
+    loss(batch, shifted).backward()
+    assert all(v.grad is None for v in shifted[:-1]) and float(shifted[-1].grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="unknown MMD target"):
+        KaqLoss(fp, target="weights")
