@@ -15,7 +15,8 @@ full-precision (FP) network, with two additions:
         + \sum_k \Big(-\tfrac{1}{N}\sum_i \log \hat p_{h_k,-i}(v^{FP}_{k,i})\Big)
 
    :math:`\mathrm{MMD}^2_h(a, b) = \overline{k_h(a,a')} + \overline{k_h(b,b')} - 2\,\overline{k_h(a,b)}`,
-   :math:`k_h(u,v) = e^{-(u-v)^2/2h^2}` (the biased estimator: zero for identical samples).
+   :math:`k_h(u,v) = e^{-(u-v)^2/2h^2}` (the biased estimator: zero for identical samples). This is the
+   paper's form, on every layer's activations; where the default applies it: "What is compared" below.
    The paper does not say how the bandwidth is learned; **our design**: :math:`h_k` maximizes the
    leave-one-out likelihood :math:`\hat p_{h,-i}` of the FP activations (the third term, its only gradient;
    it enters the MMD detached, since minimizing the MMD over h would inflate h until the MMD vanished).
@@ -32,12 +33,12 @@ full-precision (FP) network, with two additions:
    - ``decisions``: every layer, :math:`\phi_k = \psi_k^{FP}` (for PGD-Net the iterate :math:`x_{k+1}` the layer
      hands on): tails the slicer saturates, where clipping costs the task nothing, no longer count.
    - ``activations``: every layer, :math:`\phi_k(v) = v` (the paper's reading; the default until the
-     measurements below).
+     measurements in docs/DETECTION.md).
 
    Why ``output``: the MMD on every layer's :math:`v_k` rewards keeping the FP tails in layers whose
-   BER-optimal quantizer clips them, and cost 0.2-0.3 dB at 4 bits on Rayleigh PGD-Net; on the output it
-   cost nothing measurable (0.47 / 0.30 dB to FP at 4 bits, seeds 0 / 1, against 0.72 / 0.56) but it does
-   not beat the step policy alone either (docs/DETECTION.md, "Where the MMD acts").
+   BER-optimal quantizer clips them. On Rayleigh PGD-Net at 4 bits the output form is closer to FP than the
+   activation form on each of four seeds (mean gap 0.51 against 0.69 dB), but it does not beat the step policy
+   alone (0.45) (docs/DETECTION.md, "Where the MMD acts").
 
 2. **Channel-adaptive step size.** The step used on a batch (one SNR: a frame) is each layer's learned step
    times a factor from the batch's channel condition, the ZF error std
