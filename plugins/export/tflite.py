@@ -7,10 +7,11 @@ precoder's planes at the power budget out. Around the real-valued core of the ne
 .. math::
 
     x = \mathrm{stack}(\Re, \Im)(H) \cdot \frac{s_{in}}{\sigma}, \qquad
-    W = \sqrt{P_{max}}\, \frac{\mathrm{out}}{\max(\|\mathrm{out}\|_F,\ \epsilon)}
+    W = \sqrt{P_{max}}\, \frac{\mathrm{out}}{\sqrt{\max(\|\mathrm{out}\|_F^2,\ \epsilon)}}
 
-(eq. 5 met with equality; :math:`\epsilon` keeps an all-zero output zero). These few float ops stay float
-whatever the layers' storage: the quantization recipe names only the conv and fully connected layers.
+(eq. 5 met with equality; :math:`\epsilon`, the smallest normal float32, keeps an all-zero output zero).
+These few float ops stay float whatever the layers' storage: the quantization recipe names only the conv
+and fully connected layers.
 The manifest's ``normalization`` records the constants with ``in_graph: true``, so the edge runtime feeds
 the planes and returns the output as it is (packages exported before this did both in numpy on the edge,
 and the runtime still serves them that way).
