@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
 from core.errors import EdgejouleError
 from core.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
@@ -42,7 +43,16 @@ class RegistryClient:
         return None if response.status_code == 204 else Assignment.model_validate(response.json())
 
     def manifest(self, assignment: Assignment) -> ModelManifest:
-        return ModelManifest.model_validate(self._request("GET", assignment.manifest_url.removeprefix(API_PREFIX)).json())
+        """The assigned package's manifest. One this agent cannot read (a newer schema, a field it does not
+        know) is an error the agent reports as a failed load, so the registry rolls it back."""
+        data = self._request("GET", assignment.manifest_url.removeprefix(API_PREFIX)).json()
+        try:
+            return ModelManifest.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise EdgejouleError(f"the manifest of {assignment.model_id} is not readable by this agent "
+                                 f"({'.'.join(map(str, error['loc']))}: {error['msg']}); a newer agent may be "
+                                 f"needed") from None
 
     def download(self, assignment: Assignment, dest: Path, max_bytes: int) -> str:
         """Stream the package file to ``dest``; returns its sha256. Stops at ``max_bytes``."""

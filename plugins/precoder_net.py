@@ -12,8 +12,9 @@ from plugins.precoder_cnn import KERNEL, PrecoderArch
 class PrecoderCNN(nn.Module):
     """H (normalized to unit noise) -> W with total power P_max. Input ``[B, N_U, N_T]`` complex.
 
-    The real-valued core :meth:`forward_real` is what gets exported; scaling the input by ``input_scale``
-    and the output to the power budget happen around it (in numpy on the edge, from the manifest).
+    The real-valued core :meth:`forward_real` is what gets trained and quantized; scaling the input by
+    ``input_scale`` and the output to the power budget happen around it (:meth:`forward`; the exported graph
+    wraps the core with both, ``plugins/export/tflite.py``).
     """
 
     def __init__(self, arch: PrecoderArch, input_scale: float = 1.0) -> None:

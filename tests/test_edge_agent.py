@@ -385,3 +385,40 @@ def test_a_30_s_broker_outage_loses_and_duplicates_no_telemetry(tmp_path):
         shutil.rmtree(workdir, ignore_errors=True)
     assert len(set(sent)) == len(sent)
     assert sorted(received) == sorted(sent)  # every message id exactly once
+
+
+def test_a_manifest_this_agent_cannot_read_is_a_failed_load_not_a_crash(tmp_path):
+    """A registry newer than the agent may serve a manifest of a later schema (a package whose meaning changed):
+    the agent's client says so in one readable error, which the agent reports as a failed load (the registry
+    then rolls it back), instead of a validation traceback."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from core.errors import EdgejouleError
+    from core.schemas.api import API_PREFIX, Assignment
+    from edge_agent.registry_client import RegistryClient
+
+    newer = {"schema": 3, "id": "m-next", "site": "urban-nlos"}
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(newer).encode()
+            self.send_response(200 if self.path == f"{API_PREFIX}/models/m-next/manifest" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RegistryClient(f"http://127.0.0.1:{server.server_port}", "bs-t", "token")
+        assignment = Assignment(agent_id="bs-t", model_id="m-next", version=3, sha256="0" * 64, size_bytes=1,
+                                manifest_url=f"{API_PREFIX}/models/m-next/manifest",
+                                package_url=f"{API_PREFIX}/models/m-next/package")
+        with pytest.raises(EdgejouleError, match=r"manifest of m-next is not readable by this agent \(schema: "):
+            client.manifest(assignment)
+    finally:
+        server.shutdown()

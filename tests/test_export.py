@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 
 import torch  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from core.errors import EdgejouleError  # noqa: E402
 from core.runtime import PrecoderRuntime, complex_of, load_interpreter  # noqa: E402
@@ -145,7 +146,7 @@ def export_old_style(chosen: Path, bits: list[int], out: Path) -> ModelManifest:
                 output="W = out[:, 0] + 1j out[:, 1], scaled to total power p_max_w")
     data = out / "old" / "model.tflite"
     old = new.model_copy(update={"id": "old-style", "normalization": norm, "sha256": sha256_file(data),
-                                 "size_bytes": data.stat().st_size})
+                                 "size_bytes": data.stat().st_size, "schema_version": 1})
     (out / "old" / "manifest.json").write_text(old.to_json())
     return old
 
@@ -206,7 +207,9 @@ def test_manifest_describes_the_package(exported):
     assert on_disk.inputs[0].shape == [1, 2, 4, 64] and on_disk.outputs[0].shape == [1, 2, 64, 4]
     norm = on_disk.normalization
     site = get_site("urban-nlos")
-    assert norm["in_graph"] is True
+    assert norm["in_graph"] is True and on_disk.schema_version == 2
+    with pytest.raises(ValidationError, match="needs manifest schema 2"):  # schema-1 readers would normalize twice
+        ModelManifest.model_validate({**on_disk.model_dump(by_alias=True), "schema": 1})
     assert norm["noise_power_w"] == pytest.approx(site.noise_power_w) and norm["p_max_w"] == pytest.approx(site.tx_power_w)
     assert on_disk.energy.total_uj == pytest.approx(on_disk.energy.compute_uj + on_disk.energy.weights_uj
                                                     + on_disk.energy.activations_uj)

@@ -12,9 +12,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
+# 2: a precoder package's graph may do its own normalization (PrecoderNormalization.in_graph). Readers accept
+# the versions they know and refuse newer ones, so an agent that predates a change to what a package means
+# refuses the package (and is rolled back) instead of serving it wrongly; agents before 2 know only 1.
+MANIFEST_SCHEMA = 2
 MODEL_FILE = "model.tflite"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -80,7 +84,8 @@ class PrecoderNormalization(BaseModel):
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
-    schema_version: Literal[1] = Field(1, alias="schema")
+    schema_version: Literal[1, 2] = Field(MANIFEST_SCHEMA, alias="schema",
+                                          description="1: the runtime normalizes; 2: the graph may (in_graph)")
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     site: str
     task: str = Field(description="precoding, detection, ofdm, ...")
@@ -102,6 +107,13 @@ class ModelManifest(BaseModel):
     runtime: str = Field("ai-edge-litert>=2.3", description="the runtime the file needs")
     plugins: list[str] = Field(default_factory=list, description="plugins needed to use the outputs")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _in_graph_needs_schema_2(self) -> "ModelManifest":
+        if self.normalization.get("in_graph") and self.schema_version < 2:
+            raise ValueError("a normalization done in the graph (in_graph) needs manifest schema 2: agents that "
+                             "read only schema 1 would normalize a second time")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
