@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
@@ -161,12 +161,14 @@ def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters:
     groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all(), names)
 
 
-def _rolled_up_sums(session: Session, groups: _Groups, level: RollupLevel, keys, ranges: list, filters: tuple) -> None:
-    """The same sums over whole buckets of one roll-up level (a few rows per agent and bucket); ``keys(table)``
-    gives the GROUP BY columns of either of its tables."""
+def _rolled_up_sums(session: Session, groups: _Groups, buckets: Buckets, keys, filters: tuple) -> None:
+    """The same sums over whole buckets of the roll-up levels: one statement for the sums and one for the
+    quality, each summing the levels' rows (UNION ALL) per key in the database, so Python merges one row per
+    key and meter (and per key and metric) whatever the number of levels; ``keys(table)`` gives the key
+    columns of any roll-up table."""
     connection = session.connection()
 
-    def within(query, table):
+    def within(query, table, ranges):
         query = _where(query, table, *filters)
         spans = []
         for lo, hi in ranges:
@@ -176,16 +178,29 @@ def _rolled_up_sums(session: Session, groups: _Groups, level: RollupLevel, keys,
             spans.append(and_(*bounds))
         return query.where(or_(*spans))
 
-    R, Q = level.sums, level.quality
-    # one list per table: PostgreSQL matches GROUP BY to SELECT by expression, bound parameters included
-    sums_keys, quality_keys = keys(R), keys(Q)
-    meter_columns = [R.meter, R.meter_kind] if groups.with_meters else []
-    # PostgreSQL sums BIGINT as NUMERIC: cast back, so counts stay integers in Python
-    query = within(select(*sums_keys, *meter_columns, *(cast(func.sum(R.__table__.c[c]), R.__table__.c[c].type)
-                                                        for c in ROLLUP_SUMS)), R)
-    groups.add(connection.execute(query.group_by(*reversed(sums_keys), *meter_columns)).all())
-    query = within(select(*quality_keys, Q.metric, func.sum(Q.weighted_sum), cast(func.sum(Q.inferences), BigInteger)), Q)
-    groups.add_quality(connection.execute(query.group_by(*reversed(quality_keys), Q.metric)).all())
+    def summed(parts: list, grouped: int):
+        """``SELECT`` the first ``grouped`` columns and the sum of each other one, per group, over ``parts``."""
+        rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+        columns = list(rows.c)
+        group = columns[:grouped]
+        # keys most selective first (agent, model, site) spare SQLite's sort comparisons; PostgreSQL sums BIGINT
+        # as NUMERIC: cast back, so counts stay integers in Python
+        width = groups.width
+        return connection.execute(select(*group, *(cast(func.sum(c), c.type) for c in columns[grouped:]))
+                                  .group_by(*reversed(group[:width]), *group[width:])).all()
+
+    def labelled(table) -> list:
+        return [column.label(f"k{i}") for i, column in enumerate(keys(table))]
+
+    meters = groups.with_meters
+    sums = [within(select(*labelled(level.sums), *([level.sums.meter, level.sums.meter_kind] if meters else []),
+                          *(level.sums.__table__.c[c] for c in ROLLUP_SUMS)), level.sums, ranges)
+            for level, ranges in buckets.items()]
+    groups.add(summed(sums, groups.width + (2 if meters else 0)))
+    quality = [within(select(*labelled(level.quality), level.quality.metric, level.quality.weighted_sum,
+                             level.quality.inferences), level.quality, ranges)
+               for level, ranges in buckets.items()]
+    groups.add_quality(summed(quality, groups.width + 1))
 
 
 def _columns(table, names) -> list:
@@ -199,8 +214,8 @@ def fleet(session: Session, group_by: str = "model", site: str | None = None, mo
     filters = (site, model_id, agent_id)
     buckets, condition = _plan(since, until)
     groups = _Groups(len(names), meters=True)
-    for level, ranges in buckets.items():
-        _rolled_up_sums(session, groups, level, lambda table: _columns(table, names), ranges, filters)
+    if buckets:
+        _rolled_up_sums(session, groups, buckets, lambda table: _columns(table, names), filters)
     if condition is not None:
         _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters)
     return groups.rows(names)
@@ -219,10 +234,9 @@ def series(session: Session, bucket_s: int, site: str | None = None, model_id: s
     filters = (site, model_id, None)
     buckets, condition = _plan(since, until, [level for level in ROLLUP_LEVELS if bucket_s % level.seconds == 0])
     groups = _Groups(3, meters=False)
-    for level, ranges in buckets.items():
-        _rolled_up_sums(session, groups, level,
-                        lambda table: [*_columns(table, ("site", "model_id")), table.start // bucket_s * bucket_s],
-                        ranges, filters)
+    if buckets:
+        _rolled_up_sums(session, groups, buckets,
+                        lambda table: [*_columns(table, ("site", "model_id")), table.start // bucket_s * bucket_s], filters)
     if condition is not None:
         bucket = _epoch_seconds(session) // bucket_s * bucket_s
         _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters)
