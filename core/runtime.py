@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError
+from core.errors import EdgejouleError, first_problem
 from core.schemas.manifest import PrecoderNormalization
 
 
@@ -52,9 +52,7 @@ class PrecoderRuntime:
             self.normalization = PrecoderNormalization.model_validate(
                 normalization if isinstance(normalization, PrecoderNormalization) else dict(normalization))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            raise EdgejouleError(f"the manifest's precoder normalization is not usable: "
-                                 f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+            raise EdgejouleError(f"the manifest's precoder normalization is not usable: {first_problem(exc)}") from None
         self.interpreter = load_interpreter(path, threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]

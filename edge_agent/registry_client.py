@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError
+from core.errors import EdgejouleError, first_problem
 from core.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
 from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
@@ -49,10 +49,8 @@ class RegistryClient:
         try:
             return ModelManifest.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
             raise EdgejouleError(f"the manifest of {assignment.model_id} is not readable by this agent "
-                                 f"({'.'.join(map(str, error['loc']))}: {error['msg']}); a newer agent may be "
-                                 f"needed") from None
+                                 f"({first_problem(exc)}); a newer agent may be needed") from None
 
     def download(self, assignment: Assignment, dest: Path, max_bytes: int) -> str:
         """Stream the package file to ``dest``; returns its sha256. Stops at ``max_bytes``."""

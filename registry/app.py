@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from core import plugins
+from core.errors import first_problem
 from core.schemas import topics
 from core.schemas.api import API_PREFIX, SHA256_HEADER, AgentRegistered, AgentRegistration, Assignment, LoadEvent
 from core.schemas.manifest import ModelManifest
@@ -159,8 +160,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             parsed = ModelManifest.model_validate_json(await manifest.read(1024 * 1024))
         except ValidationError as exc:
             counters["rejected"].inc()
-            err = exc.errors()[0]
-            raise HTTPException(422, f"invalid manifest: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise HTTPException(422, f"invalid manifest: {first_problem(exc)}") from None
         try:
             service.check_fits(parsed)
         except ValueError as exc:
