@@ -81,7 +81,7 @@ def batched_invoke_ms(chosen_json: Path, bits: list[int], compute: str, normaliz
     model.load_state_dict(torch.load(chosen_json.parent / "w.pt", weights_only=True))
     work = chosen_json.parent
     x = np.stack([H.real, H.imag], 1).astype(np.float32)
-    convert(precoder_graph(model.eval(), normalization), torch.zeros(*x.shape), work / "batch-float.tflite")
+    convert(precoder_graph(model, normalization), (torch.zeros(*x.shape),), work / "batch-float.tflite")
     quantize_file(work / "batch-float.tflite", bits, compute, work / "batch.tflite")  # type: ignore[arg-type]
     interpreter = load_interpreter(work / "batch.tflite")
     index_in, index_out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]

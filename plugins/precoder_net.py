@@ -38,7 +38,7 @@ class PrecoderCNN(nn.Module):
         return [self.conv, self.fc1, self.fc2, self.fc3]
 
     def forward_real(self, x: torch.Tensor) -> torch.Tensor:
-        """Real-valued core, what is exported to TFLite: ``[B, 2, N_U, N_T]`` -> ``[B, 2, N_T, N_U]``
+        """Real-valued core, which the exported graph wraps: ``[B, 2, N_U, N_T]`` -> ``[B, 2, N_T, N_U]``
         (real and imaginary parts of W before power scaling)."""
         z = self.drop(self.act(self.bn0(self.conv(x))))
         z = self.drop(self.act(self.bn1(self.fc1(z.flatten(1)))))

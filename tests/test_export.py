@@ -96,7 +96,7 @@ def test_an_all_zero_network_output_stays_zero_in_the_graph(exported, tmp_path):
         model.fc3.weight.zero_()
         model.fc3.bias.zero_()
     norm = PrecoderNormalization.model_validate(manifest.normalization)
-    convert(precoder_graph(model, norm), torch.zeros(1, 2, 4, 64), tmp_path / "zero.tflite")
+    convert(precoder_graph(model, norm), (torch.zeros(1, 2, 4, 64),), tmp_path / "zero.tflite")
     runtime = PrecoderRuntime(tmp_path / "zero.tflite", norm)
     W = runtime.serve(load_dataset(get_site("urban-nlos")).H("test", 1)[0])
     assert np.all(W == 0)
@@ -138,7 +138,7 @@ def export_old_style(chosen: Path, bits: list[int], out: Path) -> ModelManifest:
         def forward(self, x):
             return self.net.forward_real(x)
 
-    convert(Core(torch_model(chosen)), torch.zeros(1, 2, 4, 64), out / "float.tflite")
+    convert(Core(torch_model(chosen)), (torch.zeros(1, 2, 4, 64),), out / "float.tflite")
     (out / "old").mkdir()
     quantize_file(out / "float.tflite", bits, "integer", out / "old" / "model.tflite")
     norm = {k: new.normalization[k] for k in ("noise_power_w", "input_scale", "p_max_w")}

@@ -30,7 +30,7 @@ from core.runtime import load_interpreter
 from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
 from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
 from plugins.deeprx import IN_CHANNELS, ZF_EPS, DeepRxArch, describe, features
-from plugins.export.tflite import ExportError, converter_output_to_stderr, sha256_file
+from plugins.export.tflite import ExportError, convert, sha256_file
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3
@@ -58,12 +58,9 @@ class ReceiverRuntime:
 
 
 def convert_receiver(model: Any, cfg: OfdmConfig, path: Path) -> None:
-    import litert_torch
     import torch
 
-    example = torch.zeros(1, IN_CHANNELS, cfg.n_sym, cfg.n_sc)
-    with converter_output_to_stderr():
-        litert_torch.convert(model.eval(), (example,)).export(str(path))
+    convert(model, (torch.zeros(1, IN_CHANNELS, cfg.n_sym, cfg.n_sc),), path)
 
 
 def parity(model: Any, runtime: ReceiverRuntime, cfg: OfdmConfig, seed: int = 0) -> dict[str, float]:

@@ -42,7 +42,7 @@ from core.schemas.manifest import (MANIFEST_FILE, MODEL_FILE, EnergyEstimate, La
 from core.sites import get_site, load_dataset
 from core.tasks.precoding import sum_rate
 from plugins.export.recipe import Compute, mixed_recipe, stored_type
-from core.runtime import PrecoderRuntime, complex_of
+from core.runtime import PrecoderRuntime
 
 LAYER_SCOPES = {"CONV": "Conv2d_conv", "FCL1": "Linear_fc1", "FCL2": "Linear_fc2", "FCL3": "Linear_fc3"}
 FLOAT_TOLERANCE = 1e-4
@@ -101,12 +101,13 @@ def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
     return PrecoderGraph(model).eval()
 
 
-def convert(module: Any, example: Any, path: Path) -> None:
-    """A torch module on inputs shaped like ``example`` -> a float TFLite file."""
+def convert(module: Any, examples: tuple, path: Path) -> None:
+    """A torch module, in eval mode, on inputs shaped like ``examples`` (one tensor per input) -> a float TFLite
+    file; every exporter (precoder, detector, receiver) converts through here."""
     import litert_torch
 
     with converter_output_to_stderr():
-        litert_torch.convert(module, (example,)).export(str(path))
+        litert_torch.convert(module.eval(), examples).export(str(path))
 
 
 def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path) -> None:
@@ -167,15 +168,15 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
 
     with tempfile.TemporaryDirectory() as tmp:
         float_path, final = Path(tmp) / "float.tflite", Path(tmp) / MODEL_FILE
-        convert(precoder_graph(model, normalization), torch.zeros(1, 2, site.n_users, site.n_antennas), float_path)
+        convert(precoder_graph(model, normalization), (torch.zeros(1, 2, site.n_users, site.n_antennas),), float_path)
         # auto: integer kernels if they keep parity, else the same stored integers computed in float
         failures = []
         for mode in (["integer", "float"] if compute == "auto" else [compute]):
             quantize_file(float_path, bits, mode, final)
             runtime = PrecoderRuntime(final, normalization)
-            out_lite = np.concatenate([runtime.serve(h) for h in H])  # the agent's serving path
-            rate_lite = float(sum_rate(H, complex_of(out_lite), ds.noise_power).mean())
-            problem = _parity_problem(bits, out_lite, out_torch, rate_lite, rate_torch)
+            W_lite = runtime.precode(H)  # the agent's serving path
+            rate_lite = float(sum_rate(H, W_lite, ds.noise_power).mean())
+            problem = _parity_problem(bits, np.stack([W_lite.real, W_lite.imag], 1), out_torch, rate_lite, rate_torch)
             if problem is None:
                 break
             failures.append(f"{mode} compute: {problem}")

@@ -31,7 +31,7 @@ from core.energy import dnn_energy
 from core.runtime import load_interpreter
 from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
 from core.tasks.detection import ChannelSource, DetectionBatch, constellation, error_counts, simulate, slice_symbols
-from plugins.export.tflite import ExportError, converter_output_to_stderr, sha256_file
+from plugins.export.tflite import ExportError, convert, sha256_file
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3
@@ -63,12 +63,9 @@ class DetectorRuntime:
 
 
 def convert_detector(net: Any, n_r: int, n_u: int, path: Path) -> None:
-    import litert_torch
     import torch
 
-    example = (torch.zeros(1, 2 * n_r, 2 * n_u), torch.zeros(1, 2 * n_r), torch.ones(1))
-    with converter_output_to_stderr():
-        litert_torch.convert(net.eval(), example).export(str(path))
+    convert(net, (torch.zeros(1, 2 * n_r, 2 * n_u), torch.zeros(1, 2 * n_r), torch.ones(1)), path)
 
 
 def parity(net: Any, runtime: DetectorRuntime, source: ChannelSource, modulation: str, seed: int = 0) -> dict[str, float]:
