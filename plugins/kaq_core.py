@@ -331,12 +331,11 @@ def quantize_activations(
     elif method == "kaq":
         if mmd_schedule not in MMD_SCHEDULES:
             raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' ({' or '.join(MMD_SCHEDULES)})")
-        if mmd_target not in MMD_TARGETS:
-            raise ValueError(f"unknown MMD target '{mmd_target}' ({', '.join(MMD_TARGETS)})")
+        anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
+        # before the policies' calibration: KaqLoss refuses an unknown target before that work is done
+        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target)
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
         calibrate_policies(fp, list(net.quant), source, const, cfg)
-        anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
-        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target)
     else:
         raise ValueError(f"unknown activation quantizer '{method}'")
     with torch.no_grad():  # initialize the steps on the same calibration batch as LSQ
