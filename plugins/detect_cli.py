@@ -30,7 +30,7 @@ def detect_command(
     layers: int = typer.Option(5, min=1, help="K unfolded layers"),
     samples: int = typer.Option(10_000, min=128, help="training draws per epoch (paper: 5e4)"),
     epochs: int = typer.Option(30, min=1, help="FP training epochs (paper: 50)"),
-    qat_epochs: int = typer.Option(10, "--qat-epochs", min=1, help="KAQ/LSQ fine-tuning epochs"),
+    qat_epochs: int = typer.Option(30, "--qat-epochs", min=1, help="KAQ/LSQ fine-tuning epochs (paper: 50)"),
     snr: str = typer.Option("0,2,4,6,8,10,12,14,16", help="evaluation SNRs in dB, comma-separated"),
     eval_samples: int = typer.Option(20_000, "--eval-samples", min=100, help="detections per SNR point"),
     policy: str = typer.Option("learned", help="KAQ step-size policy: learned, noise-enhancement or static"),
@@ -40,6 +40,10 @@ def detect_command(
         "output", "--mmd-target",
         help="what the KAQ MMD compares: output (the last layer's soft estimate), decisions or activations",
     ),
+    mmd_teacher: str = typer.Option(
+        "frozen", "--mmd-teacher",
+        help="the MMD's teacher: frozen (the FP net as QAT starts) or along (the quantized net in FP arithmetic)",
+    ),
     seed: int = typer.Option(0),
     out: Path = typer.Option(None, help="output directory (default runs/detect-SITE)"),
     export: Path = typer.Option(None, help="also export each FP net as a LiteRT model package DIR/SITE-MODEL-fp"),
@@ -47,7 +51,7 @@ def detect_command(
 ) -> None:
     """Train PGD-/ADMM-Net detectors, quantize them (KAQ, LSQ, PTQ), write BER-vs-SNR table, plot and energy."""
     from core.cli.output import console, print_json, progress_bar
-    from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS, POLICY_NAMES
+    from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS, MMD_TEACHERS, POLICY_NAMES
 
     if policy not in POLICY_NAMES:
         raise EdgejouleError(f"--policy must be one of {', '.join(POLICY_NAMES)}; got {policy}")
@@ -55,6 +59,8 @@ def detect_command(
         raise EdgejouleError(f"--mmd-schedule must be one of {', '.join(MMD_SCHEDULES)}; got {mmd_schedule}")
     if mmd_target not in MMD_TARGETS:
         raise EdgejouleError(f"--mmd-target must be one of {', '.join(MMD_TARGETS)}; got {mmd_target}")
+    if mmd_teacher not in MMD_TEACHERS:
+        raise EdgejouleError(f"--mmd-teacher must be one of {', '.join(MMD_TEACHERS)}; got {mmd_teacher}")
     if modulation not in ("qpsk", "16qam"):
         raise EdgejouleError(f"--modulation must be qpsk or 16qam; got {modulation}")
     if any(b < 1 or b > 16 for b in bits):
@@ -78,7 +84,7 @@ def detect_command(
         site=site, models=_choices(model, MODELS, "--model"), quantizers=_choices(quantizer, QUANTIZERS, "--quantizer"),
         bits=bits, n_r=n_r, n_u=n_u, modulation=modulation, layers=layers, samples=samples, epochs=epochs,
         qat_epochs=qat_epochs, snr_db=snrs, eval_samples=eval_samples, policy=policy, mmd_weight=mmd_weight,
-        mmd_schedule=mmd_schedule, mmd_target=mmd_target, seed=seed,
+        mmd_schedule=mmd_schedule, mmd_target=mmd_target, mmd_teacher=mmd_teacher, seed=seed,
     )
     out_dir = out or Path("runs") / f"detect-{site}"
     with progress_bar("training detectors (epochs)", progress_units(req), enabled=not as_json) as advance:

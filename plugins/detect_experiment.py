@@ -34,13 +34,14 @@ class DetectRequest(BaseModel):
     layers: int = Field(5, ge=1)
     samples: int = Field(10_000, ge=128, description="training draws per epoch")
     epochs: int = Field(30, ge=1, description="FP training epochs")
-    qat_epochs: int = Field(10, ge=1)
+    qat_epochs: int = Field(30, ge=1, description="KAQ/LSQ fine-tuning epochs")
     snr_db: list[float] = [0, 2, 4, 6, 8, 10, 12, 14, 16]
     eval_samples: int = Field(20_000, ge=100, description="detections per SNR point")
     policy: str = "learned"
     mmd_weight: float = 1.0
     mmd_schedule: Literal["linear", "constant"] = "linear"
     mmd_target: Literal["output", "decisions", "activations"] = "output"
+    mmd_teacher: Literal["frozen", "along"] = "frozen"
     seed: int = 0
 
 
@@ -108,7 +109,8 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
             for quantizer in req.quantizers:
                 net = quantize_activations(
                     fp, quantizer, bits, train_src, qat_cfg, policy=req.policy, mmd_weight=req.mmd_weight,
-                    mmd_schedule=req.mmd_schedule, mmd_target=req.mmd_target, progress=progress,
+                    mmd_schedule=req.mmd_schedule, mmd_target=req.mmd_target, mmd_teacher=req.mmd_teacher,
+                    progress=progress,
                 )
                 rates = evaluate(detector(net))
                 curves.append(_curve(f"{kind}-{quantizer}{bits}", kind, quantizer, bits, rates, energy))
@@ -143,7 +145,7 @@ def table(result: DetectResult) -> str:
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
             f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "
-            f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule}, on {req.mmd_target})\n\n")
+            f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule}, on {req.mmd_target}, {req.mmd_teacher} teacher)\n\n")
     return head + "\n".join(rows) + "\n"
 
 

@@ -35,6 +35,11 @@ full-precision (FP) network, with two additions:
    - ``activations``: every layer, :math:`\phi_k(v) = v` (the paper's reading; the default until the
      measurements in docs/DETECTION.md).
 
+   **Which net is the teacher** (``mmd_teacher=``, one of ``MMD_TEACHERS``): ``frozen`` (default) a copy of
+   the FP net as QAT starts; ``along`` the quantized net's own weights run in FP arithmetic (quantizers
+   bypassed), synced every step, so the MMD measures only what quantization does to the current net and never
+   pulls its weights back toward the FP net's (the teacher trains along).
+
    Why ``output``: the MMD on every layer's :math:`v_k` rewards keeping the FP tails in layers whose
    BER-optimal quantizer clips them. On Rayleigh PGD-Net at 4 bits the output form is closer to FP than the
    activation form on each of four seeds (mean gap 0.51 against 0.69 dB), but it does not beat the step policy
@@ -75,6 +80,7 @@ from core.hookspecs import hookimpl
 POLICY_NAMES = ("learned", "noise-enhancement", "static")
 MMD_SCHEDULES = ("linear", "constant")
 MMD_TARGETS = ("output", "decisions", "activations")  # the first is the default
+MMD_TEACHERS = ("frozen", "along")  # the first is the default
 
 
 class KaqQuantizer:
@@ -85,7 +91,7 @@ class KaqQuantizer:
 
         options: ``source`` (a :class:`core.tasks.detection.ChannelSource`, required), ``cfg``
         (:class:`plugins.unfolded_net.TrainConfig`), ``policy``, ``mmd_weight``, ``mmd_schedule``, ``mmd_target``,
-        ``progress``."""
+        ``mmd_teacher``, ``progress``."""
         from plugins.kaq_core import quantize_activations
         from plugins.unfolded_net import TrainConfig
 
@@ -101,6 +107,7 @@ class KaqQuantizer:
             mmd_weight=options.get("mmd_weight", 1.0),
             mmd_schedule=options.get("mmd_schedule", "linear"),
             mmd_target=options.get("mmd_target", MMD_TARGETS[0]),
+            mmd_teacher=options.get("mmd_teacher", MMD_TEACHERS[0]),
             progress=options.get("progress"),
         )
 

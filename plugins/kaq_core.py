@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from core.tasks.detection import ChannelSource, Constellation, constellation, simulate
-from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS
+from plugins.kaq import MMD_SCHEDULES, MMD_TARGETS, MMD_TEACHERS
 from plugins.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
 from plugins.unfolded_net import BatchCondition, TrainConfig, Unfolded, tensors, train
 
@@ -224,16 +224,21 @@ class KaqLoss(nn.Module):
     ``anneal_steps``: the weight falls linearly, :math:`w_t = w\,\max(0, 1 - t/T)` over T training steps
     (None: constant). Why: the MMD rewards a quantizer that keeps the FP distribution's tails (clipping shows
     as mass piled at the range ends), the detection MSE one that clips them for resolution near the symbols;
-    matching distributions guides the start of QAT, the task alone should set where it ends."""
+    matching distributions guides the start of QAT, the task alone should set where it ends.
+
+    ``follow``: where the teacher's weights come from on each step (the quantized net's ``state_dict``; its
+    quantizers are skipped, the teacher keeps identity ones), so the teacher is the quantized net itself in FP
+    arithmetic and trains along; None (default) keeps the frozen copy of ``teacher``."""
 
     def __init__(
         self, teacher: Unfolded, weight: float = 1.0, samples: int = 256, anneal_steps: int | None = None,
-        target: str = MMD_TARGETS[0],
+        target: str = MMD_TARGETS[0], follow: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if target not in MMD_TARGETS:
             raise ValueError(f"unknown MMD target '{target}' ({', '.join(MMD_TARGETS)})")
         self.target = target
+        self.follow = follow
         self.anneal_steps = anneal_steps
         self.register_buffer("steps_done", torch.tensor(0))
         self.teacher = copy.deepcopy(teacher).eval()
@@ -255,6 +260,8 @@ class KaqLoss(nn.Module):
         r"""The compared 1-D samples :math:`\phi_k(v_k^{FP})` (no gradient) and :math:`\phi_k(\hat v_k)`, k in S;
         sets the starting bandwidths (Silverman's rule) on the first call."""
         with torch.no_grad():
+            if self.follow is not None:
+                self.teacher.load_state_dict({k: v for k, v in self.follow().items() if not k.startswith("quant.")})
             _, fp = self.teacher(*batch[:3], keep=True)
             idx = torch.randperm(fp[0].numel())[: self.samples]
             fp_s = [self._phi(k, fp[k].flatten()[idx]) for k in self.layers]
@@ -312,6 +319,7 @@ def quantize_activations(
     mmd_weight: float = 1.0,
     mmd_schedule: str = "linear",
     mmd_target: str = MMD_TARGETS[0],
+    mmd_teacher: str = MMD_TEACHERS[0],
     progress=None,
 ) -> Unfolded:
     """A copy of ``fp`` with ``bits``-bit activations: ``kaq`` or ``lsq`` (QAT from the FP weights with
@@ -331,9 +339,12 @@ def quantize_activations(
     elif method == "kaq":
         if mmd_schedule not in MMD_SCHEDULES:
             raise ValueError(f"unknown MMD weight schedule '{mmd_schedule}' ({' or '.join(MMD_SCHEDULES)})")
+        if mmd_teacher not in MMD_TEACHERS:
+            raise ValueError(f"unknown MMD teacher '{mmd_teacher}' ({' or '.join(MMD_TEACHERS)})")
         anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
         # before the policies' calibration: KaqLoss refuses an unknown target before that work is done
-        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target)
+        follow = net.state_dict if mmd_teacher == "along" else None
+        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target, follow=follow)
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
         calibrate_policies(fp, list(net.quant), source, const, cfg)
     else:

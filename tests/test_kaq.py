@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from core import plugins
 from core.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel, simulate
@@ -14,6 +16,7 @@ from plugins.kaq_core import (
     KaqActQuant,
     KaqLoss,
     LearnedPolicy,
+    LsqActQuant,
     NoiseEnhancementPolicy,
     StaticPolicy,
     kde_loo_nll,
@@ -22,7 +25,7 @@ from plugins.kaq_core import (
     zf_error_std,
 )
 from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import BatchCondition, TrainConfig, detector, tensors, train
+from plugins.unfolded_net import BatchCondition, Identity, TrainConfig, detector, tensors, train
 from tests.conftest import run_cli
 
 torch.set_num_threads(1)
@@ -142,6 +145,8 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
     assert bad.returncode == 2 and "--model must be one of" in bad.stderr
     bad = run_cli("detect", "--mmd-target", "weights")
     assert bad.returncode == 2 and "--mmd-target must be one of output, decisions, activations" in bad.stderr
+    bad = run_cli("detect", "--mmd-teacher", "moving")
+    assert bad.returncode == 2 and "--mmd-teacher must be one of frozen, along" in bad.stderr
 
 
 def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_teacher():
@@ -193,3 +198,34 @@ def test_mmd_on_decisions_ignores_clipping_in_the_slicers_saturation_and_output_
     assert all(v.grad is None for v in shifted[:-1]) and float(shifted[-1].grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="unknown MMD target"):
         KaqLoss(fp, target="weights")
+
+
+def test_mmd_teacher_along_is_the_quantized_net_itself_in_fp_arithmetic():
+    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    net = copy.deepcopy(fp)
+    net.quant = nn.ModuleList(LsqActQuant(2) for _ in range(fp.arch.layers))
+    rng = np.random.default_rng(0)
+    batch = tensors(simulate(ChannelSource(8, 4).draw(64, rng), constellation("qpsk"), 5.0, rng))
+    _, acts = net(*batch[:3], keep=True)
+    with torch.no_grad():  # as if QAT had moved the quantized net's weights away from the FP net's
+        net.eta.mul_(1.5)
+        net.proj[-1].log_t.add_(0.2)
+    plain = copy.deepcopy(net)  # the same weights, quantizers bypassed
+    plain.quant = nn.ModuleList(Identity() for _ in range(fp.arch.layers))
+    with torch.no_grad():
+        expected = plain(*batch[:3], keep=True)[1]
+        frozen_acts = fp(*batch[:3], keep=True)[1]
+    for target in ("activations", "output"):
+        along = KaqLoss(fp, target=target, follow=net.state_dict)
+        frozen = KaqLoss(fp, target=target)
+        for loss, reference, teacher_net in ((along, expected, plain), (frozen, frozen_acts, fp)):
+            torch.manual_seed(5)
+            got, _ = loss.compared(batch, acts)
+            torch.manual_seed(5)
+            idx = torch.randperm(acts[0].numel())[: loss.samples]
+            for j, k in enumerate(loss.layers):
+                want = reference[k].flatten()[idx]
+                want = want if target == "activations" else teacher_net.proj[k](want)
+                assert torch.allclose(got[j], want.detach())
+        assert not any(p.requires_grad for p in along.teacher.parameters())
+    assert torch.equal(fp.eta.detach(), torch.full((5,), 0.1))  # the FP net is not touched by the sync
