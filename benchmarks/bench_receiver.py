@@ -18,6 +18,10 @@ below it (docs/RECEIVER.md, "Results"). At Doppler 300 and 1000 Hz, on 2,000 fre
 LS+LMMSE, LS+LMMSE with noiseless pilots (only interpolation error left), LMMSE with the true channel at every
 RE (no estimation error); at 1000 Hz, deeprx receivers on ``features`` trained from seed 0 with the distill
 batches: 16x3 for 1,000 and 4,000 steps at 0..40 dB, 16x3 for 1,000 steps at 20..40 dB, 24x5 for 1,000 steps.
+
+``--checkpoint RUN/teacher.pt --arch 24x5 --doppler 1000``: a saved receiver (a distill teacher checkpoint) beside
+LS+LMMSE on the ``--headroom`` test slots of that Doppler (2,000 per point at 30 and 40 dB), to follow a long
+teacher run's BER over its training steps.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import numpy as np
 import torch
 from bench_detection import median_ms  # benchmarks/ is on sys.path when run as a script
 
+from core.errors import EdgejouleError
 from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
 from plugins.deeprx import DeepRxArch, describe, features
 from plugins.deeprx_net import DeepRx, inputs
+from plugins.distill_cli import parse_arch
 from plugins.distill_experiment import DistillRequest, batches
 from plugins.export.receiver import ReceiverRuntime, export_receiver
 from plugins.kd import KdOptions, train_logit_model
@@ -116,12 +122,17 @@ def true_channel_logits(cfg: OfdmConfig, slot) -> np.ndarray:
     return maxlog_logits(cfg, np.conj(slot.h) * slot.y / np.maximum(g, 1e-12), s2 / np.maximum(g, 1e-12))
 
 
+def headroom_test(cfg: OfdmConfig) -> list:
+    """The fixed test slots of ``--headroom`` and ``--checkpoint`` (one batch per SINR in HEADROOM_SINR_DB)."""
+    return [simulate(cfg, s, np.random.default_rng((3, i)), n=HEADROOM_SLOTS) for i, s in enumerate(HEADROOM_SINR_DB)]
+
+
 def headroom(req: DistillRequest) -> None:
     print(f"where the floor comes from, BER at " + ", ".join(f"{s:g}" for s in HEADROOM_SINR_DB) + f" dB, "
           f"{HEADROOM_SLOTS} slots per point")
     for doppler in (300.0, 1000.0):
         cfg = OfdmConfig(n_sc=req.n_sc, doppler_hz=doppler)
-        test = [simulate(cfg, s, np.random.default_rng((3, i)), n=HEADROOM_SLOTS) for i, s in enumerate(HEADROOM_SINR_DB)]
+        test = headroom_test(cfg)
         print(f"Doppler {doppler:g} Hz")
         row("  LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
         row("  LS+LMMSE, noiseless pilots", cfg, lambda slot: receive(
@@ -135,11 +146,25 @@ def headroom(req: DistillRequest) -> None:
             row(label, cfg, net_logits(model, features, cfg), test)
 
 
+def checkpoint(path: Path, width_blocks: tuple[int, int], cfg: OfdmConfig) -> None:
+    """A saved deeprx state dict beside LS+LMMSE on the headroom test slots of ``cfg``."""
+    model = DeepRx(DeepRxArch(width=width_blocks[0], blocks=width_blocks[1], n_sc=cfg.n_sc))
+    model.load_state_dict(torch.load(path, weights_only=True))
+    test = headroom_test(cfg)
+    print(f"Doppler {cfg.doppler_hz:g} Hz, BER at " + ", ".join(f"{s:g}" for s in HEADROOM_SINR_DB) + f" dB, "
+          f"{HEADROOM_SLOTS} slots per point")
+    row("LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
+    row(f"deeprx {width_blocks[0]}x{width_blocks[1]} {path}", cfg, net_logits(model.eval(), features, cfg), test)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-sc", type=int, default=12)
     parser.add_argument("--ablation", action="store_true", help="the input-feature ablation instead of the timings")
     parser.add_argument("--headroom", action="store_true", help="the error floor's sources and training-budget checks")
+    parser.add_argument("--checkpoint", type=Path, help="a saved deeprx state dict to score beside LS+LMMSE")
+    parser.add_argument("--arch", default="24x5", help="WIDTHxBLOCKS of --checkpoint")
+    parser.add_argument("--doppler", type=float, default=1000.0, help="Doppler in Hz for --checkpoint")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = OfdmConfig(n_sc=args.n_sc)
@@ -149,6 +174,12 @@ def main() -> None:
         return
     if args.headroom:
         headroom(req)
+        return
+    if args.checkpoint:
+        try:
+            checkpoint(args.checkpoint, parse_arch(args.arch, "--arch"), OfdmConfig(n_sc=args.n_sc, doppler_hz=args.doppler))
+        except (EdgejouleError, OSError, RuntimeError) as exc:  # a wrong size or path: one line, not a traceback
+            raise SystemExit(f"--checkpoint {args.checkpoint}: {str(exc).splitlines()[0]}") from None
         return
     one = simulate(cfg, 20.0, np.random.default_rng(0), n=1)
     many = simulate(cfg, 20.0, np.random.default_rng(1), n=32)
