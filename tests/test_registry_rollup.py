@@ -79,12 +79,14 @@ def at(hours: float) -> datetime:
 WINDOWS = [(None, None), (at(1.29), None), (None, at(3.61)), (at(0.5), at(4.25)), (at(1), at(3)),  # cut and whole hours
            (at(2.1), at(2.8)), (at(1.9), at(2.1)), (at(1), at(1)),  # inside one hour, across one boundary, empty
            (at(1.25), at(2.75)), (at(2.01), at(2.07)),  # on 5-minute boundaries; inside one 5-minute bucket
+           (at(3), at(2)),  # ends before it starts: nothing
            (at(1.29).astimezone(timezone(timedelta(hours=2))), at(3.61).replace(tzinfo=None))]  # other zone, naive UTC
 
 
 def assert_same(answer: list[dict], truth: dict[tuple, dict], keys: tuple[str, ...]) -> None:
     got = {tuple(r[k] for k in keys): r for r in answer}
     assert set(got) == set(truth)
+    assert list(got) == sorted(got, key=lambda key: [(v is not None, v or "") for v in key])  # key order, None first
     for key, want in truth.items():
         row = got[key]
         assert (row["windows"], row["inferences"], row["meters"]) == (want["windows"], want["inferences"], want["meters"])
