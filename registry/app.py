@@ -27,13 +27,15 @@ from core.schemas import topics
 from core.schemas.api import API_PREFIX, SHA256_HEADER, AgentRegistered, AgentRegistration, Assignment, LoadEvent
 from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
-from core.sites import list_sites
+from core.sites import SiteConfig, list_sites
 from registry import fleet as fleet_queries
 from registry import service
 from registry.artifacts import ArtifactStore
 from registry.auth import Principal, principal, require_admin, require_self_or_admin
 from registry.db import AgentRow, AliasRow, AssignmentRow, ModelRow, make_engine, session_factory
 from registry.migrate import upgrade
+from registry.schemas import (PROBLEMS, AgentSummary, AliasSet, Ecal, FleetRow, Health, ModelSummary, ParetoPoint,
+                              Plugins, RolledBack, SeriesPoint, UploadedModel)
 from registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
@@ -112,7 +114,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             app.state.ingest.stop()
         engine.dispose()
 
-    app = FastAPI(title="edgejoule registry", version="1", lifespan=lifespan)
+    app = FastAPI(title="edgejoule registry", version="1", lifespan=lifespan, responses=PROBLEMS)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -153,7 +155,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
 
     # -- models ----------------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/models", status_code=201, dependencies=[Depends(require_admin)])
-    async def upload_model(manifest: UploadFile = File(...), model: UploadFile = File(...)) -> dict[str, Any]:
+    async def upload_model(manifest: UploadFile = File(...), model: UploadFile = File(...)) -> UploadedModel:
         """Upload a model package: its manifest (JSON) and its .tflite file. Nothing is stored unless both are valid."""
         limit = settings.max_upload_bytes
         try:
@@ -185,12 +187,12 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             except service.Conflict as exc:
                 raise HTTPException(409, str(exc)) from None
             app.state.store.put(data)
-            result = {"id": row.id, "site": row.site, "task": row.task, "version": row.version, "sha256": row.sha256}
+            result = UploadedModel(id=row.id, site=row.site, task=row.task, version=row.version, sha256=row.sha256)
         counters["uploads"].inc()
         return result
 
     @app.get(f"{API_PREFIX}/models", dependencies=[Depends(require_admin)])
-    def list_models(site: str | None = None) -> list[dict[str, Any]]:
+    def list_models(site: str | None = None) -> list[ModelSummary]:
         with app.state.sessions() as session:
             q = session.query(ModelRow)
             if site:
@@ -198,7 +200,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             aliases = {(a.model_id): a.name for a in session.query(AliasRow)}
             return [{"id": m.id, "site": m.site, "task": m.task, "family": m.family, "version": m.version,
                      "estimated_energy_uj": m.estimated_energy_uj, "metrics": m.manifest.get("metrics", {}),
-                     "alias": aliases.get(m.id), "created_at": m.created_at.isoformat()}
+                     "alias": aliases.get(m.id), "created_at": m.created_at}
                     for m in q.order_by(ModelRow.site, ModelRow.version)]
 
     def _model(session, model_id: str) -> ModelRow:
@@ -215,7 +217,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             raise HTTPException(403, "an agent may only read the models assigned to it")
 
     @app.get(f"{API_PREFIX}/models/{{model_id}}/manifest")
-    def get_manifest(model_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    def get_manifest(model_id: str, who: Principal = Depends(principal)) -> ModelManifest:
         with app.state.sessions() as session:
             _may_read(who, session, model_id)
             return _model(session, model_id).manifest
@@ -230,14 +232,14 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
 
     @app.put(f"{API_PREFIX}/sites/{{site}}/aliases/{{name}}", dependencies=[Depends(require_admin)])
     def set_alias(site: str = PathParam(max_length=64), name: str = PathParam(pattern=r"^[A-Za-z0-9._-]{1,32}$"),
-                  body: AliasRequest = Body(...)) -> dict[str, str]:
+                  body: AliasRequest = Body(...)) -> AliasSet:
         """Point an alias (production, candidate, ...) of a site at one of its models."""
         with app.state.sessions.begin() as session:
             model = _model(session, body.model_id)
             if model.site != site:
                 raise HTTPException(409, f"model '{model.id}' belongs to site '{model.site}'")
             session.merge(AliasRow(site=site, task=model.task, name=name, model_id=model.id))
-        return {"site": site, "alias": name, "model_id": body.model_id}
+        return AliasSet(site=site, alias=name, model_id=body.model_id)
 
     # -- agents ----------------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/agents", status_code=201, dependencies=[Depends(require_admin)])
@@ -254,7 +256,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
 
     @app.get(f"{API_PREFIX}/agents", dependencies=[Depends(require_admin)])
-    def list_agents(site: str | None = None) -> list[dict[str, Any]]:
+    def list_agents(site: str | None = None) -> list[AgentSummary]:
         with app.state.sessions() as session:
             q = session.query(AgentRow)
             if site:
@@ -262,7 +264,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
             stale = datetime.now(timezone.utc) - timedelta(seconds=settings.offline_after_s)
             return [{"agent_id": a.id, "site": a.site, "state": _state(a, stale), "current_model_id": a.current_model_id,
                      "runtime": a.runtime, "hardware": a.hardware, "plugins": a.plugins,
-                     "last_seen": a.last_seen.isoformat() if a.last_seen else None} for a in q.order_by(AgentRow.id)]
+                     "last_seen": a.last_seen} for a in q.order_by(AgentRow.id)]
 
     @app.post(f"{API_PREFIX}/agents/{{agent_id}}/heartbeat", status_code=204)
     def post_heartbeat(agent_id: str, beat: Heartbeat, who: Principal = Depends(require_self_or_admin)) -> Response:
@@ -300,7 +302,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         return {"rolled_back": rolled_back}
 
     @app.post(f"{API_PREFIX}/agents/{{agent_id}}/rollback", dependencies=[Depends(require_admin)])
-    def manual_rollback(agent_id: str) -> dict[str, str]:
+    def manual_rollback(agent_id: str) -> RolledBack:
         with app.state.sessions.begin() as session:
             try:
                 row = service.rollback(session, agent_id)
@@ -308,7 +310,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
                 raise HTTPException(409, str(exc)) from None
             model_id = row.model_id
         notify([agent_id])
-        return {"agent_id": agent_id, "model_id": model_id}
+        return RolledBack(agent_id=agent_id, model_id=model_id)
 
     # -- deployments -----------------------------------------------------------------------------------
     @app.post(f"{API_PREFIX}/deployments", status_code=201, dependencies=[Depends(require_admin)])
@@ -349,7 +351,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
     @app.get(f"{API_PREFIX}/fleet", dependencies=[Depends(require_admin)])
     def get_fleet(group_by: Literal["site", "model", "agent"] = "model", site: str | None = None,
                   model_id: str | None = None, agent_id: str | None = None, since: datetime | None = None,
-                  until: datetime | None = None) -> list[dict[str, Any]]:
+                  until: datetime | None = None) -> list[FleetRow]:
         """Energy per inference (measured and estimated), latency, quality and counts over a time window."""
         with app.state.sessions() as session:
             return fleet_queries.fleet(session, group_by, site, model_id, agent_id, since, until)
@@ -357,39 +359,39 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
     @app.get(f"{API_PREFIX}/fleet/series", dependencies=[Depends(require_admin)])
     def get_series(bucket_s: int = Query(300, ge=1, le=30 * 86400), site: str | None = None,
                    model_id: str | None = None, since: datetime | None = None,
-                   until: datetime | None = None) -> list[dict[str, Any]]:
+                   until: datetime | None = None) -> list[SeriesPoint]:
         """Energy per inference and quality per site and model, in time buckets of ``bucket_s`` seconds."""
         with app.state.sessions() as session:
             return fleet_queries.series(session, bucket_s, site, model_id, since, until)
 
     @app.get(f"{API_PREFIX}/sites/{{site}}/pareto", dependencies=[Depends(require_admin)])
-    def get_pareto(site: str, metric: str = "sum_rate") -> list[dict[str, Any]]:
+    def get_pareto(site: str, metric: str = "sum_rate") -> list[ParetoPoint]:
         """The site's models: estimated and measured energy per inference against quality, Pareto front marked."""
         with app.state.sessions() as session:
             return fleet_queries.pareto(session, site, metric)
 
     @app.get(f"{API_PREFIX}/models/{{model_id}}/ecal", dependencies=[Depends(require_admin)])
-    def get_ecal(model_id: str) -> dict[str, Any]:
+    def get_ecal(model_id: str) -> Ecal:
         with app.state.sessions() as session:
             _model(session, model_id)
             return fleet_queries.ecal(session, model_id)
 
     @app.get(f"{API_PREFIX}/sites", dependencies=[Depends(require_admin)])
-    def get_sites() -> dict[str, Any]:
-        return {name: site.model_dump(mode="json") for name, site in list_sites().items()}
+    def get_sites() -> dict[str, SiteConfig]:
+        return list_sites()
 
     @app.get(f"{API_PREFIX}/plugins", dependencies=[Depends(require_admin)])
-    def get_plugins() -> dict[str, Any]:
+    def get_plugins() -> Plugins:
         manager = plugins.get_manager()
         with app.state.sessions() as session:
             agents = {a.id: a.plugins for a in session.query(AgentRow)}
-        return {"server": {name: info.provides for name, info in manager.infos.items()}, "agents": agents}
+        return Plugins(server={name: info.provides for name, info in manager.infos.items()}, agents=agents)
 
     # -- operations ------------------------------------------------------------------------------------
     @app.get("/healthz")
-    def health() -> dict[str, Any]:
+    def health() -> Health:
         ingest = app.state.ingest
-        return {"status": "ok", "mqtt": None if ingest is None else ingest.connected.is_set()}
+        return Health(status="ok", mqtt=None if ingest is None else ingest.connected.is_set())
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> Response:

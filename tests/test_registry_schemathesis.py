@@ -1,11 +1,13 @@
 """schemathesis against the registry's own OpenAPI, with the admin token and with an agent's token, on a
-live server with data in it, on SQLite and on PostgreSQL: a bounded number of generated requests per operation, and none may get a 5xx."""
+live server with data in it, on SQLite and on PostgreSQL: a bounded number of generated requests per operation;
+none may get a 5xx, and every answer must match the response schema the OpenAPI documents for it."""
 
 from __future__ import annotations
 
 import os
 
 import schemathesis
+from schemathesis.checks import FailureGroup, response_schema_conformance
 from hypothesis import HealthCheck, Phase, given, settings
 
 import pytest
@@ -48,7 +50,13 @@ def test_no_server_errors(live, who):
             response = case.call(base_url=live.url, headers={"Authorization": f"Bearer {token}"})
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+                return
+            try:
+                case.validate_response(response, checks=[response_schema_conformance])
+            except FailureGroup as exc:
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                                f"{'; '.join(failure.title for failure in exc.exceptions)}: {response.text[:200]}")
 
         check()
     assert calls >= 10 * len(list(schema.get_all_operations()))
-    assert failures == []
+    assert not failures, "\n".join(failures)

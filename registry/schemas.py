@@ -1,0 +1,137 @@
+"""The registry's admin answers (models, agents, fleet queries, operations): what ``/openapi.json`` documents
+for them, checked on the way out. The agent contract is :mod:`core.schemas.api`.
+
+Fleet rows are ``TypedDict``s: their keys follow the grouping (a per-site row has no ``model_id``), and a
+per-agent answer has a thousand rows, which pydantic checks as plain dicts without building a model each."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+from typing_extensions import NotRequired, TypedDict
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite keeps no zone and the registry stores UTC: say so, as RFC 3339 (the OpenAPI date-time) requires."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class ValidationProblem(BaseModel):
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """Every 4xx answer: what was wrong and how to fix it; for a request that does not match the API's schema,
+    the list of what did not match (the input is not echoed back)."""
+
+    detail: str | list[ValidationProblem]
+
+
+PROBLEMS = {status: {"model": Problem} for status in (401, 403, 404, 409, 413, 422)}
+
+
+class UploadedModel(BaseModel):
+    id: str
+    site: str
+    task: str
+    version: int
+    sha256: str
+
+
+class ModelSummary(BaseModel):
+    id: str
+    site: str
+    task: str
+    family: str
+    version: int
+    estimated_energy_uj: float = Field(description="the energy model's estimate per inference, from the manifest")
+    metrics: dict[str, float] = Field(description="on the site's test split, from the manifest")
+    alias: str | None = Field(description="an alias of the site pointing at this model, if any")
+    created_at: UtcDatetime
+
+
+class AliasSet(BaseModel):
+    site: str
+    alias: str
+    model_id: str
+
+
+class AgentSummary(BaseModel):
+    agent_id: str
+    site: str
+    state: Literal["online", "offline", "unknown"] = Field(
+        description="online only while heartbeats keep coming; offline at once on the MQTT last will")
+    current_model_id: str | None
+    runtime: str
+    hardware: dict[str, str]
+    plugins: list[str]
+    last_seen: UtcDatetime | None
+
+
+class RolledBack(BaseModel):
+    agent_id: str
+    model_id: str = Field(description="the model the agent is assigned again")
+
+
+class _Sums(TypedDict):
+    windows: int
+    inferences: int
+    energy_total_uj: float | None  # per inference, measured; None without inferences
+    energy_dynamic_uj: float | None
+    estimated_energy_uj: float | None  # mean of the windows' estimates, where they carry one
+    latency_ms_p50: float | None  # means of the windows' percentiles, weighted by inferences
+    latency_ms_p95: float | None
+    quality: dict[str, float]  # each metric's mean, weighted by the inferences of the windows reporting it
+
+
+class FleetRow(_Sums):
+    """One group of ``GET /fleet``: its key (``site``; ``model_id`` when grouped by model or agent, None for
+    the fallback baseline; ``agent_id`` when grouped by agent) and the meters that measured it."""
+
+    site: str
+    model_id: NotRequired[str | None]
+    agent_id: NotRequired[str]
+    meters: list[str]
+
+
+class SeriesPoint(_Sums):
+    """One site, model and time bucket of ``GET /fleet/series``."""
+
+    site: str
+    model_id: str | None
+    bucket_start: int  # epoch seconds (UTC)
+
+
+class ParetoPoint(BaseModel):
+    model_id: str
+    version: int
+    estimated_energy_uj: float
+    measured_energy_uj: float | None = Field(description="the fleet's energy per inference, if it ran")
+    quality: float | None = Field(description="the requested metric on the test split, from the manifest")
+    on_front: bool = Field(description="no other model of the site has both less energy and more quality")
+
+
+class Ecal(BaseModel):
+    model_id: str
+    inferences: int
+    training_energy_j: float
+    inference_energy_j: float
+    n_train: int
+    ecal_j_per_bit: float | None = Field(description="None before the model has run or been trained")
+
+
+class Plugins(BaseModel):
+    server: dict[str, dict[str, list[str]]] = Field(description="plugin -> kind of thing -> names it provides")
+    agents: dict[str, list[str]] = Field(description="agent -> the plugins its last heartbeat reported")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    mqtt: bool | None = Field(description="the MQTT ingest's connection; None without a broker")
