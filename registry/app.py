@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from core import plugins
@@ -34,30 +34,13 @@ from registry.artifacts import ArtifactStore
 from registry.auth import Principal, principal, require_admin, require_self_or_admin
 from registry.db import AgentRow, AliasRow, AssignmentRow, ModelRow, make_engine, session_factory
 from registry.migrate import upgrade
-from registry.schemas import (PROBLEMS, AgentSummary, AliasSet, Ecal, FleetRow, Health, ModelSummary, ParetoPoint,
-                              Plugins, RolledBack, SeriesPoint, UploadedModel)
+from registry.schemas import (PROBLEMS, AgentSummary, AliasRequest, AliasSet, DeploymentRequest, DeploymentResult, Ecal,
+                              FleetRow, Health, ModelSummary, ParetoPoint, Plugins, RolledBack, SeriesPoint,
+                              UploadedModel)
 from registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
 TFLITE_MAGIC = b"TFL3"
-
-
-class DeploymentRequest(BaseModel):
-    site: str
-    model_id: str
-    fraction: float = Field(1.0, gt=0, le=1, description="share of the site's agents (staged rollout)")
-    agents: list[str] | None = Field(None, description="exactly these agents instead of a fraction")
-
-
-class DeploymentResult(BaseModel):
-    deployment_id: int
-    site: str
-    model_id: str
-    agents: list[str]
-
-
-class AliasRequest(BaseModel):
-    model_id: str
 
 
 def _state(agent: AgentRow, stale: datetime) -> str:

@@ -141,10 +141,12 @@ def migrate(database_url: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_DAT
     typer.echo("database is at the newest schema")
 
 
-def _call(method: str, registry: str, token: str, path: str, **kwargs: Any) -> Any:
+def _call(method: str, registry: str, token: str, path: str, answer: Any, **kwargs: Any) -> Any:
+    """The registry's answer to one request, read as ``answer`` (a type of ``registry.schemas``)."""
     import httpx
+    from pydantic import TypeAdapter, ValidationError
 
-    from core.errors import EdgejouleError
+    from core.errors import EdgejouleError, first_problem
     from core.schemas.api import API_PREFIX
 
     try:
@@ -156,7 +158,11 @@ def _call(method: str, registry: str, token: str, path: str, **kwargs: Any) -> A
         detail = response.json().get("detail", response.text) if response.headers.get("content-type", "").startswith(
             "application/json") else response.text
         raise EdgejouleError(f"registry answered {response.status_code}: {detail}")
-    return response.json() if response.content else None
+    try:
+        return TypeAdapter(answer).validate_json(response.content)
+    except ValidationError as exc:
+        raise EdgejouleError(f"the registry's answer to {method} {path} is not what this client reads "
+                             f"({first_problem(exc)}): are the registry and this edgejoule the same version?") from None
 
 
 @agents_app.command("add")
@@ -166,11 +172,14 @@ def add_agent(agent_id: str = typer.Option(..., "--agent-id"), site: str = typer
     """Register an agent and print its credential (shown once)."""
     from core.cli.output import print_json
 
-    result = _call("POST", registry, token, "/agents", json={"agent_id": agent_id, "site": site})
+    from core.schemas.api import AgentRegistered, AgentRegistration
+
+    result = _call("POST", registry, token, "/agents", AgentRegistered,
+                   json=AgentRegistration(agent_id=agent_id, site=site).model_dump(mode="json"))
     if as_json:
-        print_json(result)
+        print_json(result.model_dump(mode="json"))
     else:
-        typer.echo(f"agent {result['agent_id']} at {result['site']}: EDGE_AGENT_TOKEN={result['token']}")
+        typer.echo(f"agent {result.agent_id} at {result.site}: EDGE_AGENT_TOKEN={result.token}")
 
 
 def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
@@ -182,9 +191,11 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
     table = Table(title="models")
     for col in ("id", "site", "task", "version", "alias", "estimated uJ", "sum rate"):
         table.add_column(col)
-    for m in _call("GET", registry, token, "/models", params={"site": site} if site else None):
-        table.add_row(m["id"], m["site"], m["task"], str(m["version"]), m["alias"] or "",
-                      f"{m['estimated_energy_uj']:.4g}", f"{m['metrics'].get('sum_rate', float('nan')):.3f}")
+    from registry.schemas import ModelSummary
+
+    for m in _call("GET", registry, token, "/models", list[ModelSummary], params={"site": site} if site else None):
+        table.add_row(m.id, m.site, m.task, str(m.version), m.alias or "", f"{m.estimated_energy_uj:.4g}",
+                      _number(m.metrics.get("sum_rate"), ".3f"))
     console.print(table)
 
 
@@ -193,11 +204,12 @@ def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
            agents: str = typer.Option(None, help="comma-separated agent ids instead of a fraction"),
            registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
     """Deploy a model to a site's agents (staged with --fraction)."""
-    body: dict[str, Any] = {"site": site, "model_id": model_id, "fraction": fraction}
-    if agents:
-        body["agents"] = [a.strip() for a in agents.split(",") if a.strip()]
-    result = _call("POST", registry, token, "/deployments", json=body)
-    typer.echo(f"deployment {result['deployment_id']}: {model_id} -> {', '.join(result['agents']) or 'no agents'}")
+    from registry.schemas import DeploymentRequest, DeploymentResult
+
+    chosen = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    body = DeploymentRequest(site=site, model_id=model_id, fraction=fraction, agents=chosen)
+    result = _call("POST", registry, token, "/deployments", DeploymentResult, json=body.model_dump(mode="json"))
+    typer.echo(f"deployment {result.deployment_id}: {model_id} -> {', '.join(result.agents) or 'no agents'}")
 
 
 def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), site: str = typer.Option(None),
@@ -207,17 +219,22 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
 
     from core.cli.output import console, print_json
 
+    from pydantic import TypeAdapter
+
+    from registry.schemas import AgentSummary, FleetRow
+
     params = {"group_by": group_by} | ({"site": site} if site else {})
-    rows = _call("GET", registry, token, "/fleet", params=params)
-    agents = _call("GET", registry, token, "/agents", params={"site": site} if site else None)
+    rows = _call("GET", registry, token, "/fleet", list[FleetRow], params=params)
+    agents = _call("GET", registry, token, "/agents", list[AgentSummary], params={"site": site} if site else None)
     if as_json:
-        print_json({"groups": rows, "agents": agents})
+        print_json({"groups": TypeAdapter(list[FleetRow]).dump_python(rows, mode="json"),
+                    "agents": [a.model_dump(mode="json") for a in agents]})
         return
     t = Table(title="agents")
     for col in ("agent", "site", "state", "model", "runtime"):
         t.add_column(col)
     for a in agents:
-        t.add_row(a["agent_id"], a["site"], a["state"], a["current_model_id"] or "-", a["runtime"])
+        t.add_row(a.agent_id, a.site, a.state, a.current_model_id or "-", a.runtime)
     console.print(t)
     t = Table(title=f"energy per inference by {group_by}")
     for col in ("site", "model", "agent", "inferences", "measured uJ", "dynamic uJ", "estimated uJ", "meter",
@@ -225,10 +242,15 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(r["site"], str(r.get("model_id", "")), r.get("agent_id", ""), str(r["inferences"]),
-                  f"{r['energy_total_uj']:.4g}", f"{r['energy_dynamic_uj']:.4g}",
-                  f"{r['estimated_energy_uj']:.4g}" if r["estimated_energy_uj"] is not None else "-",
-                  ", ".join(r["meters"]), f"{r['latency_ms_p95']:.3f}", f"{r['quality'].get('sum_rate', float('nan')):.3f}")
+                  _number(r["energy_total_uj"], ".4g"), _number(r["energy_dynamic_uj"], ".4g"),
+                  _number(r["estimated_energy_uj"], ".4g"), ", ".join(r["meters"]), _number(r["latency_ms_p95"], ".3f"),
+                  _number(r["quality"].get("sum_rate"), ".3f"))
     console.print(t)
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A table cell; "-" where the registry has no value (a group without inferences, a metric not reported)."""
+    return "-" if value is None else format(value, spec)
 
 
 @hookimpl

@@ -1,5 +1,6 @@
-"""The registry's admin answers (models, agents, fleet queries, operations): what ``/openapi.json`` documents
-for them, checked on the way out. The agent contract is :mod:`core.schemas.api`.
+"""The registry's admin requests and answers (models, agents, deployments, fleet queries, operations): what
+``/openapi.json`` documents for them, checked on the way in and out by the service and read with the same
+models by the ``edgejoule`` client. The agent contract is :mod:`core.schemas.api`.
 
 Fleet rows are ``TypedDict``s: their keys follow the grouping (a per-site row has no ``model_id``), and a
 per-agent answer has a thousand rows, which pydantic checks as plain dicts without building a model each."""
@@ -35,6 +36,24 @@ class Problem(BaseModel):
 
 
 PROBLEMS = {status: {"model": Problem} for status in (401, 403, 404, 409, 413, 422)}
+
+
+class DeploymentRequest(BaseModel):
+    site: str
+    model_id: str
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the site's agents (staged rollout)")
+    agents: list[str] | None = Field(None, description="exactly these agents instead of a fraction")
+
+
+class DeploymentResult(BaseModel):
+    deployment_id: int
+    site: str
+    model_id: str
+    agents: list[str]
+
+
+class AliasRequest(BaseModel):
+    model_id: str
 
 
 class UploadedModel(BaseModel):

@@ -227,7 +227,15 @@ def test_migrations_up_down_up_and_cli_client(tmp_path, postgres_server):
         assert as_agent(server.url, token).get("/agents/bs-9/assignment").json()["model_id"] == "m1"
         fleet = run_cli("fleet", "--json", env=env)
         assert json.loads(fleet.stdout)["agents"][0]["agent_id"] == "bs-9"
+        with server.admin() as admin:  # a window without inferences: its group has no energy per inference
+            send(admin, "/telemetry", window("bs-9", "m1", 0, inferences=0)).raise_for_status()
+        table = run_cli("fleet", env=env)
+        assert table.returncode == 0 and "bs-9" in table.stdout and " - " in table.stdout, table.stderr
+        listed = run_cli("models", env=env)
+        assert listed.returncode == 0 and "m1" in listed.stdout, listed.stderr
         refused = run_cli("deploy", "m1", "--site", "campus-los", env=env)
         assert refused.returncode == 2 and "409" in refused.stderr + refused.stdout
+        bad = run_cli("deploy", "m1", "--site", "urban-nlos", "--fraction", "0", env=env)
+        assert bad.returncode == 2 and "fraction" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     finally:
         server.stop()
