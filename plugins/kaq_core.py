@@ -228,13 +228,19 @@ class KaqLoss(nn.Module):
 
     ``follow``: where the teacher's weights come from on each step (the quantized net's ``state_dict``; its
     quantizers are skipped, the teacher keeps identity ones), so the teacher is the quantized net itself in FP
-    arithmetic and trains along; None (default) keeps the frozen copy of ``teacher``."""
+    arithmetic and trains along; None (default) keeps the frozen copy of ``teacher``.
+
+    ``seed``: the sample positions come from the loss's own generator, so a QAT run draws the same positions
+    whatever ran before it in the process (with torch's global generator, a row of a ``detect`` table
+    depended on which other bit widths the same command had trained first)."""
 
     def __init__(
         self, teacher: Unfolded, weight: float = 1.0, samples: int = 256, anneal_steps: int | None = None,
         target: str = MMD_TARGETS[0], follow: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        self.generator = torch.Generator().manual_seed(seed)
         if target not in MMD_TARGETS:
             raise ValueError(f"unknown MMD target '{target}' ({', '.join(MMD_TARGETS)})")
         self.target = target
@@ -263,7 +269,7 @@ class KaqLoss(nn.Module):
             if self.follow is not None:
                 self.teacher.load_state_dict({k: v for k, v in self.follow().items() if not k.startswith("quant.")})
             _, fp = self.teacher(*batch[:3], keep=True)
-            idx = torch.randperm(fp[0].numel())[: self.samples]
+            idx = torch.randperm(fp[0].numel(), generator=self.generator)[: self.samples]
             fp_s = [self._phi(k, fp[k].flatten()[idx]) for k in self.layers]
         if not bool(self.initialized):
             with torch.no_grad():
@@ -344,7 +350,7 @@ def quantize_activations(
         anneal = cfg.epochs * cfg.steps_per_epoch if mmd_schedule == "linear" else None
         # before the policies' calibration: KaqLoss refuses an unknown target before that work is done
         follow = net.state_dict if mmd_teacher == "along" else None
-        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target, follow=follow)
+        extra = KaqLoss(fp, weight=mmd_weight, anneal_steps=anneal, target=mmd_target, follow=follow, seed=cfg.seed)
         net.quant = nn.ModuleList(KaqActQuant(bits, POLICIES[policy](const)) for _ in range(fp.arch.layers))
         calibrate_policies(fp, list(net.quant), source, const, cfg)
     else:
