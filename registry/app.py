@@ -36,7 +36,7 @@ from registry.db import AgentRow, AliasRow, AssignmentRow, ModelRow, make_engine
 from registry.migrate import upgrade
 from registry.schemas import (PROBLEMS, AgentSummary, AliasRequest, AliasSet, DeploymentRequest, DeploymentResult, Ecal,
                               FleetRow, Health, ModelSummary, ParetoPoint, Plugins, RolledBack, SeriesPoint,
-                              UploadedModel)
+                              UploadedModel, utc)
 from registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
@@ -45,9 +45,7 @@ TFLITE_MAGIC = b"TFL3"
 
 def _state(agent: AgentRow, stale: datetime) -> str:
     """online only while heartbeats keep coming; the MQTT last will sets offline at once."""
-    last_seen = agent.last_seen
-    if last_seen is not None and last_seen.tzinfo is None:  # SQLite keeps no zone; we store UTC
-        last_seen = last_seen.replace(tzinfo=timezone.utc)
+    last_seen = None if agent.last_seen is None else utc(agent.last_seen)
     if agent.state == "online" and (last_seen is None or last_seen < stale):
         return "offline"
     return agent.state

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
 from registry.db import ROLLUP_LEVELS, ModelRow, QualityMetricRow, RollupLevel, TelemetryRow
-from registry.service import ROLLUP_SUMS, utc
+from registry.schemas import utc
+from registry.service import ROLLUP_SUMS
 
 T = TelemetryRow
 # a bucket starting later would end after the last datetime

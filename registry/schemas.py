@@ -14,12 +14,13 @@ from pydantic import AfterValidator, BaseModel, Field
 from typing_extensions import NotRequired, TypedDict
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite keeps no zone and the registry stores UTC: say so, as RFC 3339 (the OpenAPI date-time) requires."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+def utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive time is taken as UTC. Stored times are UTC, so SQLite (which keeps no zone) compares
+    and buckets them the same way as PostgreSQL, and answers say so, as RFC 3339 (the OpenAPI date-time) requires."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 
 
 class ValidationProblem(BaseModel):

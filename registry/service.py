@@ -17,6 +17,7 @@ from registry.auth import new_token, token_hash
 from registry.broker_auth import mosquitto_hash
 from registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow,
                          TelemetryRow)
+from registry.schemas import utc
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -202,12 +203,6 @@ def _pg_insert(session: Session, table, columns: list[str], rows: list[tuple], c
                    for c, values in zip(columns, zip(*rows)))
     result = session.connection().exec_driver_sql(sql, params)
     return list(result.scalars()) if returning else []
-
-
-def utc(moment: datetime) -> datetime:
-    """Aware UTC; a naive time is taken as UTC. Stored times are UTC, so SQLite (which keeps no zone) compares
-    and buckets them the same way as PostgreSQL."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def _telemetry_row(m: Telemetry) -> dict:

@@ -19,6 +19,7 @@ from registry import fleet as fleet_queries
 from registry import service
 from registry.db import ROLLUP_LEVELS, QualityMetricRow, TelemetryRow, make_engine, session_factory
 from registry.migrate import alembic_config, upgrade
+from registry.schemas import utc
 from tests.fleet import start_registry
 from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
 from tests.registry_parts import T0, package, send, upload, window
@@ -50,7 +51,7 @@ def reports(n: int = 240, seed: int = 1) -> list:
 def expected(messages: list, keys: tuple[str, ...], since=None, until=None, **filters) -> dict[tuple, dict]:
     """What a fleet query must answer, from the messages themselves."""
     groups: dict[tuple, list] = defaultdict(list)
-    since, until = (None if t is None else service.utc(t) for t in (since, until))
+    since, until = (None if t is None else utc(t) for t in (since, until))
     for m in messages:
         if (since is None or m.window_end >= since) and (until is None or m.window_end <= until) \
                 and all(getattr(m, k) == v for k, v in filters.items() if v is not None):
