@@ -219,16 +219,13 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
 
     from core.cli.output import console, print_json
 
-    from pydantic import TypeAdapter
-
     from registry.schemas import AgentSummary, FleetRow
 
     params = {"group_by": group_by} | ({"site": site} if site else {})
     rows = _call("GET", registry, token, "/fleet", list[FleetRow], params=params)
     agents = _call("GET", registry, token, "/agents", list[AgentSummary], params={"site": site} if site else None)
     if as_json:
-        print_json({"groups": TypeAdapter(list[FleetRow]).dump_python(rows, mode="json"),
-                    "agents": [a.model_dump(mode="json") for a in agents]})
+        print_json({"groups": rows, "agents": [a.model_dump(mode="json") for a in agents]})  # rows: plain dicts
         return
     t = Table(title="agents")
     for col in ("agent", "site", "state", "model", "runtime"):
