@@ -83,18 +83,40 @@ class AssignmentRow(Base):
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TelemetrySeriesRow(Base):
+    """One stream of reports: an agent's windows with one model at one site, measured by one meter. The raw
+    rows and the roll-up tables name their stream by ``id`` (migration 0006), so the fleet queries group and sort
+    integers and join the five names once per group, not per row. ``model_id`` is '' for the classical fallback
+    (a key column cannot be NULL). Streams are never deleted, so no foreign key guards the ids (it would cost
+    every upsert of the ingest a lookup)."""
+
+    __tablename__ = "telemetry_series"
+    __table_args__ = (UniqueConstraint("agent_id", "model_id", "site", "meter", "meter_kind",
+                                       name="uq_telemetry_series_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(String(128), index=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    meter: Mapped[str] = mapped_column(String(32))
+    meter_kind: Mapped[str] = mapped_column(String(16))
+
+
 class TelemetryRow(Base):
-    """One report. Migration 0004 shapes it for the fleet queries' scans of raw rows by ``window_end``: on SQLite
-    a covering index (every column those sums read; the table is never visited), on PostgreSQL a plain index and
-    ``quality`` as jsonb (parsed once at insert, not at every read)."""
+    """One report. Migrations 0004 and 0006 shape it for the fleet queries' scans of raw rows by ``window_end``:
+    on SQLite a covering index (every column those sums read; the table is never visited), on PostgreSQL a plain
+    index and ``quality`` as jsonb (parsed once at insert, not at every read). ``series_id`` names its stream
+    (``TelemetrySeriesRow``); on SQLite the column stays nullable in the DDL (ALTER TABLE cannot add a NOT NULL
+    column without a default), but the ingest always sets it."""
 
     __tablename__ = "telemetry"
     __table_args__ = (Index("ix_telemetry_window_end", "window_end").ddl_if(dialect="postgresql"),
-                      Index("ix_telemetry_window_end_covering", "window_end", "agent_id", "model_id", "site", "meter",
-                            "meter_kind", "inferences", "energy_total_uj", "energy_dynamic_uj", "latency_ms_p50",
-                            "latency_ms_p95", "estimated_energy_uj", "quality").ddl_if(dialect="sqlite"))
+                      Index("ix_telemetry_window_end_covering", "window_end", "series_id", "inferences",
+                            "energy_total_uj", "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95",
+                            "estimated_energy_uj", "quality").ddl_if(dialect="sqlite"))
 
     message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    series_id: Mapped[int] = mapped_column(Integer)
     agent_id: Mapped[str] = mapped_column(String(64), index=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
     model_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
@@ -115,24 +137,18 @@ class TelemetryRow(Base):
 
 
 class _RollupKey:
-    """The key every roll-up table shares: a bucket of one agent's reports with one model at one site.
+    """The key every roll-up table shares: a bucket of one stream of reports (``TelemetrySeriesRow``).
 
     ``start`` is the UTC epoch second where the bucket of ``window_end`` starts (the hourly tables call that
-    column ``hour``); ``model_id`` is '' where the telemetry's is None (the classical fallback), because a key
-    column cannot be NULL. (``sort_order``: the key columns come first, ``start`` before the rest, as in
-    migrations 0003 and 0005.)"""
+    column ``hour``). (``sort_order``: ``start`` first, then the stream, as in migration 0006.)"""
 
-    site: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
-    model_id: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-1)
-    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=-1)
 
 
 class _RollupSums(_RollupKey):
-    """Sums of the telemetry per key, meter and meter kind. Only sums are kept (they add up across batches and
-    buckets); the fleet queries divide."""
+    """Sums of the telemetry per key. Only sums are kept (they add up across batches and buckets); the fleet
+    queries divide."""
 
-    meter: Mapped[str] = mapped_column(String(32), primary_key=True)
-    meter_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     windows: Mapped[int] = mapped_column(BigInteger)
     inferences: Mapped[int] = mapped_column(BigInteger)
     energy_total_uj: Mapped[float] = mapped_column(Float, doc="sum of energy_total_uj x inferences")
@@ -155,16 +171,14 @@ class TelemetryHourRow(_RollupSums, Base):
     """Hourly roll-up of the telemetry, kept by the ingest in the transaction that stores the raw rows."""
 
     __tablename__ = "telemetry_hourly"
-    __table_args__ = (Index("ix_telemetry_hourly_agent", "agent_id", "hour"),
-                      Index("ix_telemetry_hourly_model", "model_id", "hour"))
+    __table_args__ = (Index("ix_telemetry_hourly_series", "series_id", "hour"),)
 
     start: Mapped[int] = mapped_column("hour", BigInteger, primary_key=True, sort_order=-2)
 
 
 class TelemetryHourQualityRow(_RollupQuality, Base):
     __tablename__ = "telemetry_hourly_quality"
-    __table_args__ = (Index("ix_telemetry_hourly_quality_agent", "agent_id", "hour"),
-                      Index("ix_telemetry_hourly_quality_model", "model_id", "hour"))
+    __table_args__ = (Index("ix_telemetry_hourly_quality_series", "series_id", "hour"),)
 
     start: Mapped[int] = mapped_column("hour", BigInteger, primary_key=True, sort_order=-2)
 
@@ -174,7 +188,7 @@ class Telemetry5MinRow(_RollupSums, Base):
     a dozen rows per agent and hour instead of every report.
 
     The 5-minute tables are only read over the short edges of a window, by ``start``: they get no index per
-    agent or model, and on SQLite their rows live in the primary key's B-tree (WITHOUT ROWID), so each upsert
+    stream, and on SQLite their rows live in the primary key's B-tree (WITHOUT ROWID), so each upsert
     of the ingest writes one B-tree, not two to four."""
 
     __tablename__ = "telemetry_5min"
@@ -208,14 +222,6 @@ class RollupLevel:
 # coarsest first; each size divides the one before it, so a coarse bucket is a whole number of finer ones
 ROLLUP_LEVELS = (RollupLevel(3600, TelemetryHourRow, TelemetryHourQualityRow),
                  RollupLevel(300, Telemetry5MinRow, Telemetry5MinQualityRow))
-
-
-class QualityMetricRow(Base):
-    """The names seen in telemetry ``quality`` dicts, so fleet queries can aggregate each one in SQL."""
-
-    __tablename__ = "quality_metrics"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class EventRow(Base):

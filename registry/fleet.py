@@ -7,6 +7,11 @@ a window ``[since, until]`` (on ``window_end``, both ends included) is covered c
 serves the whole hours ``[ceil_h(since), floor_h(until))``, the 5-minute level the whole 5 minutes of what is
 left at each edge, and raw reports only the rest (under 5 minutes on each side). A window with no whole bucket
 of a level goes to the next finer one whole. Sums from all sources add up, then are divided.
+
+Every source names its stream of reports (an agent's, with one model, at one site, from one meter) by an integer
+(``TelemetrySeriesRow``): the sources' rows are summed per stream first, so the database sorts integers, and
+only the streams' sums are joined with their names and summed per group. One statement sums the energy,
+latency and counts of all sources, one the quality metrics.
 """
 
 from __future__ import annotations
@@ -15,25 +20,26 @@ from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, extract, func, or_, select, union_all
+from sqlalchemy import BigInteger, Float, and_, cast, extract, func, or_, select, true, union_all
 from sqlalchemy.orm import Session
 
 from core.energy.ecal import LifecycleStages, ecal_j_per_bit
-from registry.db import ROLLUP_LEVELS, ModelRow, QualityMetricRow, RollupLevel, TelemetryRow
+from registry.db import ROLLUP_LEVELS, ModelRow, RollupLevel, TelemetryRow, TelemetrySeriesRow
 from registry.schemas import utc
 from registry.service import ROLLUP_SUMS
 
 T = TelemetryRow
+S = TelemetrySeriesRow
 # a bucket starting later would end after the last datetime
 LATEST = datetime.max.replace(tzinfo=timezone.utc).timestamp() - max(level.seconds for level in ROLLUP_LEVELS)
 GROUPINGS = {"site": ("site",), "model": ("site", "model_id"), "agent": ("site", "model_id", "agent_id")}
 
 
 class _Groups:
-    """Sums per group key (ROLLUP_SUMS order), the meters seen and the quality sums, from either source.
+    """Sums per group key (ROLLUP_SUMS order), the meters seen and the quality sums.
 
-    Rows arrive as Core rows (not ORM results) and are merged in plain loops, with no call per row: a per-agent
-    query has 1000 groups, so every step per row counts."""
+    Rows arrive as Core rows (not ORM results), one per group and meter (or metric), and are merged in plain
+    loops, with no call per row: a per-agent query has 1000 groups, so every step per row counts."""
 
     def __init__(self, width: int, meters: bool) -> None:
         self.width, self.with_meters = width, meters
@@ -41,26 +47,18 @@ class _Groups:
         self.meters: dict[tuple, set[tuple[str, str]]] = {}
         self.quality: dict[tuple, dict[str, list]] = {}
 
-    def add(self, rows, names: Sequence[str] = ()) -> None:
-        """Rows of (the key, [meter, meter_kind,] the ROLLUP_SUMS[, each of ``names``' weighted sum and
-        inferences]); every sum is a number (the raw query coalesces the NULL of an empty sum)."""
+    def add(self, rows) -> None:
+        """Rows of (the key, [meter, meter_kind,] the ROLLUP_SUMS)."""
         width = self.width
         start = width + 2 if self.with_meters else width
-        end = start + len(ROLLUP_SUMS)
-        sums, meters, quality = self.sums, self.meters, self.quality
+        sums, meters = self.sums, self.meters
         for row in rows:
             key = tuple(row[:width])
-            values = row[start:end]
+            values = row[start:]
             acc = sums.get(key)
             sums[key] = list(values) if acc is None else [a + b for a, b in zip(acc, values)]
             if start > width:
                 meters.setdefault(key, set()).add(row[width:start])
-            for i, name in enumerate(names):
-                inferences = row[end + 2 * i + 1]
-                if inferences:
-                    q = quality.setdefault(key, {}).setdefault(name, [0.0, 0])
-                    q[0] += row[end + 2 * i]
-                    q[1] += inferences
 
     def add_quality(self, rows) -> None:
         """Rows of (the key, metric, weighted sum, inferences), from the quality roll-up."""
@@ -76,18 +74,20 @@ class _Groups:
         """One dict per group, ``names`` naming the key's columns, in key order (None first)."""
         out = []
         no_quality: dict = {}
+        labels: dict[frozenset, list[str]] = {}  # most groups share their meters: format each set once
         keys = list(self.sums)  # a key function per key only where a None needs it (the fallback's model_id)
         for key in sorted(keys, key=_none_first) if any(None in key for key in keys) else sorted(keys):
             windows, n, total, dynamic, p50, p95, estimated, estimated_windows = self.sums[key]
-            row = dict(zip(names, key))
-            row["windows"], row["inferences"] = windows, n
-            row["energy_total_uj"], row["energy_dynamic_uj"] = (total / n, dynamic / n) if n else (None, None)
-            row["estimated_energy_uj"] = estimated / estimated_windows if estimated_windows else None
-            row["latency_ms_p50"], row["latency_ms_p95"] = (p50 / n, p95 / n) if n else (None, None)
             quality = self.quality.get(key, no_quality)
-            row["quality"] = {name: quality[name][0] / quality[name][1] for name in sorted(quality)}
+            row = {**dict(zip(names, key)), "windows": windows, "inferences": n,
+                   "energy_total_uj": total / n if n else None, "energy_dynamic_uj": dynamic / n if n else None,
+                   "estimated_energy_uj": estimated / estimated_windows if estimated_windows else None,
+                   "latency_ms_p50": p50 / n if n else None, "latency_ms_p95": p95 / n if n else None,
+                   "quality": {name: quality[name][0] / quality[name][1] for name in sorted(quality)}}
             if self.with_meters:
-                row["meters"] = sorted(f"{meter} ({kind})" for meter, kind in self.meters[key])
+                meters = frozenset(self.meters[key])
+                row["meters"] = labels.get(meters) or labels.setdefault(
+                    meters, sorted(f"{meter} ({kind})" for meter, kind in meters))
             out.append(row)
         return out
 
@@ -136,89 +136,101 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
 
 
-def _where(query, table, site: str | None, model_id: str | None, agent_id: str | None):
-    for column, value in ((table.site, site), (table.model_id, model_id), (table.agent_id, agent_id)):
-        if value is not None:
-            query = query.where(column == value)
-    return query
+def _streams(query, column, site: str | None, model_id: str | None, agent_id: str | None):
+    """``query`` restricted to the streams (``column`` names them) of that site, model and agent."""
+    conditions = [c == v for c, v in ((S.site, site), (S.model_id, model_id), (S.agent_id, agent_id)) if v is not None]
+    return query.where(column.in_(select(S.id).where(*conditions))) if conditions else query
 
 
-def _raw_sums(session: Session, groups: _Groups, keys: list, condition, filters: tuple) -> None:
-    """One scan of the raw rows matching ``condition``: the sums per key (and meter), each quality metric's too.
-    Keys go to GROUP BY most selective first (agent, model, site), which spares SQLite's sort comparisons."""
-    connection = session.connection()  # Core rows: no ORM bookkeeping per row
-    names = list(connection.scalars(select(QualityMetricRow.name).order_by(QualityMetricRow.name)))
-    n = T.inferences
-    columns = [func.count(), func.sum(n), func.sum(T.energy_total_uj * n), func.sum(T.energy_dynamic_uj * n),
-               func.sum(T.latency_ms_p50 * n), func.sum(T.latency_ms_p95 * n),
-               func.coalesce(func.sum(T.estimated_energy_uj), 0.0), func.count(T.estimated_energy_uj)]
-    for name in names:
-        value = T.quality[name].as_float()
-        columns += [func.sum(value * n), func.sum(case((value.is_not(None), n), else_=0))]
-    meter_columns = [T.meter, T.meter_kind] if groups.with_meters else []
-    query = _where(select(*keys, *meter_columns, *columns), T, *filters)
-    if condition is not True:
-        query = query.where(condition)
-    groups.add(connection.execute(query.group_by(*reversed(keys), *meter_columns)).all(), names)
+def _within(query, table, ranges: list[tuple[int | None, int | None]]):
+    """``query`` restricted to the buckets of a roll-up table that start in one of the [lo, hi) ``ranges``."""
+    spans = []
+    for lo, hi in ranges:
+        bounds = ([table.start >= lo] if lo is not None else []) + ([table.start < hi] if hi is not None else [])
+        if not bounds:
+            return query  # every bucket
+        spans.append(and_(*bounds))
+    return query.where(or_(*spans))
 
 
-def _rolled_up_sums(session: Session, groups: _Groups, buckets: Buckets, keys, filters: tuple) -> None:
-    """The same sums over whole buckets of the roll-up levels: one statement for the sums and one for the
-    quality, each summing the levels' rows (UNION ALL) per key in the database, so Python merges one row per
-    key and meter (and per key and metric) whatever the number of levels; ``keys(table)`` gives the key
-    columns of any roll-up table."""
-    connection = session.connection()
+def _per_group(connection, sources: list, extra: int, names: Sequence[str], meters: bool, bucket: bool) -> list:
+    """Sum ``sources`` (rows of stream id, [bucket start,] ``extra`` grouping columns, then values) per group:
+    rows of (the names' columns, [bucket start,] [meter, meter_kind,] the extra columns, the sums).
 
-    def within(query, table, ranges):
-        query = _where(query, table, *filters)
-        spans = []
-        for lo, hi in ranges:
-            bounds = ([table.start >= lo] if lo is not None else []) + ([table.start < hi] if hi is not None else [])
-            if not bounds:
-                return query  # every bucket
-            spans.append(and_(*bounds))
-        return query.where(or_(*spans))
-
-    def summed(parts: list, grouped: int):
-        """``SELECT`` the first ``grouped`` columns and the sum of each other one, per group, over ``parts``."""
-        rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    Without time buckets a stream has many rows (one per roll-up bucket and raw report), so they are summed
+    per stream first: the database sorts integers, and joins the names once per stream. With time buckets a
+    stream has about one row per bucket, and the rows are joined with their names directly. Keys go to GROUP BY
+    most selective first (agent, model, site), which spares SQLite's sort comparisons; PostgreSQL sums BIGINT
+    as NUMERIC: cast back, so counts stay integers in Python."""
+    rows = (union_all(*sources) if len(sources) > 1 else sources[0]).subquery()
+    grouped = 1 + bucket + extra
+    if not bucket:
         columns = list(rows.c)
-        group = columns[:grouped]
-        # keys most selective first (agent, model, site) spare SQLite's sort comparisons; PostgreSQL sums BIGINT
-        # as NUMERIC: cast back, so counts stay integers in Python
-        width = groups.width
-        return connection.execute(select(*group, *(cast(func.sum(c), c.type) for c in columns[grouped:]))
-                                  .group_by(*reversed(group[:width]), *group[width:])).all()
-
-    def labelled(table) -> list:
-        return [column.label(f"k{i}") for i, column in enumerate(keys(table))]
-
-    meters = groups.with_meters
-    sums = [within(select(*labelled(level.sums), *([level.sums.meter, level.sums.meter_kind] if meters else []),
-                          *(level.sums.__table__.c[c] for c in ROLLUP_SUMS)), level.sums, ranges)
-            for level, ranges in buckets.items()]
-    groups.add(summed(sums, groups.width + (2 if meters else 0)))
-    quality = [within(select(*labelled(level.quality), level.quality.metric, level.quality.weighted_sum,
-                             level.quality.inferences), level.quality, ranges)
-               for level, ranges in buckets.items()]
-    groups.add_quality(summed(quality, groups.width + 1))
+        rows = select(*columns[:grouped], *(cast(func.sum(c), c.type).label(c.name) for c in columns[grouped:])) \
+            .group_by(*columns[:grouped]).subquery()
+    columns = list(rows.c)
+    keys = [func.nullif(S.model_id, "").label("model_id") if name == "model_id" else getattr(S, name) for name in names]
+    keys += columns[1:1 + bucket] + ([S.meter, S.meter_kind] if meters else []) + columns[1 + bucket:grouped]
+    query = select(*keys, *(cast(func.sum(c), c.type) for c in columns[grouped:])) \
+        .join_from(rows, S, S.id == rows.c.series_id) \
+        .group_by(*reversed(keys[:len(names)]), *keys[len(names):])
+    return connection.execute(query).all()
 
 
-def _columns(table, names) -> list:
-    """The roll-up's key columns; its '' for the fallback's model_id reads as NULL, like the raw rows'."""
-    return [func.nullif(table.model_id, "") if name == "model_id" else getattr(table, name) for name in names]
+def _grouped_sums(session: Session, groups: _Groups, names: Sequence[str], buckets: Buckets, condition,
+                  filters: tuple, bucket_s: int | None = None) -> None:
+    """The sums and the quality of each group of ``names`` (and time bucket of ``bucket_s``) over the roll-up
+    levels' ``buckets`` and the raw rows matching ``condition`` (None: no raw row)."""
+    connection = session.connection()  # Core rows: no ORM bookkeeping per row
+
+    def bucket_of(start) -> list:
+        return [] if bucket_s is None else [(start // bucket_s * bucket_s).label("bucket")]
+
+    sums, quality = [], []
+    for level, ranges in buckets.items():
+        table, metrics = level.sums, level.quality
+        sums.append(_within(_streams(select(
+            table.series_id, *bucket_of(table.start), *(table.__table__.c[c] for c in ROLLUP_SUMS)),
+            table.series_id, *filters), table, ranges))
+        quality.append(_within(_streams(select(
+            metrics.series_id, *bucket_of(metrics.start), metrics.metric, metrics.weighted_sum, metrics.inferences),
+            metrics.series_id, *filters), metrics, ranges))
+    if condition is not None:
+        n, raw_bucket = T.inferences, bucket_of(_epoch_seconds(session))
+        by = [T.series_id, *raw_bucket]
+        types = [ROLLUP_LEVELS[0].sums.__table__.c[c].type for c in ROLLUP_SUMS]
+        values = [func.count(), func.sum(n), func.sum(T.energy_total_uj * n), func.sum(T.energy_dynamic_uj * n),
+                  func.sum(T.latency_ms_p50 * n), func.sum(T.latency_ms_p95 * n),
+                  func.coalesce(func.sum(T.estimated_energy_uj), 0.0), func.count(T.estimated_energy_uj)]
+        raw = _streams(select(*by, *(cast(v, t) for v, t in zip(values, types))), T.series_id, *filters)
+        sums.append((raw if condition is True else raw.where(condition)).group_by(*by))
+        metric = _metrics(session)
+        value = cast(metric.c.value, Float)
+        raw = _streams(select(*by, metric.c.key.label("metric"), cast(func.sum(value * n), Float),
+                              cast(func.sum(n), BigInteger)).select_from(T).join(metric, true()),
+                       T.series_id, *filters)
+        quality.append((raw if condition is True else raw.where(condition)).group_by(*by, metric.c.key))
+    if not sums:
+        return
+    bucket = bucket_s is not None
+    groups.add(_per_group(connection, sums, 0, names, groups.with_meters, bucket))
+    groups.add_quality(_per_group(connection, quality, 1, names, False, bucket))
+
+
+def _metrics(session: Session):
+    """Each (key, value) of a raw row's ``quality``, as a table joined to the row (``json_each`` on SQLite,
+    ``jsonb_each_text`` of the jsonb column on PostgreSQL)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.json_each(T.quality).table_valued("key", "value")
+    return func.jsonb_each_text(T.quality).table_valued("key", "value")
 
 
 def fleet(session: Session, group_by: str = "model", site: str | None = None, model_id: str | None = None,
           agent_id: str | None = None, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     names = GROUPINGS[group_by]
-    filters = (site, model_id, agent_id)
     buckets, condition = _plan(since, until)
     groups = _Groups(len(names), meters=True)
-    if buckets:
-        _rolled_up_sums(session, groups, buckets, lambda table: _columns(table, names), filters)
-    if condition is not None:
-        _raw_sums(session, groups, [getattr(T, k) for k in names], condition, filters)
+    _grouped_sums(session, groups, names, buckets, condition, (site, model_id, agent_id))
     return groups.rows(names)
 
 
@@ -232,15 +244,9 @@ def series(session: Session, bucket_s: int, site: str | None = None, model_id: s
            since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Energy per inference and quality per site and model in time buckets of ``bucket_s`` seconds (from the
     roll-up levels whose buckets divide ``bucket_s``)."""
-    filters = (site, model_id, None)
     buckets, condition = _plan(since, until, [level for level in ROLLUP_LEVELS if bucket_s % level.seconds == 0])
     groups = _Groups(3, meters=False)
-    if buckets:
-        _rolled_up_sums(session, groups, buckets,
-                        lambda table: [*_columns(table, ("site", "model_id")), table.start // bucket_s * bucket_s], filters)
-    if condition is not None:
-        bucket = _epoch_seconds(session) // bucket_s * bucket_s
-        _raw_sums(session, groups, [T.site, T.model_id, bucket], condition, filters)
+    _grouped_sums(session, groups, ("site", "model_id"), buckets, condition, (site, model_id, None), bucket_s)
     rows = groups.rows(("site", "model_id", "bucket_start"))
     for row in rows:
         row["bucket_start"] = int(row["bucket_start"])

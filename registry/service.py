@@ -15,8 +15,8 @@ from core.schemas.manifest import ModelManifest
 from core.schemas.messages import Heartbeat, Telemetry
 from registry.auth import new_token, token_hash
 from registry.broker_auth import mosquitto_hash
-from registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, QualityMetricRow,
-                         TelemetryRow)
+from registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, TelemetryRow,
+                         TelemetrySeriesRow)
 from registry.schemas import utc
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
@@ -156,29 +156,65 @@ def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:
     or redelivered message_id is ignored by both. Returns how many were new. On SQLite, raises IntegrityError when
     another registry process stored one of them meanwhile; the caller retries (the whole transaction, roll-up
     included, was rolled back), and the retry skips what is stored. On PostgreSQL the insert skips it itself."""
-    fresh = _store_new(session, list({m.message_id: m for m in messages}.values()))
+    messages = list({m.message_id: m for m in messages}.values())
+    if not messages:
+        return 0
+    series = _series_ids(session, {_stream(m) for m in messages})
+    fresh = _store_new(session, messages, series)
     if fresh:
-        _remember_quality_names(session, {name for m in fresh for name in m.quality})
-        _roll_up(session, fresh)
+        _roll_up(session, fresh, series)
     return len(fresh)
 
 
-def _store_new(session: Session, messages: list[Telemetry]) -> list[Telemetry]:
+Stream = tuple[str, str, str, str, str]
+
+
+def _stream(m: Telemetry) -> Stream:
+    """The key of ``telemetry_series`` (``TelemetrySeriesRow``), in its unique constraint's order."""
+    return m.agent_id, m.model_id or "", m.site, m.meter, m.meter_kind
+
+
+def _series_ids(session: Session, streams: set[Stream]) -> dict[Stream, int]:
+    """The id of each stream, adding those not stored yet (a new agent, model or meter)."""
+    S = TelemetrySeriesRow
+    key = (S.agent_id, S.model_id, S.site, S.meter, S.meter_kind)
+
+    def stored() -> dict[Stream, int]:
+        agents = sorted({stream[0] for stream in streams})
+        return {tuple(row[1:]): row[0] for row in session.execute(select(S.id, *key).where(S.agent_id.in_(agents)))}
+
+    ids = stored()
+    missing = sorted(streams - ids.keys())  # sorted: two PostgreSQL workers adding the same streams wait, not deadlock
+    if missing:
+        names = [column.key for column in key]
+        if _postgres(session):
+            _pg_insert(session, S.__table__, names, missing, conflict=tuple(names))
+        else:
+            session.connection().exec_driver_sql(
+                f"INSERT INTO {S.__tablename__} ({', '.join(names)}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                missing)
+        ids = stored()
+    return ids
+
+
+def _store_new(session: Session, messages: list[Telemetry], series: dict[Stream, int]) -> list[Telemetry]:
     """Insert the messages whose message_id is not stored yet (ids unique in ``messages``); return those."""
-    if not messages:
-        return []
     table = TelemetryRow.__table__
+
+    def row(m: Telemetry) -> dict:
+        return _telemetry_row(m) | {"series_id": series[_stream(m)]}
+
     if _postgres(session):  # one statement: ON CONFLICT skips the stored ids and RETURNING names the new ones
         # in id order: two workers inserting the same ids wait for each other in one direction only (no deadlock)
-        rows = sorted((_telemetry_row(m) for m in messages), key=lambda row: row["message_id"])
-        new = set(_pg_insert(session, table, list(rows[0]), [tuple(row.values()) for row in rows],
+        rows = sorted((row(m) for m in messages), key=lambda r: r["message_id"])
+        new = set(_pg_insert(session, table, list(rows[0]), [tuple(r.values()) for r in rows],
                              conflict=("message_id",), returning="message_id"))
         return [m for m in messages if m.message_id in new]
     known = set(session.scalars(select(TelemetryRow.message_id).where(
         TelemetryRow.message_id.in_([m.message_id for m in messages]))))
     fresh = [m for m in messages if m.message_id not in known]
     if fresh:
-        session.execute(insert(table), [_telemetry_row(m) for m in fresh])  # Core executemany: no ORM bookkeeping
+        session.execute(insert(table), [row(m) for m in fresh])  # Core executemany: no ORM bookkeeping
     return fresh
 
 
@@ -218,16 +254,16 @@ ROLLUP_SUMS = ("windows", "inferences", "energy_total_uj", "energy_dynamic_uj", 
                "estimated_energy_uj", "estimated_windows")
 
 
-def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
+def _roll_up(session: Session, fresh: list[Telemetry], series: dict[Stream, int]) -> None:
     """Add new windows to every roll-up level: sums per key of the finest level in Python, folded into the keys
     of each coarser level (whose buckets are whole numbers of finer ones), then one upsert per key and level."""
     finest = ROLLUP_LEVELS[-1].seconds
     sums: dict[tuple, list] = {}
     quality: dict[tuple, list] = {}
     for m in fresh:
-        group = (int(utc(m.window_end).timestamp() // finest) * finest, m.site, m.model_id or "", m.agent_id)
+        key = (int(utc(m.window_end).timestamp() // finest) * finest, series[_stream(m)])
         n = m.inferences
-        acc = sums.get(key := (*group, m.meter, m.meter_kind))
+        acc = sums.get(key)
         if acc is None:
             acc = sums[key] = [0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0]
         acc[0] += 1
@@ -240,7 +276,7 @@ def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
             acc[6] += m.estimated_energy_uj
             acc[7] += 1
         for name, value in m.quality.items():
-            q = quality.get(qkey := (*group, name))
+            q = quality.get(qkey := (*key, name))
             if q is None:
                 q = quality[qkey] = [0.0, 0]
             q[0] += value * n
@@ -248,9 +284,8 @@ def _roll_up(session: Session, fresh: list[Telemetry]) -> None:
     for level in ROLLUP_LEVELS:
         start = level.start_column
         coarser = level.seconds != finest
-        _add(session, level.sums, (start, "site", "model_id", "agent_id", "meter", "meter_kind"), ROLLUP_SUMS,
-             _fold(sums, level.seconds) if coarser else sums)
-        _add(session, level.quality, (start, "site", "model_id", "agent_id", "metric"), ("weighted_sum", "inferences"),
+        _add(session, level.sums, (start, "series_id"), ROLLUP_SUMS, _fold(sums, level.seconds) if coarser else sums)
+        _add(session, level.quality, (start, "series_id", "metric"), ("weighted_sum", "inferences"),
              _fold(quality, level.seconds) if coarser else quality)
 
 
@@ -280,13 +315,3 @@ def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str,
     sql = (f"INSERT INTO {table.name} ({', '.join((*keys, *columns))}) VALUES ({', '.join('?' * len(rows[0]))}) "
            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in columns))
     session.connection().exec_driver_sql(sql, rows)
-
-
-def _remember_quality_names(session: Session, names: set[str]) -> None:
-    if not names:
-        return
-    if _postgres(session):  # a name two workers add at once is stored once, without an error
-        _pg_insert(session, QualityMetricRow.__table__, ["name"], [(name,) for name in sorted(names)], conflict=("name",))
-        return
-    known = set(session.scalars(select(QualityMetricRow.name).where(QualityMetricRow.name.in_(names))))
-    session.add_all(QualityMetricRow(name=name) for name in sorted(names - known))

@@ -13,17 +13,18 @@ from types import SimpleNamespace
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, event, func, insert, inspect, select, text
+from sqlalchemy import column, create_engine, event, func, insert, inspect, select, table, text
 
 from registry import fleet as fleet_queries
 from registry import service
-from registry.db import ROLLUP_LEVELS, QualityMetricRow, TelemetryRow, make_engine, session_factory
+from registry.db import ROLLUP_LEVELS, TelemetryRow, TelemetrySeriesRow, make_engine, session_factory
 from registry.migrate import alembic_config, upgrade
 from registry.schemas import utc
 from tests.fleet import start_registry
 from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
 from tests.registry_parts import T0, package, send, upload, window
 
+QUALITY_METRICS_0002 = table("quality_metrics", column("name"))  # the metric names the registry kept from 0002 to 0005
 AGENTS = {"bs-1": ("urban-nlos", "rapl"), "bs-2": ("urban-nlos", "ina219"), "bs-3": ("campus-los", "rapl")}
 MODELS = ("m1", "m2", None)
 
@@ -176,15 +177,16 @@ def test_a_duplicate_in_a_batch_or_across_batches_is_rolled_up_once(database_url
         check_fleet(session, first + second)
 
 
-def test_migrations_0003_and_0005_backfill_the_rollup_from_stored_reports(tmp_path, database_url):
+def test_migrations_0003_to_0006_backfill_the_rollup_from_stored_reports(tmp_path, database_url):
     """A database at 0002 with reports in it (stored as the old registry did: raw rows and metric names) is upgraded;
-    both roll-up levels must equal those the ingest builds, and the queries must answer as from the reports."""
+    the streams (0006) and both roll-up levels must equal those the ingest builds, and the queries must answer as
+    from the reports."""
     messages = reports(seed=4)
     command.upgrade(alembic_config(database_url), "0002")
     old = create_engine(database_url)
     with old.begin() as conn:
         conn.execute(insert(TelemetryRow.__table__), [service._telemetry_row(m) for m in messages])
-        conn.execute(insert(QualityMetricRow.__table__), [{"name": "ber"}, {"name": "sum_rate"}])
+        conn.execute(insert(QUALITY_METRICS_0002), [{"name": "ber"}, {"name": "sum_rate"}])
     old.dispose()
     upgrade(database_url)
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
@@ -194,8 +196,8 @@ def test_migrations_0003_and_0005_backfill_the_rollup_from_stored_reports(tmp_pa
     tables = {}
     for url in (database_url, reference):
         with session_factory(make_engine(url))() as session:
-            tables[url] = [sorted(map(tuple, session.execute(select(table.__table__))))
-                           for level in ROLLUP_LEVELS for table in (level.sums, level.quality)]
+            tables[url] = [sorted(map(tuple, session.execute(select(table.__table__)))) for table in
+                           (TelemetrySeriesRow, *(t for level in ROLLUP_LEVELS for t in (level.sums, level.quality)))]
             check_fleet(session, messages)
     for backfilled, built in zip(tables[database_url], tables[reference]):
         assert len(backfilled) == len(built) > 0
@@ -259,7 +261,7 @@ def test_migration_0004_up_and_down_keeps_the_answers(database_url):
     engine = make_engine(database_url)
     with engine.begin() as conn:  # as the 0003 registry stored them: raw rows, metric names, the roll-up
         conn.execute(insert(TelemetryRow.__table__), [service._telemetry_row(m) for m in messages])
-        conn.execute(insert(QualityMetricRow.__table__), [{"name": "ber"}, {"name": "sum_rate"}])
+        conn.execute(insert(QUALITY_METRICS_0002), [{"name": "ber"}, {"name": "sum_rate"}])
     engine.dispose()
     command.downgrade(config, "0002")  # 0003's upgrade backfills the roll-up from the rows
     command.upgrade(config, "0003")
