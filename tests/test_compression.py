@@ -158,6 +158,22 @@ def test_training_improves_the_sum_rate(fresh):
     assert result.best_val_sum_rate == pytest.approx(after)
 
 
+def test_fine_tuning_without_selection_ends_with_the_weights_a_selecting_run_picks():
+    """QAT of a candidate is a few steps inside one epoch: a run that validates and keeps the best epoch ends
+    with the very weights of one that skips validation (``select_best=False``, what the MPQ workers use)."""
+    ds = load_dataset(get_site("urban-nlos").with_overrides(n_samples=600))
+    H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
+    runs = []
+    for select in (True, False):
+        torch.manual_seed(0)
+        model = PrecoderCNNFamily().build(TINY)
+        result = train(model, H_train, H_val, ds.p_max, TrainConfig(epochs=10**6, patience=10**6, batch_size=100,
+                                                                     max_steps=3, select_best=select))
+        assert (result.steps, result.epochs_run, len(result.history)) == (3, 1, 1 if select else 0)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
+
+
 def test_pareto_front():
     points = [(1.0, 5.0), (2.0, 4.0), (1.5, 3.0), (3.0, 1.0), (2.0, 4.0), (0.5, 5.0)]
     assert pareto_front(points) == [0, 1, 3]

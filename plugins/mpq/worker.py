@@ -111,7 +111,7 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     if budget.qat_steps:
         train(model, data["train"], data["val"], ds.p_max,
               TrainConfig(epochs=10**6, patience=10**6, batch_size=budget.qat_batch, max_steps=budget.qat_steps,
-                          seed=candidate.torch_seed()))
+                          seed=candidate.torch_seed(), select_best=False))
     frozen, _ = freeze(model)
     with torch.inference_mode():
         rates = evaluate(frozen, H_test, ds.p_max)
