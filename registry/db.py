@@ -106,7 +106,8 @@ class TelemetryRow(Base):
     """One report. Migrations 0004 and 0006 shape it for the fleet queries' scans of raw rows by ``window_end``:
     on SQLite a covering index (every column those sums read; the table is never visited), on PostgreSQL a plain
     index and ``quality`` as jsonb (parsed once at insert, not at every read). ``series_id`` names its stream
-    (``TelemetrySeriesRow``); on SQLite the column stays nullable in the DDL (ALTER TABLE cannot add a NOT NULL
+    (``TelemetrySeriesRow``), and the queries find a site's, model's or agent's rows through it (0006 dropped
+    the indexes on the three names, which every insert had to keep up); on SQLite the column stays nullable in the DDL (ALTER TABLE cannot add a NOT NULL
     column without a default), but the ingest always sets it."""
 
     __tablename__ = "telemetry"
@@ -117,9 +118,9 @@ class TelemetryRow(Base):
 
     message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     series_id: Mapped[int] = mapped_column(Integer)
-    agent_id: Mapped[str] = mapped_column(String(64), index=True)
-    site: Mapped[str] = mapped_column(String(64), index=True)
-    model_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fallback: Mapped[str | None] = mapped_column(String(32), nullable=True)

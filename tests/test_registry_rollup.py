@@ -303,3 +303,21 @@ def test_postgresql_sessions_plan_fleet_queries_serially_without_jit(database_ur
         assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
     engine.dispose()
+
+
+def test_the_sqlite_writer_stores_times_and_quality_as_sqlalchemy_does(tmp_path):
+    """The ingest writes raw rows with the driver's executemany, not SQLAlchemy's insert: the text of times and
+    quality must be what SQLAlchemy writes, since window_end is compared as text by the fleet queries."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    upgrade(url)
+    message = reports(1, seed=7)[0].model_copy(update={"window_end": at(1.2).astimezone(timezone(timedelta(hours=2)))})
+    sessions = session_factory(make_engine(url))
+    with sessions.begin() as session:
+        service.ingest_telemetry_batch(session, [message])
+        row = service._telemetry_row(message) | {"message_id": "via-sqlalchemy", "series_id": 1}
+        session.execute(insert(TelemetryRow.__table__), [row])
+    with sessions() as session:
+        stored = session.connection().exec_driver_sql(
+            "SELECT window_start, window_end, quality FROM telemetry ORDER BY message_id = 'via-sqlalchemy'").all()
+    assert stored[0] == stored[1]
+    assert stored[0][1] == at(1.2).strftime("%Y-%m-%d %H:%M:%S.%f")

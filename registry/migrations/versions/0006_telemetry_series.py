@@ -3,7 +3,9 @@
 A fleet query groups thousands of roll-up rows; up to 0005 each was keyed by five strings (site, model, agent,
 meter, meter kind), and SQLite's sort compared them row by row. ``telemetry_series`` holds each distinct
 five once; the raw rows get its ``series_id`` (on SQLite the covering index of 0004 now carries it instead of the
-five), and both roll-up levels are rebuilt keyed by (bucket, series_id) from the stored reports. The names of
+five), and both roll-up levels are rebuilt keyed by (bucket, series_id) from the stored reports. The queries
+find a site's, model's or agent's raw rows through their streams, so the raw rows' indexes on those three names,
+which every insert kept up, go. The names of
 the quality metrics (``quality_metrics``) are no longer needed: the raw rows' metrics are read with json_each.
 
 Revision ID: 0006
@@ -28,6 +30,7 @@ COVERING = ("window_end", "series_id", "inferences", "energy_total_uj", "energy_
 COVERING_0004 = ("window_end", "agent_id", "model_id", "site", "meter", "meter_kind", "inferences", "energy_total_uj",
                  "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95", "estimated_energy_uj", "quality")
 STREAM = ("agent_id", "model_id", "site", "meter", "meter_kind")
+NAME_INDEXES = ("agent_id", "model_id", "site")  # 0001's indexes on the raw rows' names
 
 
 def _rebuild_levels(by_series: bool) -> None:
@@ -62,6 +65,8 @@ def upgrade() -> None:
         op.create_index("ix_telemetry_window_end_covering", "telemetry", list(COVERING))
     else:
         op.alter_column("telemetry", "series_id", existing_type=sa.Integer(), nullable=False)
+    for name in NAME_INDEXES:
+        op.drop_index(f"ix_telemetry_{name}", "telemetry")
     _rebuild_levels(by_series=True)
     op.drop_table("quality_metrics")
 
@@ -77,4 +82,6 @@ def downgrade() -> None:
         op.drop_index("ix_telemetry_window_end_covering", "telemetry")
         op.create_index("ix_telemetry_window_end_covering", "telemetry", list(COVERING_0004))
     op.drop_column("telemetry", "series_id")
+    for name in NAME_INDEXES:
+        op.create_index(f"ix_telemetry_{name}", "telemetry", [name])
     op.drop_table("telemetry_series")
