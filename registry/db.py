@@ -184,33 +184,25 @@ class TelemetryHourQualityRow(_RollupQuality, Base):
     start: Mapped[int] = mapped_column("hour", BigInteger, primary_key=True, sort_order=-2)
 
 
-class _EdgeBuckets:
-    """The finer levels (migrations 0005 and 0007) serve the parts of a window left at its edges by the coarser
-    ones, so those edges are read from a few rows per stream instead of every report.
+class Telemetry5MinRow(_RollupSums, Base):
+    """The same sums per 5 minutes (migration 0005), so the partial hours at a window's edges are read from
+    a dozen rows per agent and hour instead of every report.
 
-    They are only read over a window's short edges, by ``start``: they get no index per stream, and on SQLite
-    their rows live in the primary key's B-tree (WITHOUT ROWID), so each upsert of the ingest writes one B-tree,
-    not two to four."""
+    The 5-minute tables are only read over the short edges of a window, by ``start``: they get no index per
+    stream, and on SQLite their rows live in the primary key's B-tree (WITHOUT ROWID), so each upsert
+    of the ingest writes one B-tree, not two to four."""
 
+    __tablename__ = "telemetry_5min"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
     start: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-2)
 
 
-class Telemetry15MinRow(_EdgeBuckets, _RollupSums, Base):
-    __tablename__ = "telemetry_15min"
-
-
-class Telemetry15MinQualityRow(_EdgeBuckets, _RollupQuality, Base):
-    __tablename__ = "telemetry_15min_quality"
-
-
-class Telemetry5MinRow(_EdgeBuckets, _RollupSums, Base):
-    __tablename__ = "telemetry_5min"
-
-
-class Telemetry5MinQualityRow(_EdgeBuckets, _RollupQuality, Base):
+class Telemetry5MinQualityRow(_RollupQuality, Base):
     __tablename__ = "telemetry_5min_quality"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True, sort_order=-2)
 
 
 @dataclass(frozen=True)
@@ -230,7 +222,6 @@ class RollupLevel:
 
 # coarsest first; each size divides the one before it, so a coarse bucket is a whole number of finer ones
 ROLLUP_LEVELS = (RollupLevel(3600, TelemetryHourRow, TelemetryHourQualityRow),
-                 RollupLevel(900, Telemetry15MinRow, Telemetry15MinQualityRow),
                  RollupLevel(300, Telemetry5MinRow, Telemetry5MinQualityRow))
 
 
