@@ -290,13 +290,10 @@ def test_migration_0004_up_and_down_keeps_the_answers(database_url):
         engine.dispose()
 
 
-def test_postgresql_sessions_plan_fleet_queries_serially_without_jit(database_url):
+def test_postgresql_sessions_plan_fleet_queries_serially_without_jit(postgres_server):
     """Parallel workers and JIT cost more than a fleet query itself (docs/REGISTRY.md): the registry's PostgreSQL
     sessions turn both off."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL settings")
-    upgrade(database_url)
-    engine = make_engine(database_url)
+    engine = make_engine(fresh_database(postgres_server))
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == "0"
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
