@@ -107,8 +107,8 @@ class TelemetryRow(Base):
     on SQLite a covering index (every column those sums read; the table is never visited), on PostgreSQL a plain
     index and ``quality`` as jsonb (parsed once at insert, not at every read). ``series_id`` names its stream
     (``TelemetrySeriesRow``), and the queries find a site's, model's or agent's rows through it (0006 dropped
-    the indexes on the three names, which every insert had to keep up); on SQLite the column stays nullable in the DDL (ALTER TABLE cannot add a NOT NULL
-    column without a default), but the ingest always sets it."""
+    the indexes on the three names, which every insert had to keep up); on SQLite the column stays nullable in
+    the DDL (ALTER TABLE cannot add a NOT NULL column without a default), but the ingest always sets it."""
 
     __tablename__ = "telemetry"
     __table_args__ = (Index("ix_telemetry_window_end", "window_end").ddl_if(dialect="postgresql"),
