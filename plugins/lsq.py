@@ -28,14 +28,22 @@ def quant_range(bits: int, signed: bool = True, narrow: bool = False) -> tuple[i
     return 0, 2**bits - 1
 
 
+CHUNK = 1 << 18
+"""Elements per pass of the fake quantizer: 1 MiB of float32, so that its temporaries stay in the cache."""
+
+
 class _LsqQuant(torch.autograd.Function):
     r"""The fake quantizer and its LSQ gradients as one autograd function (scalar ``step``).
 
     Written as composite ops (division, clamp, a detach trick each for the STE and the gradient scale) it made
     autograd allocate and walk about ten full-size temporaries per call, which dominated QAT of the large
-    layers (FC1 of the 64x1024 precoder holds 16.7M weights). The forward value is bit-identical to that
-    composite (``clamp(v/s)`` rounded, times ``s``); the gradients are the same formulas (paper, eq. 3 and
-    sec. 2.2), only summed in another order, so they agree to float rounding:
+    layers (FC1 of the 64x1024 precoder holds 16.7M weights). Here each pass runs over chunks of
+    :data:`CHUNK` elements in buffers that stay in the cache, so the full-size traffic is one read of ``v``
+    and one write of the output (forward), one read each of ``v`` and the incoming gradient and one write of
+    ``v``'s gradient (backward, which recomputes the rounding instead of saving two full-size tensors). The
+    forward value and ``v``'s gradient are bit-identical to the composite (``clamp(v/s)`` rounded, times
+    ``s``); the step's gradient is the same formula (paper, eq. 3 and sec. 2.2) summed chunk by chunk, so it
+    agrees to float rounding:
 
     .. math::
 
@@ -46,22 +54,36 @@ class _LsqQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int, g: float) -> torch.Tensor:
-        # few full-size buffers, updated in place: allocating one costs more than a pass over it
-        x = v / step
-        levels = x.clamp(-q_n, q_p)
-        inside = torch.eq(levels, x, out=torch.empty_like(x))  # clamp's gradient mask (-Q_N <= x <= Q_P), as 0/1
-        levels.round_()
-        # d v_hat / d s per element: v_bar - x inside the range, the clamp level outside
-        slope = torch.sub(levels, x.mul_(inside), out=x)
-        ctx.save_for_backward(slope, inside)
-        ctx.g, ctx.step_shape = g, step.shape
-        return levels.mul_(step)
+        out = torch.empty_like(v, memory_format=torch.contiguous_format)
+        flat, out_flat = v.reshape(-1), out.view(-1)
+        levels = torch.empty(min(CHUNK, flat.numel()), dtype=v.dtype)
+        for i in range(0, flat.numel(), CHUNK):
+            chunk = flat[i : i + CHUNK]
+            x = torch.div(chunk, step, out=levels[: len(chunk)])
+            torch.mul(x.clamp_(-q_n, q_p).round_(), step, out=out_flat[i : i + CHUNK])
+        ctx.save_for_backward(v, step)
+        ctx.q_n, ctx.q_p, ctx.g = q_n, q_p, g
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
-        slope, inside = ctx.saved_tensors
-        grad_step = torch.dot(grad.reshape(-1), slope.reshape(-1)) * ctx.g
-        return grad * inside, grad_step.reshape(ctx.step_shape), None, None, None
+        v, step = ctx.saved_tensors
+        grad_v = torch.empty_like(v, memory_format=torch.contiguous_format)
+        flat, grad_flat, grad_v_flat = v.reshape(-1), grad.reshape(-1), grad_v.view(-1)
+        size = min(CHUNK, flat.numel())
+        x_buf, levels_buf, inside_buf = (torch.empty(size, dtype=v.dtype) for _ in range(3))
+        grad_step = torch.zeros((), dtype=torch.float64)
+        for i in range(0, flat.numel(), CHUNK):
+            chunk, g_chunk = flat[i : i + CHUNK], grad_flat[i : i + CHUNK]
+            n = len(chunk)
+            x = torch.div(chunk, step, out=x_buf[:n])
+            levels = torch.clamp(x, -ctx.q_n, ctx.q_p, out=levels_buf[:n])
+            inside = torch.eq(levels, x, out=inside_buf[:n])  # clamp's gradient mask (-Q_N <= x <= Q_P), as 0/1
+            # d v_hat / d s per element: v_bar - x inside the range, the clamp level outside
+            slope = levels.round_().sub_(x.mul_(inside))
+            grad_step += torch.dot(g_chunk, slope)
+            torch.mul(g_chunk, inside, out=grad_v_flat[i : i + CHUNK])
+        return grad_v, (grad_step * ctx.g).to(step.dtype).reshape(step.shape), None, None, None
 
 
 def lsq_fake_quant(
