@@ -1,7 +1,7 @@
 """Time of an MPQ + NAS search on this machine: FP pre-training per epoch and LSQ fine-tuning + evaluation
 per candidate, for every architecture of the paper's space, and the full 2048-candidate search they imply.
 
-Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2] [--per-arch 3]
+Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2] [--per-arch 3] [--family precoder_cnn]
        .venv/bin/python benchmarks/bench_mpq.py --dask [--budget smoke] [--c-out 8] [--d-fcl 512] [--bits 2,4,16]
        .venv/bin/python benchmarks/bench_mpq.py --fp-phase [--budget default] [--workers 2]
 
@@ -55,7 +55,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(","))
 
 
-def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
+def dask_speedup(site_name: str, budget_name: str, space: SearchSpace, family: str) -> None:
     """The candidates of the same search on a LocalCluster with one worker process, then two."""
     from distributed import LocalCluster
 
@@ -67,7 +67,7 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
         fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in space.archs()]
         (Path(tmp) / "fp").mkdir()
         with local_pool(1) as run:  # FP pre-training, outside the timed part
-            list(run(worker.pretrain, [(site, c, budget, checkpoint(Path(tmp), c)) for c in fp]))
+            list(run(worker.pretrain, [(site, c, budget, checkpoint(Path(tmp), c), family) for c in fp]))
         print(f"{space.size()} candidates (C_out {space.c_out}, D_FCL {space.d_fcl}, bits {space.bits}), "
               f"budget {budget_name}; {load()}")
         for workers in (1, 2):
@@ -76,7 +76,7 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
             with LocalCluster(host="127.0.0.1", n_workers=workers, threads_per_worker=1, processes=True,
                               dashboard_address=None) as cluster:
                 t0 = time.perf_counter()
-                rows = run_search(SearchRequest(site=site_name, space=space, budget=budget_name, executor="dask",
+                rows = run_search(SearchRequest(site=site_name, family=family, space=space, budget=budget_name, executor="dask",
                                                 scheduler=cluster.scheduler_address, out_dir=out))
                 times[workers] = time.perf_counter() - t0
             print(f"dask, {workers} worker(s): {len(rows)} candidates in {times[workers]:.1f} s "
@@ -84,12 +84,12 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace) -> None:
     print(f"speed-up, 2 workers over 1: {times[1] / times[2]:.2f}x")
 
 
-def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -> None:
+def full_search(site_name: str, budget_name: str, workers: int, per_arch: int, family: str) -> None:
     site, budget = _site_data(site_name, budget_name)
     one_epoch = budget.model_copy(update={"fp_epochs": 1, "fp_patience": 1})
     space = SearchSpace()
     mixes = MIXES[:per_arch]
-    print(f"budget {budget.name}: {budget.n_samples} samples, FP <= {budget.fp_epochs} epochs (batch {budget.fp_batch}), "
+    print(f"{family}, budget {budget.name}: {budget.n_samples} samples, FP <= {budget.fp_epochs} epochs (batch {budget.fp_batch}), "
           f"QAT {budget.qat_steps} steps (batch {budget.qat_batch}); {workers} worker process(es), "
           f"{per_arch} candidates per worker and architecture; {load()}")
     print("| C_out | D_FCL | FP epoch | candidate | candidate latency (mean, min-max) | architecture |")
@@ -101,14 +101,14 @@ def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -
             """Wall time of one FP epoch per worker, every worker training its own seed; checkpoint of seed 0."""
             fp = [Candidate(c_out=c_out, d_fcl=d_fcl, bits=(16,) * 4, seed=s) for s in range(workers)]
             t0 = time.perf_counter()
-            list(run(worker.pretrain, [(site, c, one_epoch, Path(tmp) / f"{c.arch_key}.pt") for c in fp]))
+            list(run(worker.pretrain, [(site, c, one_epoch, Path(tmp) / f"{c.arch_key}.pt", family) for c in fp]))
             return (time.perf_counter() - t0) / workers
 
         fp_epoch(*space.archs()[0])  # warm-up: worker processes started, torch imported, data cached
         for c_out, d_fcl in space.archs():
             epoch = fp_epoch(c_out, d_fcl)
             checkpoint = Path(tmp) / f"c{c_out}-d{d_fcl}-s0.pt"
-            calls = [(site, Candidate(c_out=c_out, d_fcl=d_fcl, bits=bits, seed=0), budget, checkpoint)
+            calls = [(site, Candidate(c_out=c_out, d_fcl=d_fcl, bits=bits, seed=0), budget, checkpoint, family)
                      for _ in range(workers) for bits in mixes]
             t0 = time.perf_counter()
             latency = [r["seconds"] for r in run(worker.fine_tune, calls)]
@@ -123,7 +123,7 @@ def full_search(site_name: str, budget_name: str, workers: int, per_arch: int) -
           f"time inside its worker; architecture: {budget.fp_epochs} FP epochs + {len(space.bit_configs())} candidates)")
 
 
-def fp_phase(site_name: str, budget_name: str, workers: int) -> None:
+def fp_phase(site_name: str, budget_name: str, workers: int, family: str) -> None:
     site, budget = _site_data(site_name, budget_name)
     fp = [Candidate(c_out=c, d_fcl=d, bits=(16,) * 4, seed=0) for c, d in SearchSpace().archs()]
     print(f"FP phase of the full search, budget {budget.name} (<= {budget.fp_epochs} epochs, patience "
@@ -132,7 +132,7 @@ def fp_phase(site_name: str, budget_name: str, workers: int) -> None:
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, local_pool(workers) as run:
         t0 = time.perf_counter()
-        for r in run(worker.pretrain, [(site, c, budget, Path(tmp) / f"{c.arch_key}.pt") for c in fp]):
+        for r in run(worker.pretrain, [(site, c, budget, Path(tmp) / f"{c.arch_key}.pt", family) for c in fp]):
             print(f"| {r['arch_key']} | {r['epochs']} | {r['seconds']:.0f} | {r['fp_sum_rate']:.2f} |", flush=True)
         wall = time.perf_counter() - t0
     print(f"FP phase: {wall / 60:.1f} min wall on {workers} worker(s); {load()}")
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--per-arch", type=int, default=3, choices=range(1, len(MIXES) + 1))
     parser.add_argument("--site", default="urban-nlos")
+    parser.add_argument("--family", default="precoder_cnn", help="model family searched")
     parser.add_argument("--dask", action="store_true", help="time a Dask LocalCluster with 1 and 2 workers")
     parser.add_argument("--fp-phase", action="store_true", help="run the full search's FP pre-training for real")
     parser.add_argument("--c-out", default="8", help="--dask: C_out values")
@@ -152,11 +153,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.dask:
         dask_speedup(args.site, args.budget,
-                     SearchSpace(c_out=_ints(args.c_out), d_fcl=_ints(args.d_fcl), bits=_ints(args.bits)))
+                     SearchSpace(c_out=_ints(args.c_out), d_fcl=_ints(args.d_fcl), bits=_ints(args.bits)), args.family)
     elif args.fp_phase:
-        fp_phase(args.site, args.budget, args.workers)
+        fp_phase(args.site, args.budget, args.workers, args.family)
     else:
-        full_search(args.site, args.budget, args.workers, args.per_arch)
+        full_search(args.site, args.budget, args.workers, args.per_arch, args.family)
 
 
 if __name__ == "__main__":

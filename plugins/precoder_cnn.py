@@ -16,11 +16,11 @@ by :meth:`PrecoderCNNFamily.build`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.energy.accelerator import LayerSpec
+from core.energy.accelerator import EnergyBreakdown, LayerSpec, dnn_energy
 from core.hookspecs import hookimpl
 
 LAYER_NAMES = ("CONV", "FCL1", "FCL2", "FCL3")
@@ -47,11 +47,15 @@ class PrecoderCNNFamily:
     def arch(self, arch: Mapping[str, Any] | PrecoderArch) -> PrecoderArch:
         return arch if isinstance(arch, PrecoderArch) else PrecoderArch.model_validate(dict(arch))
 
+    def outputs(self, arch: PrecoderArch) -> int:
+        """Width of FCL3: the real and imaginary parts of W."""
+        return 2 * arch.n_t * arch.n_u
+
     def describe(self, arch: Mapping[str, Any] | PrecoderArch) -> list[LayerSpec]:
         a = self.arch(arch)
         pixels = a.n_u * a.n_t
         flat = a.c_out * pixels
-        out = 2 * a.n_t * a.n_u
+        out = self.outputs(a)
         return [
             LayerSpec(name="CONV", kind="conv", macs=flat * 2 * KERNEL * KERNEL,
                       weights=2 * KERNEL * KERNEL * a.c_out + a.c_out, activations=flat),
@@ -60,6 +64,15 @@ class PrecoderCNNFamily:
                       activations=a.d_fcl),
             LayerSpec(name="FCL3", kind="fc", macs=a.d_fcl * out, weights=a.d_fcl * out + out, activations=out),
         ]
+
+    def layer_bits(self, bits: Sequence[int]) -> list[int]:
+        """The weight bits of every layer :meth:`describe` lists, from those of [CONV, FCL1, FCL2, FCL3]."""
+        return list(bits)
+
+    def energy(self, arch: Mapping[str, Any] | PrecoderArch, bits: Sequence[int],
+               activation_bits: int = 16) -> EnergyBreakdown:
+        """Eq. 7 of one inference with ``bits`` for [CONV, FCL1, FCL2, FCL3]."""
+        return dnn_energy(self.describe(arch), self.layer_bits(bits), activation_bits)
 
     def build(self, arch: Mapping[str, Any] | PrecoderArch) -> Any:
         from plugins.precoder_net import PrecoderCNN

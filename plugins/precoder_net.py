@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from core.tasks.precoding import scale_to_power
-from plugins.precoder_cnn import KERNEL, PrecoderArch
+from plugins.precoder_cnn import KERNEL, PrecoderArch, PrecoderCNNFamily
 
 
 class PrecoderCNN(nn.Module):
@@ -16,6 +16,8 @@ class PrecoderCNN(nn.Module):
     ``input_scale`` and the output to the power budget happen around it (:meth:`forward`; the exported graph
     wraps the core with both, ``plugins/export/tflite.py``).
     """
+
+    family = PrecoderCNNFamily()
 
     def __init__(self, arch: PrecoderArch, input_scale: float = 1.0) -> None:
         super().__init__()
@@ -29,9 +31,14 @@ class PrecoderCNN(nn.Module):
         self.bn1 = nn.BatchNorm1d(arch.d_fcl)
         self.fc2 = nn.Linear(arch.d_fcl, arch.d_fcl)
         self.bn2 = nn.BatchNorm1d(arch.d_fcl)
-        self.fc3 = nn.Linear(arch.d_fcl, 2 * arch.n_t * arch.n_u)
+        self.fc3 = nn.Linear(arch.d_fcl, self.family.outputs(arch))
         self.act = nn.ReLU()
         self.drop = nn.Dropout(arch.dropout)
+
+    def calibrate(self, input_scale: float, p_max: float) -> None:
+        """Set the site's constants before training: the inputs' scale (``p_max`` is for subclasses whose
+        output structure needs the power budget; this one meets it by scaling, eq. 5)."""
+        self.input_scale.fill_(input_scale)
 
     def layers(self) -> list[nn.Module]:
         """The four weight layers, in the order of the bit-width list [CONV, FCL1, FCL2, FCL3]."""
@@ -40,11 +47,15 @@ class PrecoderCNN(nn.Module):
     def forward_real(self, x: torch.Tensor) -> torch.Tensor:
         """Real-valued core, which the exported graph wraps: ``[B, 2, N_U, N_T]`` -> ``[B, 2, N_T, N_U]``
         (real and imaginary parts of W before power scaling)."""
+        # the reshape keeps fc3's own output tensor named after fc3 in the converted graph
+        return self.head(x).reshape(-1, 2, self.arch.n_t, self.arch.n_u)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The four weight layers: ``[B, 2, N_U, N_T]`` -> FCL3's output ``[B, outputs]``."""
         z = self.drop(self.act(self.bn0(self.conv(x))))
         z = self.drop(self.act(self.bn1(self.fc1(z.flatten(1)))))
         z = self.drop(self.act(self.bn2(self.fc2(z))))
-        # the reshape keeps fc3's own output tensor named after fc3 in the converted graph
-        return self.fc3(z).reshape(-1, 2, self.arch.n_t, self.arch.n_u)
+        return self.fc3(z)
 
     def forward(self, H: torch.Tensor, p_max: torch.Tensor | float = 1.0) -> torch.Tensor:
         x = torch.stack([H.real, H.imag], 1).float() * self.input_scale

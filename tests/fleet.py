@@ -20,31 +20,30 @@ from tests.brokers import free_port
 TINY_ARCH = {"c_out": 4, "d_fcl": 32, "n_t": 64, "n_u": 4}
 
 
-def make_chosen(directory: Path, bits: list[int], site: str = "urban-nlos") -> Path:
+def make_chosen(directory: Path, bits: list[int], site: str = "urban-nlos", family: str = "precoder_cnn") -> Path:
     """A compression result like ``edgejoule compress`` writes, for a tiny network with LSQ weights."""
     import torch
 
-    from core.energy.accelerator import dnn_energy
+    from core import plugins
     from core.sites import get_site, load_dataset
     from plugins.lsq import attach, freeze
-    from plugins.precoder_cnn import PrecoderCNNFamily
     from plugins.precoder_training import TrainConfig, input_scale, train, unit_noise_channels
 
     torch.manual_seed(0)
     directory.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(get_site(site).with_overrides(n_samples=400))
-    family = PrecoderCNNFamily()
-    model = family.build(TINY_ARCH)
+    models = plugins.get("models", family)
+    model = models.build(TINY_ARCH)
     H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
-    model.input_scale.fill_(input_scale(H_train))
+    model.calibrate(input_scale(H_train), ds.p_max)
     attach(model, bits)
     train(model, H_train, H_val, ds.p_max, TrainConfig(epochs=2, batch_size=100))
     model.eval()
     frozen, _ = freeze(model)
     torch.save(frozen.state_dict(), directory / "chosen.pt")
-    energy = dnn_energy(family.describe(TINY_ARCH), bits)
+    energy = models.energy(TINY_ARCH, bits)
     (directory / "chosen.json").write_text(json.dumps({
-        "site": site, "family": "precoder_cnn", "arch": TINY_ARCH, "bits": bits, "metrics": {"sum_rate": 1.0},
+        "site": site, "family": family, "arch": TINY_ARCH, "bits": bits, "metrics": {"sum_rate": 1.0},
         "energy": {"energy_uj": energy.total_uj, "compute_uj": energy.compute_uj, "weights_uj": energy.weights_uj,
                    "activations_uj": energy.activations_uj},
         "weights": "chosen.pt", "training_energy_j": 12.5,

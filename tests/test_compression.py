@@ -194,6 +194,15 @@ def test_search_writes_every_candidate_and_resumes(tmp_path):
     assert len(again) == 16 and (tmp_path / "results.jsonl").read_text().splitlines() == lines
 
 
+def test_fp_pretraining_runs_the_largest_architecture_first(tmp_path):
+    """With one worker the FP units run in the order they are submitted: largest first, so that on two
+    workers the last one to finish is a small one and neither worker waits long for the other."""
+    space = SearchSpace(c_out=(2, 8), d_fcl=(16, 32), bits=(16,))
+    run_search(SearchRequest(site="urban-nlos", out_dir=tmp_path, workers=1, space=space, budget="smoke"))
+    written = sorted((tmp_path / "fp").glob("*.pt"), key=lambda f: f.stat().st_mtime_ns)
+    assert [f.stem for f in written] == ["c8-d32-s0", "c8-d16-s0", "c2-d32-s0", "c2-d16-s0"]
+
+
 def test_killed_search_resumes_without_redoing_finished_candidates(tmp_path):
     exe = Path(sys.executable).parent / "edgejoule"
     args = [str(exe), "compress", "--site", "urban-nlos", "--budget", "smoke", "--c-out", "4", "--d-fcl", "32",

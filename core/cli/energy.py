@@ -65,8 +65,11 @@ def dnn(
 ) -> None:
     """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
     family = plugins.get("models", model)
+    if family.task != "precoding":
+        precoders = [n for n in plugins.names("models") if plugins.get("models", n).task == "precoding"]
+        raise EdgejouleError(f"'{model}' is a {family.task} model; --model takes a precoder family: {', '.join(precoders)}")
     layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
-    weight_bits = parse_bits(bits, len(layers))
+    weight_bits = family.layer_bits(parse_bits(bits, len(family.layer_names)))
     if activation_bits not in ALLOWED_BITS:
         raise EdgejouleError(f"--activation-bits must be in {{2,4,8,16}}, got {activation_bits}")
     energy = plugins.get("energy_estimators", "accelerator").estimate(layers, weight_bits, activation_bits)

@@ -140,15 +140,15 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
     """Turn a compression result (``chosen.json`` + frozen weights, see ``plugins.mpq.compress``) into a package."""
     import torch
 
-    from plugins.precoder_cnn import PrecoderCNNFamily
+    from core import plugins
 
     chosen_json = Path(chosen_json)
     try:
         info = json.loads(chosen_json.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EdgejouleError(f"cannot read {chosen_json}: {exc}") from None
-    family = PrecoderCNNFamily()
-    model = family.build(info["arch"])
+    family_name = info.get("family", "precoder_cnn")
+    model = plugins.get("models", family_name).build(info["arch"])
     model.load_state_dict(torch.load(chosen_json.parent / info["weights"], weights_only=True))
     model.eval()
     bits = list(info["bits"])
@@ -188,7 +188,7 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
         digest = sha256_file(final)
         manifest = ModelManifest(
             id=model_id or f"{site.name}-precoder-{digest[:12]}",
-            site=site.name, task="precoding", family="precoder_cnn", arch=info["arch"],
+            site=site.name, task="precoding", family=family_name, arch=info["arch"],
             layers=[LayerQuantization(name=name, trained_bits=b, stored_type=stored_type(b)) for name, b in zip(LAYER_SCOPES, bits)],
             inputs=[TensorSpec(name="h", shape=[1, 2, site.n_users, site.n_antennas], layout="batch, re/im of H, N_U, N_T")],
             outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im of W, N_T, N_U")],
@@ -197,7 +197,7 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
             energy=EnergyEstimate(total_uj=info["energy"]["energy_uj"], compute_uj=info["energy"]["compute_uj"],
                                   weights_uj=info["energy"]["weights_uj"], activations_uj=info["energy"]["activations_uj"]),
             training_energy_j=float(info.get("training_energy_j", 0.0)),
-            sha256=digest, size_bytes=final.stat().st_size, plugins=["precoder_cnn"],
+            sha256=digest, size_bytes=final.stat().st_size, plugins=[family_name],
             runtime=f"ai-edge-litert>=2.3 ({mode} compute)",
         )
         out_dir.mkdir(parents=True, exist_ok=True)

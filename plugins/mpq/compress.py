@@ -36,10 +36,11 @@ def compress(request: SearchRequest, progress: Any = None, quiet: bool = False) 
         reference = report.classical_curve(site, budget.eval_samples)
     largest = max(request.space.archs())
     ptq = {b: worker.ptq_sum_rate(site, _candidate(largest, (b,) * 4, request.seeds[0]), budget,
-                                  checkpoint(request.out_dir, _candidate(largest, (b,) * 4, request.seeds[0])))
+                                  checkpoint(request.out_dir, _candidate(largest, (b,) * 4, request.seeds[0])),
+                                  request.family)
            for b in request.space.bits}
     summary = report.summarize(points, reference, ptq)
-    summary |= {"site": request.site, "budget": budget.model_dump(), "space": request.space.model_dump()}
+    summary |= {"site": request.site, "family": request.family, "budget": budget.model_dump(), "space": request.space.model_dump()}
     summary["plots"] = [str(p) for p in report.plot(summary, points, request.out_dir, request.site)]
     summary["chosen_files"] = save_chosen(request, summary["chosen"])
     report.write(summary, request.out_dir)
@@ -56,10 +57,11 @@ def save_chosen(request: SearchRequest, chosen: dict[str, Any]) -> dict[str, str
     site = request.resolved_site()
     candidate = _candidate((chosen["c_out"], chosen["d_fcl"]), tuple(chosen["bits"]), request.seeds[0])
     weights = request.out_dir / CHOSEN_WEIGHTS
-    result = worker.fine_tune(site, candidate, request.resolved_budget(), checkpoint(request.out_dir, candidate), save_to=weights)
+    result = worker.fine_tune(site, candidate, request.resolved_budget(), checkpoint(request.out_dir, candidate),
+                              request.family, save_to=weights)
     info = request.out_dir / CHOSEN_INFO
     info.write_text(json.dumps({
-        "site": request.site, "family": "precoder_cnn",
+        "site": request.site, "family": request.family,
         "arch": {"c_out": candidate.c_out, "d_fcl": candidate.d_fcl, "n_t": site.n_antennas, "n_u": site.n_users},
         "bits": list(candidate.bits), "metrics": {"sum_rate": result["sum_rate"]},
         "energy": {k: result[k] for k in ("energy_uj", "compute_uj", "weights_uj", "activations_uj")},
@@ -69,7 +71,7 @@ def save_chosen(request: SearchRequest, chosen: dict[str, Any]) -> dict[str, str
 
 
 def print_summary(summary: dict[str, Any], request: SearchRequest) -> None:
-    table = Table(title=f"Pareto front on {request.site} ({summary['candidates']} configurations)")
+    table = Table(title=f"Pareto front of {request.family} on {request.site} ({summary['candidates']} configurations)")
     for col in ("C_out", "D_FCL", "bits", "sum rate", "energy (uJ)", "bit/s/Hz/uJ"):
         table.add_column(col, justify="right")
     for p in summary["front"]:
@@ -86,6 +88,9 @@ def print_summary(summary: dict[str, Any], request: SearchRequest) -> None:
     wmmse = [r for r in summary["classical"] if r["method"] == "wmmse"]
     console.print(f"best DNN sum rate: {summary['best_sum_rate']['sum_rate']:.3f} bit/s/Hz = "
                   f"{100 * summary['best_fraction_of_wmmse']:.1f} % of WMMSE ({wmmse[-1]['sum_rate']:.3f}, tol 1e-5)")
+    for r in (r for r in summary["classical"] if r["method"] in ("zf", "rzf")):
+        console.print(f"{r['method'].upper()}: {r['sum_rate']:.3f} bit/s/Hz at {r['energy_uj']:.4g} uJ "
+                      f"({r['efficiency']:.4g} bit/s/Hz/uJ)")
     gain = summary["max_efficiency_gain"]
     console.print("energy-efficiency gain over WMMSE at equal sum rate: "
                   + (f"{gain:.1f}x" if gain else "none (no DNN reaches any WMMSE point's sum rate)"))

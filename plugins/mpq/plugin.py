@@ -34,6 +34,8 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 def compress_command(
     site: str = typer.Option(..., help="site name (edgejoule sites list)"),
     budget: str = typer.Option("default", help="smoke (minutes), default, or long"),
+    family: str = typer.Option("precoder_cnn", help="model family: precoder_cnn (the paper's Fig. 1 template) or "
+                               "precoder_structured (the template with the optimal beamforming structure as output)"),
     c_out: str = typer.Option("8,16,32,64", "--c-out", help="C_out values to search"),
     d_fcl: str = typer.Option("512,1024", "--d-fcl", help="D_FCL values to search"),
     bits: str = typer.Option("2,4,8,16", help="bit widths per layer to search, from {2,4,8,16}"),
@@ -51,7 +53,7 @@ def compress_command(
     from plugins.mpq.space import SearchSpace
 
     request = SearchRequest(
-        site=site, budget=budget, seeds=_ints(seeds, "--seeds"),
+        site=site, family=family, budget=budget, seeds=_ints(seeds, "--seeds"),
         space=SearchSpace(c_out=_ints(c_out, "--c-out"), d_fcl=_ints(d_fcl, "--d-fcl"), bits=_ints(bits, "--bits")),
         out_dir=out or Path("runs") / f"compress-{site}-{budget}", executor=executor, scheduler=scheduler, workers=workers,
     )

@@ -71,7 +71,9 @@ def front(points: list[Point]) -> list[Point]:
 
 def classical_curve(site: SiteConfig, eval_samples: int | None) -> list[ClassicalPoint]:
     ds = load_dataset(site)
-    curve = [ClassicalPoint(method="zf", tol=None, **_fields(run_precoding_baseline(ds, "zf", limit=eval_samples)))]
+    # ZF and regularized ZF: the cheap one-shot references, the second what a structured network starts from
+    curve = [ClassicalPoint(method=m, tol=None, **_fields(run_precoding_baseline(ds, m, limit=eval_samples)))
+             for m in ("zf", "rzf")]
     for tol in WMMSE_TOLERANCES:
         report = run_precoding_baseline(ds, "wmmse", limit=eval_samples, tol=tol)
         curve.append(ClassicalPoint(method="wmmse", tol=tol, **_fields(report)))
@@ -163,8 +165,9 @@ def plot(summary: dict[str, Any], points: list[Point], out: Path, site: str) -> 
     ax.plot([r["sum_rate"] for r in wm], [r["efficiency"] for r in wm], marker="s", label="WMMSE, tol 1e-1 .. 1e-5")
     for r in wm:
         ax.annotate(f"{r['tol']:g}", (r["sum_rate"], r["efficiency"]), fontsize=7)
-    zf = next(r for r in summary["classical"] if r["method"] == "zf")
-    ax.scatter([zf["sum_rate"]], [zf["efficiency"]], marker="^", color="k", label="ZF")
+    for method, marker, label in (("zf", "^", "ZF"), ("rzf", "v", "RZF, equal powers")):
+        for r in (r for r in summary["classical"] if r["method"] == method):
+            ax.scatter([r["sum_rate"]], [r["efficiency"]], marker=marker, color="k", label=label)
     ax.set(xlabel="sum rate (bit/s/Hz)", ylabel="energy efficiency (bit/s/Hz/uJ)", yscale="log",
            title=f"DNN front vs WMMSE on {site} (cf. paper Fig. 3)")
     ax.legend(fontsize=8)

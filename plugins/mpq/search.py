@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import plugins
 from core.errors import EdgejouleError
 from core.sites import get_site, load_dataset
 from core.sites.config import SiteConfig
@@ -25,6 +26,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     site: str
+    family: str = Field("precoder_cnn", description="model family of the networks searched (a precoding one)")
     space: SearchSpace = SearchSpace()
     budget: str = "default"
     seeds: tuple[int, ...] = (0,)
@@ -38,6 +40,13 @@ class SearchRequest(BaseModel):
             return BUDGETS[self.budget]
         except KeyError:
             raise EdgejouleError(f"unknown budget '{self.budget}'; use one of {', '.join(BUDGETS)}") from None
+
+    def resolved_family(self) -> Any:
+        family = plugins.get("models", self.family)
+        if family.task != "precoding" or not hasattr(family, "energy"):
+            precoding = [n for n in plugins.names("models") if plugins.get("models", n).task == "precoding"]
+            raise EdgejouleError(f"model family '{self.family}' is not a precoder; use one of {', '.join(precoding)}")
+        return family
 
     def resolved_site(self) -> SiteConfig:
         return get_site(self.site).with_overrides(n_samples=self.resolved_budget().n_samples)
@@ -70,6 +79,7 @@ def run_search(request: SearchRequest, progress: Progress | None = None) -> list
     budget = request.resolved_budget()
     site = request.resolved_site()
     out = request.out_dir
+    _same_search(request)
     (out / "fp").mkdir(parents=True, exist_ok=True)
     (out / "request.json").write_text(request.model_dump_json(indent=2))
     load_dataset(site)  # generate and cache once, before the workers read it
@@ -77,20 +87,41 @@ def run_search(request: SearchRequest, progress: Progress | None = None) -> list
     todo = [c for c in candidates(request.space, request.seeds) if c.key not in store.results]
     total = request.space.size() * len(request.seeds)
     archs = {c.arch_key: c for c in todo}
-    pending_fp = [c for key, c in archs.items() if not checkpoint(out, c).exists()]
+    family = request.resolved_family()
+    # longest first: the pool's two workers then finish the FP phase together; smallest first left one worker
+    # idle for minutes while the other trained the largest architecture alone
+    pending_fp = sorted((c for c in archs.values() if not checkpoint(out, c).exists()),
+                        key=lambda c: -sum(layer.macs for layer in family.describe(worker.candidate_arch(c, site))))
     with executor(request.executor, request.workers, request.scheduler) as run:
         done = 0
-        for _ in run(worker.pretrain, [(site, c, budget, checkpoint(out, c)) for c in pending_fp]):
+        for _ in run(worker.pretrain, [(site, c, budget, checkpoint(out, c), request.family) for c in pending_fp]):
             done += 1
             if progress:
                 progress("FP pre-training", done, len(pending_fp))
         done = total - len(todo)
-        for row in run(worker.fine_tune, [(site, c, budget, checkpoint(out, c)) for c in todo]):
+        for row in run(worker.fine_tune, [(site, c, budget, checkpoint(out, c), request.family) for c in todo]):
             store.add(row)
             done += 1
             if progress:
                 progress("candidates", done, total)
     return list(store.results.values())
+
+
+def _same_search(request: SearchRequest) -> None:
+    """A directory resumes only the search that wrote it: its results and FP checkpoints belong to one site,
+    budget and model family (the search space and seeds may grow)."""
+    path = request.out_dir / "request.json"
+    if not path.exists():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return  # cut short by a kill before any result: nothing to protect
+    for field in ("site", "budget", "family"):
+        was = before.get(field, "precoder_cnn" if field == "family" else None)
+        if was != getattr(request, field):
+            raise EdgejouleError(f"{request.out_dir} holds a search with {field} '{was}', not "
+                                 f"'{getattr(request, field)}'; give another --out to start a new one")
 
 
 def checkpoint(out: Path, candidate: Candidate) -> Path:

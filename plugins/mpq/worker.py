@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from core.energy.accelerator import dnn_energy
+from core import plugins
 from core.sites import load_dataset
 from core.sites.config import SiteConfig
 from plugins.mpq.space import Budget, Candidate
-from plugins.precoder_cnn import PrecoderArch, PrecoderCNNFamily
+from plugins.precoder_cnn import PrecoderArch
 
 
 def _huge_pages() -> None:
@@ -42,7 +42,7 @@ def _huge_pages() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def _arch(c: Candidate, site: SiteConfig) -> PrecoderArch:
+def candidate_arch(c: Candidate, site: SiteConfig) -> PrecoderArch:
     return PrecoderArch(c_out=c.c_out, d_fcl=c.d_fcl, n_t=site.n_antennas, n_u=site.n_users)
 
 
@@ -68,8 +68,9 @@ def _read_checkpoint(checkpoint: Path, size: int, mtime_ns: int) -> dict[str, An
     return torch.load(checkpoint, weights_only=True)
 
 
-def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path) -> dict[str, Any]:
-    """Train the FP model of ``candidate``'s architecture and seed; saved atomically to ``checkpoint``."""
+def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path, family: str) -> dict[str, Any]:
+    """Train the FP model of ``candidate``'s architecture and seed (a network of the model family named
+    ``family``); saved atomically to ``checkpoint``."""
     _huge_pages()
     import torch
 
@@ -79,8 +80,8 @@ def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint:
     torch.manual_seed(candidate.seed)
     started = time.perf_counter()
     ds, data, H_test = _data(site, budget)
-    model = PrecoderCNNFamily().build(_arch(candidate, site))
-    model.input_scale.fill_(input_scale(data["train"]))
+    model = plugins.get("models", family).build(candidate_arch(candidate, site))
+    model.calibrate(input_scale(data["train"]), ds.p_max)
     result = train(model, data["train"], data["val"], ds.p_max,
                    TrainConfig(epochs=budget.fp_epochs, patience=budget.fp_patience, batch_size=budget.fp_batch,
                                seed=candidate.seed))
@@ -91,7 +92,8 @@ def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint:
             "epochs": result.epochs_run, "seconds": time.perf_counter() - started}
 
 
-def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path, save_to: Path | None = None) -> dict[str, Any]:
+def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path, family: str,
+              save_to: Path | None = None) -> dict[str, Any]:
     """LSQ QAT of one bit configuration from its architecture's FP checkpoint, then test sum rate and energy."""
     _huge_pages()
     import torch
@@ -103,9 +105,9 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     torch.manual_seed(candidate.torch_seed())
     started = time.perf_counter()
     ds, data, H_test = _data(site, budget)
-    family = PrecoderCNNFamily()
-    arch = _arch(candidate, site)
-    model = family.build(arch)
+    models = plugins.get("models", family)
+    arch = candidate_arch(candidate, site)
+    model = models.build(arch)
     model.load_state_dict(_fp_weights(checkpoint))
     attach(model, list(candidate.bits))
     if budget.qat_steps:
@@ -115,7 +117,7 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     frozen, _ = freeze(model)
     with torch.inference_mode():
         rates = evaluate(frozen, H_test, ds.p_max)
-    energy = dnn_energy(family.describe(arch), list(candidate.bits))
+    energy = models.energy(arch, candidate.bits)
     if save_to is not None:
         torch.save(frozen.state_dict(), save_to)
     return {
@@ -126,17 +128,16 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     }
 
 
-def ptq_sum_rate(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path) -> float:
+def ptq_sum_rate(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint: Path, family: str) -> float:
     """Plain PTQ of the FP checkpoint at ``candidate.bits``: the comparison the paper rejected QAT for."""
     _huge_pages()
     import torch
 
-    from core import plugins
     from plugins.precoder_training import evaluate
 
     torch.set_num_threads(1)
     ds, _, H_test = _data(site, budget)
-    model = PrecoderCNNFamily().build(_arch(candidate, site))
+    model = plugins.get("models", family).build(candidate_arch(candidate, site))
     model.load_state_dict(_fp_weights(checkpoint))
     plugins.get("quantizers", "ptq").quantize(model, list(candidate.bits))
     return float(evaluate(model, H_test, ds.p_max).mean())
