@@ -126,8 +126,10 @@ class PluginManager:
         return register
 
     # -- lookup --------------------------------------------------------------------------------------
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._registry[kind])
+    def names(self, kind: str, task: str | None = None) -> list[str]:
+        """Registered names of ``kind``; with ``task``, only things made for that task (model families,
+        baselines)."""
+        return sorted(n for n, r in self._registry[kind].items() if task is None or getattr(r.obj, "task", None) == task)
 
     def get(self, kind: str, name: str) -> Any:
         try:
@@ -165,5 +167,5 @@ def get(kind: str, name: str) -> Any:
     return get_manager().get(kind, name)
 
 
-def names(kind: str) -> list[str]:
-    return get_manager().names(kind)
+def names(kind: str, task: str | None = None) -> list[str]:
+    return get_manager().names(kind, task)

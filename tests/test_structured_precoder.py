@@ -146,9 +146,11 @@ def test_search_of_the_structured_family(tmp_path):
     ("unfolded", "model family 'unfolded' is not a precoder"),
 ])
 def test_compress_rejects_a_family_that_is_not_a_precoder(family, message, tmp_path):
-    result = run_cli("compress", "--site", "urban-nlos", "--family", family, "--out", str(tmp_path))
+    out = tmp_path / "search"
+    result = run_cli("compress", "--site", "urban-nlos", "--family", family, "--out", str(out))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written that a corrected rerun would then refuse
 
 
 @pytest.mark.parametrize("bits", [[16, 16, 16, 16], [4, 4, 8, 2]])

@@ -66,8 +66,8 @@ def dnn(
     """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
     family = plugins.get("models", model)
     if family.task != "precoding":
-        precoders = [n for n in plugins.names("models") if plugins.get("models", n).task == "precoding"]
-        raise EdgejouleError(f"'{model}' is a {family.task} model; --model takes a precoder family: {', '.join(precoders)}")
+        raise EdgejouleError(f"'{model}' is a {family.task} model; --model takes a precoder family: "
+                             f"{', '.join(plugins.names('models', task='precoding'))}")
     layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
     weight_bits = family.layer_bits(parse_bits(bits, len(family.layer_names)))
     if activation_bits not in ALLOWED_BITS:

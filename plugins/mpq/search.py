@@ -43,9 +43,9 @@ class SearchRequest(BaseModel):
 
     def resolved_family(self) -> Any:
         family = plugins.get("models", self.family)
-        if family.task != "precoding" or not hasattr(family, "energy"):
-            precoding = [n for n in plugins.names("models") if plugins.get("models", n).task == "precoding"]
-            raise EdgejouleError(f"model family '{self.family}' is not a precoder; use one of {', '.join(precoding)}")
+        if family.task != "precoding":
+            raise EdgejouleError(f"model family '{self.family}' is not a precoder; use one of "
+                                 f"{', '.join(plugins.names('models', task='precoding'))}")
         return family
 
     def resolved_site(self) -> SiteConfig:
@@ -78,6 +78,7 @@ def run_search(request: SearchRequest, progress: Progress | None = None) -> list
     """Every candidate's result (finished ones from earlier runs included)."""
     budget = request.resolved_budget()
     site = request.resolved_site()
+    family = request.resolved_family()
     out = request.out_dir
     _same_search(request)
     (out / "fp").mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,6 @@ def run_search(request: SearchRequest, progress: Progress | None = None) -> list
     todo = [c for c in candidates(request.space, request.seeds) if c.key not in store.results]
     total = request.space.size() * len(request.seeds)
     archs = {c.arch_key: c for c in todo}
-    family = request.resolved_family()
     # longest first: the pool's two workers then finish the FP phase together; smallest first left one worker
     # idle for minutes while the other trained the largest architecture alone
     pending_fp = sorted((c for c in archs.values() if not checkpoint(out, c).exists()),
