@@ -16,7 +16,9 @@ from plugins.precoder_net import PrecoderCNN
 from plugins.precoder_structured import PrecoderStructuredFamily
 
 
-def complex_inverse(real: torch.Tensor, imag: torch.Tensor, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def complex_inverse(
+    real: torch.Tensor, imag: torch.Tensor, identity: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of a batch of complex ``[B, n, n]`` matrices given as real and imaginary parts (Gauss-Jordan
     on ``[M | I]`` without pivoting: for matrices whose leading principal minors are nonzero). ``identity``
     is the real n x n identity, passed in: built inside a converted graph it becomes an op LiteRT lacks."""
@@ -37,7 +39,9 @@ def complex_inverse(real: torch.Tensor, imag: torch.Tensor, identity: torch.Tens
     return er[..., n:], ei[..., n:]
 
 
-def optimal_structure(h: torch.Tensor, logits: torch.Tensor, q_total: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+def optimal_structure(
+    h: torch.Tensor, logits: torch.Tensor, q_total: torch.Tensor, identity: torch.Tensor
+) -> torch.Tensor:
     r"""Planes of unit-noise H ``[B, 2, N_U, N_T]`` and logits ``[B, 2 N_U]`` -> W's planes ``[B, 2, N_T, N_U]``
     with :math:`w_k = \sqrt{p_k} v_k / \|v_k\|`, :math:`V = H^H (I + \mathrm{diag}(q) H H^H)^{-1}`,
     p = softmax (total power 1), q = ``q_total`` softmax; ``identity`` the real N_U x N_U identity."""

@@ -40,7 +40,8 @@ def compress(request: SearchRequest, progress: Any = None, quiet: bool = False) 
                                   request.family)
            for b in request.space.bits}
     summary = report.summarize(points, reference, ptq)
-    summary |= {"site": request.site, "family": request.family, "budget": budget.model_dump(), "space": request.space.model_dump()}
+    summary |= {"site": request.site, "family": request.family, "budget": budget.model_dump(),
+                "space": request.space.model_dump()}
     summary["plots"] = [str(p) for p in report.plot(summary, points, request.out_dir, request.site)]
     summary["chosen_files"] = save_chosen(request, summary["chosen"])
     report.write(summary, request.out_dir)
