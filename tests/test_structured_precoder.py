@@ -177,3 +177,15 @@ def test_export_runs_the_structure_in_litert(bits, tmp_path):
     assert rates[0] == pytest.approx(rates[1], rel=5e-3)
     if bits == [16] * 4:
         np.testing.assert_allclose(W, W_torch, atol=1e-4 * np.abs(W_torch).max())
+
+
+def test_a_search_directory_from_before_families_belongs_to_the_template(tmp_path):
+    """request.json written before --family existed has no family: it was a precoder_cnn search."""
+    request = SearchRequest(site="urban-nlos", out_dir=tmp_path, budget="smoke")
+    legacy = json.loads(request.model_dump_json())
+    del legacy["family"]
+    (tmp_path / "request.json").write_text(json.dumps(legacy))
+    result = run_cli("compress", "--site", "urban-nlos", "--budget", "smoke", "--family", "precoder_structured",
+                     "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "holds a search with family 'precoder_cnn', not 'precoder_structured'" in result.stderr

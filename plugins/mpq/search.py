@@ -118,7 +118,8 @@ def _same_search(request: SearchRequest) -> None:
     except json.JSONDecodeError:
         return  # cut short by a kill before any result: nothing to protect
     for field in ("site", "budget", "family"):
-        was = before.get(field, "precoder_cnn" if field == "family" else None)
+        # a field written before it existed holds its default (searches before --family were all precoder_cnn)
+        was = before.get(field, SearchRequest.model_fields[field].default)
         if was != getattr(request, field):
             raise EdgejouleError(f"{request.out_dir} holds a search with {field} '{was}', not "
                                  f"'{getattr(request, field)}'; give another --out to start a new one")
