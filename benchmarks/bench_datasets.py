@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from core import plugins
-from core.sites import list_sites, load_dataset
-from core.sites.config import SiteConfig
-from core.sites.dataset import user_positions
+from edgejoule import plugin_manager
+from edgejoule.sites import list_sites, load_dataset
+from edgejoule.sites.config import SiteConfig
+from edgejoule.sites.dataset import user_positions
 
 
 def _timed(site: SiteConfig, repeats: int) -> float:
-    generator = plugins.get("channel_generators", site.generator)
+    generator = plugin_manager.get("channel_generators", site.generator)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -42,7 +42,7 @@ def main() -> None:
             n_pos = len(user_positions(site))
             print(f"| {site.name} ({site.generator}) | {site.n_samples} | {n_pos} | {best:.3f} s | "
                   f"{site.n_samples / best:,.0f} | {n_pos / best:,.0f} | best of {args.repeats} |")
-        elif site.generator == "raytrace" and "raytrace" in plugins.names("channel_generators"):
+        elif site.generator == "raytrace" and "raytrace" in plugin_manager.names("channel_generators"):
             traced = site.with_overrides(positions_per_anchor=args.rt_positions_per_anchor)
             elapsed = _timed(traced, 1)
             n_pos, n_full = len(user_positions(traced)), len(user_positions(site))

@@ -1,5 +1,5 @@
 """Inference latency of unfolded detectors in torch: FP vs KAQ-, LSQ- and PTQ-quantized, beside numpy ZF/LMMSE;
-and of the FP nets exported to LiteRT (:mod:`plugins.export.unfolded`, one detection per invoke).
+and of the FP nets exported to LiteRT (:mod:`edgejoule.plugins.detection.export`, one detection per invoke).
 
 Usage: .venv/bin/python benchmarks/bench_detection.py [--n-r 8] [--n-u 4] [--repeats 200]
        .venv/bin/python benchmarks/bench_detection.py --sphere   (sphere decoder: operations and time vs exhaustive ML)
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.tasks.detection import ChannelSource, constellation, simulate
-from plugins.detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect, ml_op_count
-from plugins.export.unfolded import DetectorRuntime, convert_detector
-from plugins.kaq_core import quantize_activations
-from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import TrainConfig, build_net, tensors, train
+from edgejoule.tasks.detection import ChannelSource, constellation, simulate
+from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect, ml_op_count
+from edgejoule.plugins.detection.export import DetectorRuntime, convert_detector
+from edgejoule.plugins.detection.kaq_core import quantize_activations
+from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+from edgejoule.plugins.detection.unfolded_net import TrainConfig, build_net, tensors, train
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -40,7 +40,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def sphere_table(samples: int = 500) -> None:
     """Measured multiplications per detection of the sphere decoder (mean, median) vs exhaustive ML's count."""
-    from plugins.sphere import sphere_detect
+    from edgejoule.plugins.detection.sphere import sphere_detect
 
     rng = np.random.default_rng(0)
     print(f"{'config':<18}{'SNR dB':>7}{'mean ops':>11}{'median ops':>12}{'ML ops':>11}{'ms/det':>9}{'ML ms/det':>11}{'= ML':>6}")

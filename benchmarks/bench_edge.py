@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.runtime import PrecoderRuntime, load_interpreter
-from core.schemas.manifest import ModelManifest, PrecoderNormalization
-from core.sites import get_site, load_dataset
+from edgejoule.runtime import PrecoderRuntime, load_interpreter
+from edgejoule.schemas.manifest import ModelManifest, PrecoderNormalization
+from edgejoule.sites import get_site, load_dataset
 from edge_serving import Loops, serving_agent
-from plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file
-from plugins.precoder_cnn import PrecoderCNNFamily
+from edgejoule.plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
 
 ARCH = {"c_out": 64, "d_fcl": 1024, "n_t": 64, "n_u": 4}
 BATCH = 64
@@ -45,7 +45,7 @@ CONFIGS = {"float": [16, 16, 16, 16], "int8": [8, 8, 8, 8], "int4": [4, 4, 4, 4]
 
 
 def chosen(directory: Path, bits: list[int]) -> Path:
-    from plugins.lsq import attach, freeze
+    from edgejoule.plugins.quantization.lsq import attach, freeze
 
     torch.manual_seed(0)
     model = PrecoderCNNFamily().build(ARCH)
@@ -184,7 +184,7 @@ def agent_rss_mb(data_dir: Path, channels: Path) -> float:
     # VmHWM, not ru_maxrss: Linux carries the forking parent's peak (this torch process) into the child's
     # ru_maxrss across exec, which once made a 140 MB agent look like 1.4 GB
     serve = ("import sys, re; sys.modules['torch'] = None\n"
-             "from edge_agent.cli import main\n"
+             "from edgejoule.edge_agent.cli import main\n"
              "sys.argv = ['edge-agent', 'once', '--inferences', '2000']\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"  # typer exits when the command returns
              "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"

@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/bench_mpq.py [--budget default] [--workers 2]
        .venv/bin/python benchmarks/bench_mpq.py --dask [--budget smoke] [--c-out 8] [--d-fcl 512] [--bits 2,4,16]
        .venv/bin/python benchmarks/bench_mpq.py --fp-phase [--budget default] [--workers 2]
 
-The work runs as the search runs it: the search's own work units (``plugins.mpq.worker``) in a local pool
+The work runs as the search runs it: the search's own work units (``edgejoule.plugins.search.worker``) in a local pool
 of ``--workers`` processes, all busy at once. Per architecture, ``--workers`` one-epoch FP pre-trainings
 (weights untrained: the cost does not depend on them) and then ``--per-arch`` bit configurations per worker
 (mixed and uniform; ``fine_tune`` from that checkpoint) are timed as wall clock over the batch, divided by
@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.sites import SiteConfig, get_site, load_dataset
-from plugins.mpq import worker
-from plugins.mpq.executors import local_pool
-from plugins.mpq.space import BUDGETS, Budget, Candidate, SearchSpace
+from edgejoule.sites import SiteConfig, get_site, load_dataset
+from edgejoule.plugins.search import worker
+from edgejoule.plugins.search.executors import local_pool
+from edgejoule.plugins.search.space import BUDGETS, Budget, Candidate, SearchSpace
 
 MIXES = [(16, 16, 16, 16), (2, 2, 2, 2), (8, 4, 4, 2), (4, 16, 2, 8), (2, 8, 16, 4), (16, 2, 8, 16)]
 
@@ -59,7 +59,7 @@ def dask_speedup(site_name: str, budget_name: str, space: SearchSpace, family: s
     """The candidates of the same search on a LocalCluster with one worker process, then two."""
     from distributed import LocalCluster
 
-    from plugins.mpq.search import SearchRequest, checkpoint, run_search
+    from edgejoule.plugins.search.search import SearchRequest, checkpoint, run_search
 
     site, budget = _site_data(site_name, budget_name)
     times = {}

@@ -1,9 +1,9 @@
 """How far the FP precoder CNN gets against WMMSE with longer training than a CPU search budget allows.
 
-Trains one architecture of the Fig. 1 template (``plugins.precoder_net.PrecoderCNN``) with the loss -R(W)
+Trains one architecture of the Fig. 1 template (``edgejoule.plugins.precoding.precoder_net.PrecoderCNN``) with the loss -R(W)
 (eq. 6), one random batch per step, either from the fixed training split (``--fixed``, what the search did
 before) or from fresh combinations of the training positions (those of
-``plugins.precoder_training.training_combinations``, what the search now trains on, drawn here per batch
+``edgejoule.plugins.precoding.precoder_training.training_combinations``, what the search now trains on, drawn here per batch
 on the device), and prints the sum rate on 2000 training samples and on the validation split along the
 way. ``--features`` compares input scalings: ``global`` (the per-site constant the package uses), ``sample``
 (per-sample RMS) or ``user`` (each user's row to unit RMS). Runs on CUDA when present.
@@ -20,11 +20,12 @@ import time
 
 import torch
 
-from core.sites import get_site, load_dataset
-from core.tasks.precoding import scale_to_power, sum_rate
-from plugins.precoder_cnn import PrecoderArch
-from plugins.precoder_net import PrecoderCNN
-from plugins.precoder_training import input_scale, training_combinations, unit_noise_channels
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.precoding import scale_to_power, sum_rate
+from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
+from edgejoule.plugins.precoding.precoder_net import PrecoderCNN
+from edgejoule.plugins.precoding.precoder_training import input_scale, training_combinations, unit_noise_channels
 
 
 def features(H: torch.Tensor, mode: str, scale: float) -> torch.Tensor:
@@ -38,7 +39,7 @@ class Net(PrecoderCNN):
     """The package's network with a choice of input scaling (the diagnosis of docs/COMPRESSION.md)."""
 
     def __init__(self, arch: PrecoderArch, mode: str, scale: float) -> None:
-        super().__init__(arch)
+        super().__init__(arch, outputs=PrecoderCNNFamily().outputs(arch))
         self.mode, self.scale = mode, scale
 
     def forward(self, H: torch.Tensor, p_max: float = 1.0) -> torch.Tensor:

@@ -2,7 +2,7 @@
 the numpy input features; LS+LMMSE.
 
 An epoch here is 100 optimizer steps of 32 fresh slots (3,200 slots), the unit ``edgejoule distill`` trains in.
-LiteRT: each size converted with ``plugins.export.receiver`` (parity-checked) and invoked one slot at a time,
+LiteRT: each size converted with ``edgejoule.plugins.reception.export`` (parity-checked) and invoked one slot at a time,
 as an edge receiver runs it; the features (LS, interpolation, Z, G) are timed apart, in numpy.
 Run: .venv/bin/python benchmarks/bench_receiver.py [--n-sc 12]
 
@@ -11,7 +11,7 @@ for 1,000 steps (batch 32, SINR uniform in 0..40 dB, the distill defaults) on fo
 on 500 fresh slots per point beside LS+LMMSE on the same slots. A missing plane is a zero plane (its weights
 get no gradient, so this equals a narrower input layer):
 raw = Y, P, LS estimate zero off the pilots (as first built); interp = the LS estimate interpolated;
-product = interp + Re/Im(H^* Y) + |H|^2; equalized = interp + Z + G (plugins.deeprx.features).
+product = interp + Re/Im(H^* Y) + |H|^2; equalized = interp + Z + G (edgejoule.plugins.reception.deeprx_arch.features).
 
 ``--headroom``: where the error floor comes from and whether training budget, SINR range or size moves a net
 below it (docs/RECEIVER.md, "Results"). At Doppler 300 and 1000 Hz, on 2,000 fresh slots at 30 and 40 dB:
@@ -35,15 +35,15 @@ import numpy as np
 import torch
 from bench_detection import median_ms  # benchmarks/ is on sys.path when run as a script
 
-from core.errors import EdgejouleError
-from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
-from plugins.deeprx import DeepRxArch, describe, features
-from plugins.deeprx_net import DeepRx, inputs
-from plugins.distill_cli import parse_arch
-from plugins.distill_experiment import DistillRequest, batches
-from plugins.export.receiver import ReceiverRuntime, export_receiver
-from plugins.kd import KdOptions, train_logit_model
-from plugins.ofdm_receiver import maxlog_logits, receive
+from edgejoule.errors import EdgejouleError
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe, features
+from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
+from edgejoule.plugins.reception.distill_cli import parse_arch
+from edgejoule.plugins.reception.distill_experiment import DistillRequest, batches
+from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
+from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
+from edgejoule.plugins.reception.ofdm_receiver import maxlog_logits, receive
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
 EPOCH_STEPS = 100

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from core.schemas import topics  # noqa: E402
-from core.schemas.messages import Telemetry  # noqa: E402
-from registry.broker import EmbeddedBroker  # noqa: E402
+from edgejoule.schemas import topics  # noqa: E402
+from edgejoule.schemas.messages import Telemetry  # noqa: E402
+from edgejoule.registry.broker import EmbeddedBroker  # noqa: E402
 from tests.fleet import Postgres, start_registry  # noqa: E402
 from tests.registry_parts import T0, package, upload  # noqa: E402
 
@@ -140,7 +140,7 @@ def bench_ingest(server, broker: EmbeddedBroker, args) -> dict:
 
 def fill(server, args) -> float:
     """agents x reports windows straight into the database, as the ingest would store them."""
-    from registry import service
+    from edgejoule.registry import service
 
     sessions = server.server.config.app.state.sessions
     t0 = time.perf_counter()
@@ -193,9 +193,9 @@ def bench_queries(server, args) -> dict[str, tuple[float, float]]:
 
 def bench_writer(args) -> list[float]:
     """Messages per second stored by the writer alone, per round, each round on a fresh database."""
-    from registry import service
-    from registry.db import make_engine, session_factory
-    from registry.migrate import upgrade
+    from edgejoule.registry import service
+    from edgejoule.registry.db import make_engine, session_factory
+    from edgejoule.registry.migrate import upgrade
 
     messages = [telemetry(agent, report) for report in range(-(-args.messages // args.agents))
                 for agent in range(args.agents)][: args.messages]

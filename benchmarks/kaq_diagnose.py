@@ -13,7 +13,7 @@ On PGD-Net, Rayleigh 8x4 QPSK, FP-trained as ``edgejoule detect`` does (30 epoch
    gradients on the detector's weights and on the steps;
 4. after 4-bit KAQ QAT (30 epochs, ``learned`` policy) with MMD weight 0 and 1 (annealed): each layer's
    learned step and exponent g_k, beside plain LSQ's steps;
-5. at the start of 4-bit QAT, for each MMD target of :class:`plugins.kaq_core.KaqLoss` (``activations``,
+5. at the start of 4-bit QAT, for each MMD target of :class:`edgejoule.plugins.detection.kaq_core.KaqLoss` (``activations``,
    ``decisions``, ``output``): the MMD term beside the MSE and the cosine between the two terms' gradients on
    the steps and on the detector weights (negative: the MMD pulls against the task), summed over batches at
    0-20 dB.
@@ -27,9 +27,9 @@ import copy
 import numpy as np
 import torch
 
-from core.tasks.detection import ChannelSource, constellation, error_rates, simulate
-from plugins.kaq import MMD_TARGETS
-from plugins.kaq_core import (
+from edgejoule.tasks.detection import ChannelSource, constellation, error_rates, simulate
+from edgejoule.plugins.detection.kaq_options import MMD_TARGETS
+from edgejoule.plugins.detection.kaq_core import (
     KaqActQuant,
     KaqLoss,
     LearnedPolicy,
@@ -40,8 +40,8 @@ from plugins.kaq_core import (
     quantize_activations,
     zf_error_std,
 )
-from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import BatchCondition, TrainConfig, build_net, detector, tensors, train
+from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+from edgejoule.plugins.detection.unfolded_net import BatchCondition, TrainConfig, build_net, detector, tensors, train
 
 SNRS = (0.0, 4.0, 8.0, 12.0, 16.0, 20.0)
 

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from core import plugins
-from core.energy.accelerator import EnergyBreakdown
-from core.errors import EdgejouleError
-from core.sites.dataset import ChannelDataset, Split
-from core.tasks.precoding import sum_rate
+from edgejoule import plugin_manager
+from edgejoule.energy.accelerator import EnergyBreakdown
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites.dataset import ChannelDataset, Split
+from edgejoule.tasks.precoding import sum_rate
 
 
 class BaselineReport(BaseModel):
@@ -41,7 +41,7 @@ def run_precoding_baseline(
     estimator: str = "accelerator",
     **options: Any,
 ) -> BaselineReport:
-    baseline = plugins.get("baselines", method)
+    baseline = plugin_manager.get("baselines", method)
     accepted = inspect.signature(baseline.run).parameters
     for option in options:
         if option not in accepted:
@@ -59,6 +59,6 @@ def run_precoding_baseline(
         sum_rate_std=float(np.std(rates)),
         iterations_mean=None if result.iterations is None else float(np.mean(result.iterations)),
         macs_mean=macs,
-        energy=plugins.get("energy_estimators", estimator).estimate_ops(macs),
+        energy=plugin_manager.get("energy_estimators", estimator).estimate_ops(macs),
         options=options,
     )

@@ -1,6 +1,6 @@
 """The contracts plugins implement, one small protocol each.
 
-A plugin registers objects that satisfy these protocols through the hooks of :mod:`core.hookspecs`.
+A plugin registers objects that satisfy these protocols through the hooks of :mod:`edgejoule.hookspecs`.
 Training-side protocols (model family, quantizer, compressor) deal in torch modules, but nothing here
 imports torch: the objects are typed ``Any`` at this boundary.
 """
@@ -12,8 +12,8 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.energy.accelerator import EnergyBreakdown, LayerSpec
-from core.sites.config import SiteConfig
+from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec
+from edgejoule.sites.config import SiteConfig
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, to drive a progress bar."""

@@ -1,7 +1,7 @@
 """Running a precoder model package with the LiteRT interpreter, in numpy (no torch).
 
 Used by the exporter's parity check and by the edge agent, so both run the very same code. The manifest's
-``normalization`` (:class:`~core.schemas.manifest.PrecoderNormalization`) says how a channel becomes the
+``normalization`` (:class:`~edgejoule.schemas.manifest.PrecoderNormalization`) says how a channel becomes the
 model's input and how its output becomes a precoder, and whether the graph does both itself (``in_graph``,
 every package exported now) or leaves them to this runtime (packages exported before; see
 ``plugins/export/tflite.py``).
@@ -16,8 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError, first_problem
-from core.schemas.manifest import PrecoderNormalization
+from edgejoule.errors import EdgejouleError, first_problem
+from edgejoule.schemas.manifest import PrecoderNormalization
 
 
 def load_interpreter(path: Path, threads: int = 1) -> Any:

@@ -12,19 +12,19 @@ from typing import Iterator
 
 import numpy as np
 
-from core import plugins
-from core.errors import EdgejouleError
-from core.runtime import complex_of
-from core.schemas.api import LoadEvent
-from core.schemas.messages import Heartbeat, Telemetry
-from core.sites import get_site
-from core.tasks.precoding import sum_rate
-from edge_agent.config import AgentSettings
-from edge_agent.measure import EnergyAccount, WindowResult
-from edge_agent.packages import LoadedPackage, PackageRejected, PackageStore
-from edge_agent.registry_client import RegistryClient, RegistryUnavailable
-from edge_agent.sources import Request, open_source
-from edge_agent.telemetry import MqttTelemetry, Spool
+from edgejoule import plugin_manager
+from edgejoule.errors import EdgejouleError
+from edgejoule.runtime import complex_of
+from edgejoule.schemas.api import LoadEvent
+from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.sites import get_site
+from edgejoule.tasks.precoding import sum_rate
+from edgejoule.edge_agent.config import AgentSettings
+from edgejoule.edge_agent.measure import EnergyAccount, WindowResult
+from edgejoule.edge_agent.packages import LoadedPackage, PackageRejected, PackageStore
+from edgejoule.edge_agent.registry_client import RegistryClient, RegistryUnavailable
+from edgejoule.edge_agent.sources import Request, open_source
+from edgejoule.edge_agent.telemetry import MqttTelemetry, Spool
 
 log = logging.getLogger("edge_agent")
 METER_PREFERENCE = ("rapl", "ina2xx", "pi5_pmic", "cpu_time")
@@ -33,13 +33,13 @@ RATE_CHUNK = 64  # inferences per sum-rate evaluation: 256 kB of channels and pr
 
 def pick_meter(name: str):
     if name != "auto":
-        meter = plugins.get("energy_meters", name)
+        meter = plugin_manager.get("energy_meters", name)
         if not meter.available():
             raise EdgejouleError(f"energy meter '{name}' is not available on this device")
         return meter
     for candidate in METER_PREFERENCE:
-        if candidate in plugins.names("energy_meters") and plugins.get("energy_meters", candidate).available():
-            return plugins.get("energy_meters", candidate)
+        if candidate in plugin_manager.names("energy_meters") and plugin_manager.get("energy_meters", candidate).available():
+            return plugin_manager.get("energy_meters", candidate)
     raise EdgejouleError("no energy meter available (not even cpu_time): is the 'meters' plugin installed?")
 
 
@@ -115,7 +115,7 @@ class Agent:
 
     # -- serving -------------------------------------------------------------------------------------
     def _zf(self, h: np.ndarray) -> np.ndarray:
-        W = plugins.get("baselines", "zf").run(h[None], self.site.noise_power_w, self.site.tx_power_w).output
+        W = plugin_manager.get("baselines", "zf").run(h[None], self.site.noise_power_w, self.site.tx_power_w).output
         return np.stack((W.real, W.imag), 1).astype(np.float32)
 
     @property
@@ -206,7 +206,7 @@ class Agent:
         beat = Heartbeat(agent_id=self.settings.agent_id, site=self.settings.site, runtime=runtime_version(),
                          hardware={"machine": platform.machine(), "system": platform.system(),
                                    "cpu": platform.processor() or "unknown", "meter": self.meter.name},
-                         plugins=sorted(plugins.get_manager().infos), current_model_id=self.model_id,
+                         plugins=sorted(plugin_manager.get_manager().infos), current_model_id=self.model_id,
                          previous_model_id=(m.id if (m := self.store.manifest("previous")) else None))
         try:
             self.registry.heartbeat(beat)

@@ -9,15 +9,15 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError
+from edgejoule.errors import EdgejouleError
 
 app = typer.Typer(help="The edgejoule edge agent.", no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False)
 
 
 def _agent():
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
 
     return Agent(AgentSettings())
 
@@ -48,10 +48,10 @@ def run() -> None:
 @app.command()
 def status() -> None:
     """The installed packages, the meter and the spooled telemetry, as JSON."""
-    from edge_agent.agent import pick_meter
-    from edge_agent.config import AgentSettings
-    from edge_agent.packages import PackageStore
-    from edge_agent.telemetry import Spool
+    from edgejoule.edge_agent.agent import pick_meter
+    from edgejoule.edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.packages import PackageStore
+    from edgejoule.edge_agent.telemetry import Spool
 
     settings = AgentSettings()
     store = PackageStore(settings.packages_dir)

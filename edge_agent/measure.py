@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.interfaces import EnergyMeter
+from edgejoule.interfaces import EnergyMeter
 
 
 @dataclass

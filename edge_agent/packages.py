@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import EdgejouleError
-from core.runtime import PrecoderRuntime
-from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from edgejoule.errors import EdgejouleError
+from edgejoule.runtime import PrecoderRuntime
+from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
 
 TFLITE_MAGIC = b"TFL3"
 

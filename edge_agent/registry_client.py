@@ -1,4 +1,4 @@
-"""The agent's side of the HTTP contract in ``core.schemas.api``."""
+"""The agent's side of the HTTP contract in ``edgejoule.schemas.api``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError, first_problem
-from core.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
-from core.schemas.manifest import ModelManifest
-from core.schemas.messages import Heartbeat, Telemetry
+from edgejoule.errors import EdgejouleError, first_problem
+from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
+from edgejoule.schemas.manifest import ModelManifest
+from edgejoule.schemas.messages import Heartbeat, Telemetry
 
 
 class RegistryUnavailable(EdgejouleError):

@@ -30,7 +30,7 @@ from typing import Annotated, BinaryIO, Callable, Iterator, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import EdgejouleError
+from edgejoule.errors import EdgejouleError
 
 Reply = Optional[Callable[[np.ndarray], None]]
 Request = tuple[np.ndarray, Reply]
@@ -40,7 +40,7 @@ MAX_HEADER_BYTES = 4096
 
 
 def replay(site: str) -> Iterator[Request]:
-    from core.sites import get_site, load_dataset
+    from edgejoule.sites import get_site, load_dataset
 
     H = load_dataset(get_site(site)).H("test")
     while True:
@@ -277,7 +277,7 @@ def open_source(spec: str, site: str) -> Iterator[Request]:
         return replay(site)
     if spec.startswith("npz:"):
         return npz_files(Path(spec[4:]))
-    from core.sites import get_site
+    from edgejoule.sites import get_site
 
     config = get_site(site)
     dims = (config.n_users, config.n_antennas)

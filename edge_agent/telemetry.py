@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.schemas import topics
-from core.schemas.messages import AgentState, Telemetry
+from edgejoule.schemas import topics
+from edgejoule.schemas.messages import AgentState, Telemetry
 
 PUBLISH_TIMEOUT_S = 5.0
 

@@ -1,4 +1,4 @@
-"""The registry's HTTP API (FastAPI): the agent contract of ``core.schemas.api`` plus the admin and fleet
+"""The registry's HTTP API (FastAPI): the agent contract of ``edgejoule.schemas.api`` plus the admin and fleet
 endpoints, a dashboard page, Prometheus metrics and a health check."""
 
 from __future__ import annotations
@@ -21,23 +21,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from core import plugins
-from core.errors import first_problem
-from core.schemas import topics
-from core.schemas.api import API_PREFIX, SHA256_HEADER, AgentRegistered, AgentRegistration, Assignment, LoadEvent
-from core.schemas.manifest import ModelManifest
-from core.schemas.messages import Heartbeat, Telemetry
-from core.sites import SiteConfig, list_sites
-from registry import fleet as fleet_queries
-from registry import service
-from registry.artifacts import ArtifactStore
-from registry.auth import Principal, principal, require_admin, require_self_or_admin
-from registry.db import AgentRow, AliasRow, AssignmentRow, ModelRow, make_engine, session_factory
-from registry.migrate import upgrade
-from registry.schemas import (PROBLEMS, AgentSummary, AliasRequest, AliasSet, DeploymentRequest, DeploymentResult, Ecal,
+from edgejoule import plugin_manager
+from edgejoule.errors import first_problem
+from edgejoule.schemas import topics
+from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, AgentRegistered, AgentRegistration, Assignment, LoadEvent
+from edgejoule.schemas.manifest import ModelManifest
+from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.sites import SiteConfig, list_sites
+from edgejoule.registry import fleet as fleet_queries
+from edgejoule.registry import service
+from edgejoule.registry.artifacts import ArtifactStore
+from edgejoule.registry.auth import Principal, principal, require_admin, require_self_or_admin
+from edgejoule.registry.db import AgentRow, AliasRow, AssignmentRow, ModelRow, make_engine, session_factory
+from edgejoule.registry.migrate import upgrade
+from edgejoule.registry.schemas import (PROBLEMS, AgentSummary, AliasRequest, AliasSet, DeploymentRequest, DeploymentResult, Ecal,
                               FleetRow, Health, ModelSummary, ParetoPoint, Plugins, RolledBack, SeriesPoint,
                               UploadedModel, utc)
-from registry.settings import RegistrySettings
+from edgejoule.registry.settings import RegistrySettings
 
 log = logging.getLogger("registry")
 TFLITE_MAGIC = b"TFL3"
@@ -81,7 +81,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
         app.state.counters = counters
         app.state.ingest = None
         if settings.broker_url:
-            from registry.ingest import MqttIngest
+            from edgejoule.registry.ingest import MqttIngest
 
             app.state.ingest = MqttIngest(settings.broker_url, app.state.sessions, counters,
                                           client_id=settings.mqtt_client_id, password=settings.mqtt_password,
@@ -363,7 +363,7 @@ def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None]
 
     @app.get(f"{API_PREFIX}/plugins", dependencies=[Depends(require_admin)])
     def get_plugins() -> Plugins:
-        manager = plugins.get_manager()
+        manager = plugin_manager.get_manager()
         with app.state.sessions() as session:
             agents = {a.id: a.plugins for a in session.query(AgentRow)}
         return Plugins(server={name: info.provides for name, info in manager.infos.items()}, agents=agents)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from registry.db import AgentRow
+from edgejoule.registry.db import AgentRow
 
 bearer = HTTPBearer(auto_error=False)
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.errors import EdgejouleError
+from edgejoule.errors import EdgejouleError
 
 
 def free_port() -> int:
@@ -23,7 +23,7 @@ def free_port() -> int:
 
 class EmbeddedBroker:
     def __init__(self, port: int | None = None, secure: bool = False) -> None:
-        """``secure``: no anonymous access; ``passwd`` and ``acl`` (registry.broker_auth) live in ``workdir``,
+        """``secure``: no anonymous access; ``passwd`` and ``acl`` (edgejoule.registry.broker_auth) live in ``workdir``,
         which the broker's own user can read, and must be written before ``start``."""
         self.port = port or free_port()
         self.secure = secure

@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-from core.schemas import topics
+from edgejoule.schemas import topics
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own choice for the $7$ format
 REGISTRY_USER = "edgejoule-registry"
@@ -61,7 +61,7 @@ def write_auth_files(directory: Path, agents: dict[str, str], registry_user: str
 def agent_hashes(session) -> dict[str, str]:
     from sqlalchemy import select
 
-    from registry.db import AgentRow
+    from edgejoule.registry.db import AgentRow
 
     rows = session.execute(select(AgentRow.id, AgentRow.mqtt_password_hash).where(AgentRow.mqtt_password_hash.is_not(None)))
     return dict(rows.all())

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from core.hookspecs import hookimpl
+from edgejoule.hookspecs import hookimpl
 
 registry_app = typer.Typer(help="Run the registry service.", no_args_is_help=True)
 agents_app = typer.Typer(help="Agents known to the registry.", no_args_is_help=True)
@@ -56,17 +56,17 @@ def serve(
     """Serve the API, the dashboard and the MQTT ingest (with a local mosquitto unless --broker is given)."""
     import uvicorn
 
-    from registry.logs import configure
+    from edgejoule.registry.logs import configure
 
     configure(log_level.upper())
 
-    from core.cli.output import console
-    from registry.app import create_app
-    from registry.broker import EmbeddedBroker
-    from registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_auth_files
-    from registry.db import make_engine, session_factory
-    from registry.migrate import upgrade
-    from registry.settings import RegistrySettings
+    from edgejoule.cli.output import console
+    from edgejoule.registry.app import create_app
+    from edgejoule.registry.broker import EmbeddedBroker
+    from edgejoule.registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_auth_files
+    from edgejoule.registry.db import make_engine, session_factory
+    from edgejoule.registry.migrate import upgrade
+    from edgejoule.registry.settings import RegistrySettings
 
     settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token=_admin_token(data_dir),
                                 broker_url=broker)
@@ -121,9 +121,9 @@ def broker_auth(
 ) -> None:
     """Write a mosquitto password file and ACL for an external broker: each agent may publish only under its own
     topic root. Reload the broker afterwards (SIGHUP)."""
-    from registry.broker_auth import agent_hashes, mosquitto_hash, write_auth_files
-    from registry.db import make_engine, session_factory
-    from registry.settings import RegistrySettings
+    from edgejoule.registry.broker_auth import agent_hashes, mosquitto_hash, write_auth_files
+    from edgejoule.registry.db import make_engine, session_factory
+    from edgejoule.registry.settings import RegistrySettings
 
     url = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="x" * 16).db_url
     with session_factory(make_engine(url))() as session:
@@ -135,19 +135,19 @@ def broker_auth(
 @registry_app.command()
 def migrate(database_url: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_DATABASE_URL")) -> None:
     """Bring a database to the newest schema."""
-    from registry.migrate import upgrade
+    from edgejoule.registry.migrate import upgrade
 
     upgrade(database_url)
     typer.echo("database is at the newest schema")
 
 
 def _call(method: str, registry: str, token: str, path: str, answer: Any, **kwargs: Any) -> Any:
-    """The registry's answer to one request, read as ``answer`` (a type of ``registry.schemas``)."""
+    """The registry's answer to one request, read as ``answer`` (a type of ``edgejoule.registry.schemas``)."""
     import httpx
     from pydantic import TypeAdapter, ValidationError
 
-    from core.errors import EdgejouleError, first_problem
-    from core.schemas.api import API_PREFIX
+    from edgejoule.errors import EdgejouleError, first_problem
+    from edgejoule.schemas.api import API_PREFIX
 
     try:
         response = httpx.request(method, f"{registry.rstrip('/')}{API_PREFIX}{path}", timeout=30,
@@ -170,9 +170,9 @@ def add_agent(agent_id: str = typer.Option(..., "--agent-id"), site: str = typer
               registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Register an agent and print its credential (shown once)."""
-    from core.cli.output import print_json
+    from edgejoule.cli.output import print_json
 
-    from core.schemas.api import AgentRegistered, AgentRegistration
+    from edgejoule.schemas.api import AgentRegistered, AgentRegistration
 
     result = _call("POST", registry, token, "/agents", AgentRegistered,
                    json=AgentRegistration(agent_id=agent_id, site=site).model_dump(mode="json"))
@@ -186,12 +186,12 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
     """The model packages in the registry."""
     from rich.table import Table
 
-    from core.cli.output import console
+    from edgejoule.cli.output import console
 
     table = Table(title="models")
     for col in ("id", "site", "task", "version", "alias", "estimated uJ", "sum rate"):
         table.add_column(col)
-    from registry.schemas import ModelSummary
+    from edgejoule.registry.schemas import ModelSummary
 
     for m in _call("GET", registry, token, "/models", list[ModelSummary], params={"site": site} if site else None):
         table.add_row(m.id, m.site, m.task, str(m.version), m.alias or "", f"{m.estimated_energy_uj:.4g}",
@@ -204,7 +204,7 @@ def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
            agents: str = typer.Option(None, help="comma-separated agent ids instead of a fraction"),
            registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
     """Deploy a model to a site's agents (staged with --fraction)."""
-    from registry.schemas import DeploymentRequest, DeploymentResult
+    from edgejoule.registry.schemas import DeploymentRequest, DeploymentResult
 
     chosen = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
     body = DeploymentRequest(site=site, model_id=model_id, fraction=fraction, agents=chosen)
@@ -217,9 +217,9 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
     """Fleet status: agents, and energy per inference (measured vs estimated) and quality per group."""
     from rich.table import Table
 
-    from core.cli.output import console, print_json
+    from edgejoule.cli.output import console, print_json
 
-    from registry.schemas import AgentSummary, FleetRow
+    from edgejoule.registry.schemas import AgentSummary, FleetRow
 
     params = {"group_by": group_by} | ({"site": site} if site else {})
     rows = _call("GET", registry, token, "/fleet", list[FleetRow], params=params)

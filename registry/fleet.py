@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, and_, cast, extract, func, or_, select, true, union_all
 from sqlalchemy.orm import Session
 
-from core.energy.ecal import LifecycleStages, ecal_j_per_bit
-from registry.db import ROLLUP_LEVELS, ModelRow, RollupLevel, TelemetryRow, TelemetrySeriesRow
-from registry.schemas import utc
-from registry.service import ROLLUP_SUMS
+from edgejoule.energy.ecal import LifecycleStages, ecal_j_per_bit
+from edgejoule.registry.db import ROLLUP_LEVELS, ModelRow, RollupLevel, TelemetryRow, TelemetrySeriesRow
+from edgejoule.registry.schemas import utc
+from edgejoule.registry.service import ROLLUP_SUMS
 
 T = TelemetryRow
 S = TelemetrySeriesRow
@@ -269,7 +269,7 @@ def pareto(session: Session, site: str, metric: str = "sum_rate") -> list[dict[s
 
 
 def ecal(session: Session, model_id: str) -> dict[str, Any]:
-    """eCAL of a model (core.energy.ecal): its training energy from the manifest plus the fleet's measured
+    """eCAL of a model (edgejoule.energy.ecal): its training energy from the manifest plus the fleet's measured
     energy per inference, amortized over the inferences the fleet has run with it."""
     model = session.get(ModelRow, model_id)
     rows = fleet(session, "model", model_id=model_id)

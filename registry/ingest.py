@@ -18,10 +18,10 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from core.schemas import topics
-from core.schemas.api import LoadEvent
-from core.schemas.messages import AgentState, Heartbeat, Telemetry
-from registry import service
+from edgejoule.schemas import topics
+from edgejoule.schemas.api import LoadEvent
+from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
+from edgejoule.registry import service
 
 log = logging.getLogger("registry.ingest")
 

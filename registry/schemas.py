@@ -1,6 +1,6 @@
 """The registry's admin requests and answers (models, agents, deployments, fleet queries, operations): what
 ``/openapi.json`` documents for them, checked on the way in and out by the service and read with the same
-models by the ``edgejoule`` client. The agent contract is :mod:`core.schemas.api`.
+models by the ``edgejoule`` client. The agent contract is :mod:`edgejoule.schemas.api`.
 
 Fleet rows are ``TypedDict``s: their keys follow the grouping (a per-site row has no ``model_id``), and a
 per-agent answer has a thousand rows, which pydantic checks as plain dicts without building a model each."""

@@ -10,14 +10,14 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, DateTime, func, select
 from sqlalchemy.orm import Session
 
-from core.schemas.api import AgentRegistration, LoadEvent
-from core.schemas.manifest import ModelManifest
-from core.schemas.messages import Heartbeat, Telemetry
-from registry.auth import new_token, token_hash
-from registry.broker_auth import mosquitto_hash
-from registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, TelemetryRow,
+from edgejoule.schemas.api import AgentRegistration, LoadEvent
+from edgejoule.schemas.manifest import ModelManifest
+from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.registry.auth import new_token, token_hash
+from edgejoule.registry.broker_auth import mosquitto_hash
+from edgejoule.registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, TelemetryRow,
                          TelemetrySeriesRow)
-from registry.schemas import utc
+from edgejoule.registry.schemas import utc
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.sites import get_site
-from core.sites.config import SiteConfig
+from edgejoule.sites import get_site
+from edgejoule.sites.config import SiteConfig
 
 
 @pytest.fixture(autouse=True)

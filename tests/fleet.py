@@ -24,15 +24,15 @@ def make_chosen(directory: Path, bits: list[int], site: str = "urban-nlos", fami
     """A compression result like ``edgejoule compress`` writes, for a tiny network with LSQ weights."""
     import torch
 
-    from core import plugins
-    from core.sites import get_site, load_dataset
-    from plugins.lsq import attach, freeze
-    from plugins.precoder_training import TrainConfig, input_scale, train, unit_noise_channels
+    from edgejoule import plugin_manager
+    from edgejoule.sites import get_site, load_dataset
+    from edgejoule.plugins.quantization.lsq import attach, freeze
+    from edgejoule.plugins.precoding.precoder_training import TrainConfig, input_scale, train, unit_noise_channels
 
     torch.manual_seed(0)
     directory.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(get_site(site).with_overrides(n_samples=400))
-    models = plugins.get("models", family)
+    models = plugin_manager.get("models", family)
     model = models.build(TINY_ARCH)
     H_train, H_val = unit_noise_channels(ds, "train"), unit_noise_channels(ds, "val")
     model.calibrate(input_scale(H_train), ds.p_max)
@@ -72,8 +72,8 @@ def start_registry(data_dir: Path, broker_url: str | None, database_url: str | N
                    max_upload_bytes: int = 64 * 1024 * 1024) -> RegistryServer:
     import uvicorn
 
-    from registry.app import create_app
-    from registry.settings import RegistrySettings
+    from edgejoule.registry.app import create_app
+    from edgejoule.registry.settings import RegistrySettings
 
     settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="admin-" + "x" * 20,
                                 broker_url=broker_url, max_upload_bytes=max_upload_bytes)

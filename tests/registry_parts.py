@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from core.schemas.manifest import EnergyEstimate, ModelManifest, TensorSpec
-from core.schemas.messages import Telemetry
+from edgejoule.schemas.manifest import EnergyEstimate, ModelManifest, TensorSpec
+from edgejoule.schemas.messages import Telemetry
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

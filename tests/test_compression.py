@@ -17,14 +17,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core import plugins  # noqa: E402
-from core.sites import get_site, load_dataset  # noqa: E402
-from plugins.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
-from plugins.mpq.pareto import pareto_front  # noqa: E402
-from plugins.mpq.search import SearchRequest, run_search  # noqa: E402
-from plugins.mpq.space import SearchSpace  # noqa: E402
-from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
-from plugins.precoder_training import (  # noqa: E402
+from edgejoule import plugin_manager  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
+from edgejoule.plugins.quantization.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
+from edgejoule.plugins.search.pareto import pareto_front  # noqa: E402
+from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
+from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily  # noqa: E402
+from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
     TrainConfig,
     evaluate,
     input_scale,
@@ -102,7 +102,7 @@ def test_lsq_gradients_equal_the_composite_formulas(bits, signed):
 
 def test_lsq_model_freezes_to_plain_weights_on_the_grid():
     model = PrecoderCNNFamily().build(TINY)
-    plugins.get("quantizers", "lsq").quantize(model, [2, 4, 8, 16])
+    plugin_manager.get("quantizers", "lsq").quantize(model, [2, 4, 8, 16])
     model.eval()
     H = torch.randn(8, 4, 64, dtype=torch.complex64)
     before = model(H, 1.0)
@@ -120,7 +120,7 @@ def test_lsq_model_freezes_to_plain_weights_on_the_grid():
 
 def test_ptq_rounds_to_few_levels():
     model = PrecoderCNNFamily().build(TINY)
-    plugins.get("quantizers", "ptq").quantize(model, [2, 2, 2, 2])
+    plugin_manager.get("quantizers", "ptq").quantize(model, [2, 2, 2, 2])
     for layer in model.layers():
         assert len(torch.unique(layer.weight)) <= 4
 

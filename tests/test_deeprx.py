@@ -9,26 +9,26 @@ import numpy as np
 import pytest
 import torch
 
-from core import plugins
-from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
-from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
-from plugins.deeprx import DeepRxArch, features
-from plugins.deeprx_net import DeepRx, inputs
-from plugins.export.receiver import ReceiverRuntime, export_receiver
-from plugins.export.tflite import ExportError, sha256_file
+from edgejoule import plugin_manager
+from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, features
+from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
+from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
+from edgejoule.plugins.export.tflite import ExportError, sha256_file
 
 torch.set_num_threads(1)
 
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli.app", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgejoule.cli.app", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("n_sc,modulation,width,blocks", [(12, "qpsk", 8, 2), (36, "16qam", 16, 5)])
 def test_describe_matches_module_and_shapes(n_sc: int, modulation: str, width: int, blocks: int) -> None:
     cfg = OfdmConfig(n_sc=n_sc, modulation=modulation)
     arch = {"width": width, "blocks": blocks, "bits_per_symbol": cfg.bits_per_symbol, "n_sc": n_sc}
-    family = plugins.get("models", "deeprx")
+    family = plugin_manager.get("models", "deeprx")
     model = family.build(arch).eval()
     layers = family.describe(arch)
     assert sum(l.weights for l in layers) == sum(p.numel() for p in model.parameters())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import plugins
-from core.errors import EdgejouleError
-from core.sites import load_dataset
-from core.tasks.detection import (
+from edgejoule import plugin_manager
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites import load_dataset
+from edgejoule.tasks.detection import (
     ChannelSource,
     constellation,
     error_counts,
@@ -19,7 +19,7 @@ from core.tasks.detection import (
     site_channels,
     snr_at_ber,
 )
-from plugins.detectors import linear_detect, ml_detect
+from edgejoule.plugins.detection.detectors import linear_detect, ml_detect
 
 
 @pytest.mark.parametrize("name", ["qpsk", "16qam"])
@@ -77,7 +77,7 @@ def test_zf_inverts_a_noiseless_channel_and_ml_beats_linear_detectors():
 
 
 def test_detector_baselines_are_registered_with_op_counts():
-    zf, lmmse, ml = (plugins.get("baselines", n) for n in ("zf-detector", "lmmse-detector", "ml-detector"))
+    zf, lmmse, ml = (plugin_manager.get("baselines", n) for n in ("zf-detector", "lmmse-detector", "ml-detector"))
     assert lmmse.op_count(n=16, m=8) > zf.op_count(n=16, m=8) > 16 * 64
     assert ml.op_count(n=16, m=8, order=4) == 4**4 * (16 * 8 + 16)
     rng = np.random.default_rng(4)
@@ -112,9 +112,9 @@ def test_sphere_decoder_equals_exhaustive_ml(name, n_r, n_u, snr):
     rng = np.random.default_rng(3)
     const = constellation(name)
     b = simulate(rayleigh_channels(200, n_r, n_u, rng), const, snr, rng)
-    sphere = plugins.get("baselines", "sphere-detector").run(b.H, b.y, b.noise_var, const=const)
+    sphere = plugin_manager.get("baselines", "sphere-detector").run(b.H, b.y, b.noise_var, const=const)
     np.testing.assert_array_equal(sphere.output, ml_detect(b.H, b.y, const))
-    exhaustive = plugins.get("baselines", "ml-detector").op_count(n=2 * n_r, m=2 * n_u, order=const.order)
+    exhaustive = plugin_manager.get("baselines", "ml-detector").op_count(n=2 * n_r, m=2 * n_u, order=const.order)
     assert sphere.macs_per_sample.mean() < exhaustive  # pruning visits a fraction of the tree
 
 
@@ -124,7 +124,7 @@ def test_sphere_decoder_runs_where_exhaustive_ml_cannot_and_prunes_more_at_high_
     G = rayleigh_channels(100, 8, 8, rng)
     with pytest.raises(EdgejouleError):
         ml_detect(real_channel(G), np.zeros((100, 16), np.float32), const)
-    sphere = plugins.get("baselines", "sphere-detector")
+    sphere = plugin_manager.get("baselines", "sphere-detector")
     ops = {}
     for snr in (12.0, 24.0):
         b = simulate(G, const, snr, rng)

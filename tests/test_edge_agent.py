@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 import pytest
 
-from core.schemas.manifest import ModelManifest
-from core.sites import get_site, load_dataset
-from core.tasks.precoding import sum_rate
-from plugins.zf import zf_precoder
+from edgejoule.schemas.manifest import ModelManifest
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.precoding import sum_rate
+from edgejoule.plugins.precoding.zf import zf_precoder
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
@@ -54,7 +54,7 @@ def wait_for(predicate, timeout: float = 20.0):
 def test_agent_serves_zf_without_torch_while_the_registry_is_away(tmp_path):
     H = channels(30)
     np.savez(tmp_path / "h.npz", H=H)
-    code = BLOCK_TORCH + "from edge_agent.cli import main\nsys.argv = ['edge-agent', 'once', '--inferences', '100']\nmain()\n"
+    code = BLOCK_TORCH + "from edgejoule.edge_agent.cli import main\nsys.argv = ['edge-agent', 'once', '--inferences', '100']\nmain()\n"
     env = agent_env(tmp_path, EDGE_AGENT_SOURCE=f"npz:{tmp_path / 'h.npz'}", EDGE_AGENT_WINDOW_INFERENCES="10")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -75,7 +75,7 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
     env = agent_env(tmp_path, EDGE_AGENT_CONFIG_FILE=str(config))
     del env["EDGE_AGENT_AGENT_ID"], env["EDGE_AGENT_SITE"]
     env["EDGE_AGENT_WINDOW_INFERENCES"] = "9"
-    code = "from edge_agent.config import AgentSettings\ns = AgentSettings()\nprint(s.agent_id, s.site, s.window_inferences)"
+    code = "from edgejoule.edge_agent.config import AgentSettings\ns = AgentSettings()\nprint(s.agent_id, s.site, s.window_inferences)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.split() == ["from-file", "campus-los", "9"], out.stderr
     status = subprocess.run([EDGE_AGENT, "status"], capture_output=True, text=True, env=env, timeout=60)
@@ -86,7 +86,7 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
 
 
 def test_mqtt_login_defaults_to_the_agent_id_and_token():
-    from edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.config import AgentSettings
 
     plain = AgentSettings(agent_id="bs-1", site="urban-nlos", token="t0k")
     assert (plain.mqtt_username, plain.mqtt_password) == ("bs-1", "t0k")
@@ -100,7 +100,7 @@ def test_mqtt_login_defaults_to_the_agent_id_and_token():
 def package(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
-    from plugins.export.tflite import export_precoder
+    from edgejoule.plugins.export.tflite import export_precoder
     from tests.fleet import make_chosen
 
     root = tmp_path_factory.mktemp("edge-packages")
@@ -120,7 +120,7 @@ def forged(tmp_path: Path, package: Path, data: bytes, name: str) -> tuple[Model
 
 
 def test_package_store_keeps_the_working_model_through_bad_downloads(package, tmp_path):
-    from edge_agent.packages import PackageRejected, PackageStore
+    from edgejoule.edge_agent.packages import PackageRejected, PackageStore
 
     store = PackageStore(tmp_path / "packages")
     good_manifest = ModelManifest.model_validate_json((package / "manifest.json").read_text())
@@ -156,10 +156,10 @@ def test_package_store_keeps_the_working_model_through_bad_downloads(package, tm
 def test_base_station_gets_its_precoder_over_http(package, tmp_path):
     from tests.brokers import free_port
 
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
-    from edge_agent.packages import PackageStore
-    from edge_agent.sources import open_source
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.packages import PackageStore
+    from edgejoule.edge_agent.sources import open_source
 
     settings = AgentSettings(agent_id="bs-h", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
                              data_dir=tmp_path / "agent", idle_seconds=0.05, source=f"http:127.0.0.1:{free_port()}")
@@ -192,8 +192,8 @@ def test_base_station_gets_its_precoder_over_http(package, tmp_path):
 
 
 def test_assignment_is_announced_over_mqtt_and_installed(package, tmp_path, mosquitto):
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
     from tests.fleet import publish, start_registry
 
     registry = start_registry(tmp_path / "registry", mosquitto.url)
@@ -235,10 +235,10 @@ def _answer(conn: socket.socket) -> tuple[dict, np.ndarray | None]:
 def test_base_station_gets_its_precoder_over_a_socket(package, tmp_path):
     from tests.brokers import free_port
 
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
-    from edge_agent.packages import PackageStore
-    from edge_agent.sources import open_source
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
+    from edgejoule.edge_agent.packages import PackageStore
+    from edgejoule.edge_agent.sources import open_source
 
     path = tmp_path / "agent.sock"
     settings = AgentSettings(agent_id="bs-s", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
@@ -311,9 +311,9 @@ def test_a_30_s_broker_outage_loses_and_duplicates_no_telemetry(tmp_path):
     from paho.mqtt.properties import Properties
     from paho.mqtt.packettypes import PacketTypes
 
-    from core.schemas import topics
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentSettings
+    from edgejoule.schemas import topics
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
     from tests.brokers import Mosquitto
 
     workdir = Path(tempfile.mkdtemp(prefix="mosquitto-"))  # pytest's tmp_path is closed to other users
@@ -393,9 +393,9 @@ def test_a_manifest_this_agent_cannot_read_is_a_failed_load_not_a_crash(tmp_path
     then rolls it back), instead of a validation traceback."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from core.errors import EdgejouleError
-    from core.schemas.api import API_PREFIX, Assignment
-    from edge_agent.registry_client import RegistryClient
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.schemas.api import API_PREFIX, Assignment
+    from edgejoule.edge_agent.registry_client import RegistryClient
 
     newer = {"schema": 3, "id": "m-next", "site": "urban-nlos"}
 

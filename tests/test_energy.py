@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from core.energy import LayerSpec, LifecycleStages, baseline_energy, dnn_energy, e_mac_pj, ecal_j_per_bit
-from core.energy.ecal import compute_energy_j
-from plugins.precoder_cnn import PrecoderCNNFamily
-from plugins.wmmse import wmmse_op_count
-from plugins.zf import zf_op_count
+from edgejoule.energy import LayerSpec, LifecycleStages, baseline_energy, dnn_energy, e_mac_pj, ecal_j_per_bit
+from edgejoule.energy.ecal import compute_energy_j
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
+from edgejoule.plugins.precoding.wmmse import wmmse_op_count
+from edgejoule.plugins.precoding.zf import zf_op_count
 from tests.conftest import run_cli
 
 TABLE_II_BITS = ([16, 16, 16, 16], [8, 8, 8, 8], [4, 4, 4, 4], [2, 2, 2, 2])

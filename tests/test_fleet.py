@@ -16,12 +16,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 
-from core.schemas.manifest import ModelManifest  # noqa: E402
-from core.sites import get_site, load_dataset  # noqa: E402
-from edge_agent.agent import Agent  # noqa: E402
-from edge_agent.config import AgentSettings  # noqa: E402
-from edge_agent.sources import open_source  # noqa: E402
-from plugins.export.tflite import export_precoder  # noqa: E402
+from edgejoule.schemas.manifest import ModelManifest  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
+from edgejoule.edge_agent.agent import Agent  # noqa: E402
+from edgejoule.edge_agent.config import AgentSettings  # noqa: E402
+from edgejoule.edge_agent.sources import open_source  # noqa: E402
+from edgejoule.plugins.export.tflite import export_precoder  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import Postgres, make_chosen, publish, start_registry  # noqa: E402
 
@@ -280,6 +280,6 @@ def test_metrics_and_health(registry):
 
 
 def test_edge_agent_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None\nimport edge_agent.agent, edge_agent.cli, plugins.meters\nprint('ok')"
+    code = "import sys; sys.modules['torch'] = None\nimport edgejoule.edge_agent.agent, edgejoule.edge_agent.cli, edgejoule.plugins.energy.meters\nprint('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from core import plugins
-from core.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel, simulate
-from plugins.kaq_core import (
+from edgejoule import plugin_manager
+from edgejoule.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel, simulate
+from edgejoule.plugins.detection.kaq_core import (
     KaqActQuant,
     KaqLoss,
     LearnedPolicy,
@@ -24,8 +24,8 @@ from plugins.kaq_core import (
     quantize_activations,
     zf_error_std,
 )
-from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import BatchCondition, Identity, TrainConfig, detector, tensors, train
+from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+from edgejoule.plugins.detection.unfolded_net import BatchCondition, Identity, TrainConfig, detector, tensors, train
 from tests.conftest import run_cli
 
 torch.set_num_threads(1)
@@ -111,10 +111,10 @@ def test_kaq_fake_quantizer_uses_at_most_2_to_the_b_levels_per_batch():
 def test_kaq_qat_is_registered_and_recovers_what_ptq_loses_at_2_bits():
     const = constellation("qpsk")
     src = ChannelSource(8, 4)
-    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    fp = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     train(fp, src, const, TrainConfig(samples=2560, epochs=6, seed=1))
     cfg = TrainConfig(samples=1280, epochs=4, seed=2)
-    kaq = plugins.get("quantizers", "kaq").quantize(fp, [2], source=src, cfg=cfg)
+    kaq = plugin_manager.get("quantizers", "kaq").quantize(fp, [2], source=src, cfg=cfg)
     ptq = quantize_activations(fp, "ptq", 2, src, cfg)
 
     def ber(net):
@@ -126,7 +126,7 @@ def test_kaq_qat_is_registered_and_recovers_what_ptq_loses_at_2_bits():
 
 def test_a_kaq_run_does_not_depend_on_what_drew_from_torchs_generator_before_it():
     src = ChannelSource(8, 4)
-    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    fp = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     cfg = TrainConfig(samples=256, epochs=2, seed=2)
     runs = []
     for draws in (0, 1000):
@@ -162,7 +162,7 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
 
 
 def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_teacher():
-    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    fp = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     loss = KaqLoss(fp, weight=2.0, anneal_steps=4)
     rng = np.random.default_rng(0)
     batch = tensors(simulate(ChannelSource(8, 4).draw(64, rng), constellation("qpsk"), 5.0, rng))
@@ -187,7 +187,7 @@ def _mmd_part(loss_for, batch, acts) -> float:
 
 
 def test_mmd_on_decisions_ignores_clipping_in_the_slicers_saturation_and_output_sees_only_the_last_layer():
-    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    fp = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     rng = np.random.default_rng(0)
     batch = tensors(simulate(ChannelSource(8, 4).draw(128, rng), constellation("qpsk"), 0.0, rng))
     with torch.no_grad():
@@ -213,7 +213,7 @@ def test_mmd_on_decisions_ignores_clipping_in_the_slicers_saturation_and_output_
 
 
 def test_mmd_teacher_along_is_the_quantized_net_itself_in_fp_arithmetic():
-    fp = plugins.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
+    fp = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind="pgd", n_r=8, n_u=4))
     net = copy.deepcopy(fp)
     net.quant = nn.ModuleList(LsqActQuant(2) for _ in range(fp.arch.layers))
     rng = np.random.default_rng(0)

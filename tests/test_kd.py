@@ -4,11 +4,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import plugins
-from core.tasks.ofdm import OfdmConfig, bit_errors, simulate
-from plugins.deeprx import DeepRxArch
-from plugins.deeprx_net import DeepRx, inputs
-from plugins.kd import KdOptions, KdRequest, kd_loss, train_logit_model
+from edgejoule import plugin_manager
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from edgejoule.plugins.reception.deeprx_arch import DeepRxArch
+from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
+from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, kd_loss, train_logit_model
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def test_short_distillation_improves_a_deeprx_student() -> None:
     train_logit_model(teacher, _ofdm_batches(cfg, 1), KdOptions(steps=150, lr=5e-3))
     student = DeepRx(DeepRxArch(width=4, blocks=1, n_sc=12)).eval()
     before = _ofdm_score(cfg, student)
-    result = plugins.get("compressors", "kd").run(
+    result = plugin_manager.get("compressors", "kd").run(
         KdRequest(teacher=teacher, student=student, batch=_ofdm_batches(cfg, 2), options=KdOptions(steps=60, lr=5e-3))
     )
     after = _ofdm_score(cfg, result.distilled)
@@ -103,7 +103,7 @@ def test_kd_works_on_a_second_logit_family() -> None:
         with torch.no_grad():
             return float(F.binary_cross_entropy_with_logits(model(x), bits.float()))
 
-    result = plugins.get("compressors", "kd").run(
+    result = plugin_manager.get("compressors", "kd").run(
         KdRequest(teacher=teacher, student=student, batch=batch, options=KdOptions(steps=150, lr=1e-2, alpha=0.8))
     )
     assert bce(result.distilled) < bce(student) - 0.1

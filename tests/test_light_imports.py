@@ -1,4 +1,4 @@
-"""core and the numpy baselines import on a machine without torch (an edge device)."""
+"""The core (``edgejoule``) and the numpy baselines import on a machine without torch (an edge device)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def test_torch_is_really_blocked():
 
 def test_core_and_baselines_import_without_torch():
     code = (
-        "import core, core.energy, core.sites, core.tasks.precoding, core.schemas, core.plugins, core.cli.app\n"
-        "import plugins.zf, plugins.wmmse, plugins.geometric, plugins.precoder_cnn\n"
-        "from core import plugins as p\n"
+        "import edgejoule, edgejoule.energy, edgejoule.sites, edgejoule.tasks.precoding, edgejoule.schemas, edgejoule.plugin_manager, edgejoule.cli.app\n"
+        "import edgejoule.plugins.precoding.zf, edgejoule.plugins.precoding.wmmse, edgejoule.plugins.sites.geometric, edgejoule.plugins.precoding.precoder_cnn\n"
+        "from edgejoule import plugin_manager as p\n"
         "print(sorted(p.names('baselines')))\n"
     )
     result = run_without_torch(code)
@@ -32,8 +32,8 @@ def test_core_and_baselines_import_without_torch():
 def test_baseline_runs_without_torch():
     code = (
         "import numpy as np\n"
-        "from core.sites import get_site, load_dataset\n"
-        "from core.baselines import run_precoding_baseline\n"
+        "from edgejoule.sites import get_site, load_dataset\n"
+        "from edgejoule.baselines import run_precoding_baseline\n"
         "ds = load_dataset(get_site('urban-nlos').with_overrides(n_samples=50), use_cache=False)\n"
         "print(run_precoding_baseline(ds, 'wmmse').sum_rate_mean)\n"
     )
@@ -46,12 +46,12 @@ def test_every_core_module_imports_on_its_own():
     """Each module in a fresh interpreter, first: an import cycle shows up only when its module comes first."""
     import pkgutil
 
-    import core
+    import edgejoule
 
-    names = sorted(m.name for m in pkgutil.walk_packages(core.__path__, "core."))
+    names = sorted(m.name for m in pkgutil.walk_packages(edgejoule.__path__, "edgejoule."))
     code = "import importlib, subprocess, sys\n" + "\n".join(
         f"r = subprocess.run([sys.executable, '-c', {BLOCK_TORCH + 'import ' + name!r}], capture_output=True, text=True)\n"
         f"assert r.returncode == 0, ({name!r}, r.stderr[-500:])" for name in names)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "core.interfaces" in names and "core.cli.app" in names
+    assert "edgejoule.interfaces" in names and "edgejoule.cli.app" in names

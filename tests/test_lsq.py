@@ -6,15 +6,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core import plugins  # noqa: E402
-from plugins.precoder_cnn import PrecoderCNNFamily  # noqa: E402
+from edgejoule import plugin_manager  # noqa: E402
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 
 
 def test_lsq_quantizes_layer_inputs_when_asked():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = PrecoderCNNFamily().build({"c_out": 4, "d_fcl": 32, "n_t": 8, "n_u": 2})
-    plugins.get("quantizers", "lsq").quantize(model, [8, 4, 4, 2], activation_bits=4)
+    plugin_manager.get("quantizers", "lsq").quantize(model, [8, 4, 4, 2], activation_bits=4)
     seen: dict[str, torch.Tensor] = {}
     for name, layer in zip(("conv", "fc1", "fc2", "fc3"), model.layers()):
         # registered after the quantizing pre-hook, so it sees what the layer sees

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from plugins.meters import CpuTimeMeter, Ina2xxMeter, RaplMeter, _PowerIntegrator, parse_pmic
+from edgejoule.plugins.energy.meters import CpuTimeMeter, Ina2xxMeter, RaplMeter, _PowerIntegrator, parse_pmic
 
 
 def write_domain(root, name, energy, max_range=1_000_000):

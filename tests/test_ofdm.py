@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from core import plugins
-from core.errors import EdgejouleError
-from core.tasks.ofdm import OfdmConfig, bit_errors, interpolate, ls_estimate, simulate, tdl_channel
-from plugins.ofdm_receiver import op_count, receive
+from edgejoule import plugin_manager
+from edgejoule.errors import EdgejouleError
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, interpolate, ls_estimate, simulate, tdl_channel
+from edgejoule.plugins.reception.ofdm_receiver import op_count, receive
 
 
 @pytest.mark.parametrize("n_sc,step", [(12, 2), (36, 3)])
@@ -51,7 +51,7 @@ def test_interpolation_recovers_a_linear_channel() -> None:
 
 def test_baseline_ber_falls_with_sinr_and_is_registered() -> None:
     cfg = OfdmConfig(n_sc=12)
-    base = plugins.get("baselines", "ls-lmmse")
+    base = plugin_manager.get("baselines", "ls-lmmse")
     bers = []
     for s in (0.0, 15.0, 35.0):
         slot = simulate(cfg, s, np.random.default_rng(5), n=200)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.hookspecs import hookimpl
-from core.plugins import PluginConflictError, PluginContractError, PluginManager, UnknownPluginError, get_manager
+from edgejoule.hookspecs import hookimpl
+from edgejoule.plugin_manager import PluginConflictError, PluginContractError, PluginManager, UnknownPluginError, get_manager
 from tests.conftest import run_cli
 
 BUILTINS = {"geometric", "zf", "wmmse", "accelerator_energy", "precoder_cnn"}
@@ -29,8 +29,8 @@ def make_distribution(root: Path, name: str, module_source: str) -> Path:
 
 THIRD_PARTY = """
     import numpy as np
-    from core.hookspecs import hookimpl
-    from core.interfaces import BaselineResult
+    from edgejoule.hookspecs import hookimpl
+    from edgejoule.interfaces import BaselineResult
 
     class MatchedFilter:
         name = "mrt"
@@ -53,7 +53,7 @@ def test_builtins_come_from_entry_points():
     infos = get_manager().infos
     assert BUILTINS <= set(infos)
     for name in BUILTINS:
-        assert infos[name].source.startswith("entry point plugins."), infos[name].source
+        assert infos[name].source.startswith("entry point edgejoule.plugins."), infos[name].source
         assert infos[name].error is None
     assert get_manager().provider("baselines", "wmmse") == "wmmse"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.sites import load_dataset
-from core.tasks.precoding import scale_to_power, sinr, sum_rate, total_power
-from plugins.wmmse import wmmse, wmmse_per_sample
-from plugins.zf import zf_precoder
+from edgejoule.sites import load_dataset
+from edgejoule.tasks.precoding import scale_to_power, sinr, sum_rate, total_power
+from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample
+from edgejoule.plugins.precoding.zf import zf_precoder
 
 
 def naive_sum_rate(h, w, noise):
@@ -83,7 +83,7 @@ def test_wmmse_agrees_with_the_per_sample_reference(dataset):
 
 
 def test_nlos_regime_and_los_rates():
-    from core.sites import get_site
+    from edgejoule.sites import get_site
 
     results = {}
     for name in ("urban-nlos", "campus-los"):

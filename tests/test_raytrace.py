@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("sionna.rt")
 
-from core import plugins  # noqa: E402
-from core.sites import load_dataset  # noqa: E402
-from core.sites.config import SiteConfig  # noqa: E402
-from core.sites.dataset import generate, user_positions  # noqa: E402
-from core.tasks.precoding import average_snr_db, sum_rate, total_power  # noqa: E402
-from plugins.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
-from plugins.wmmse import wmmse, wmmse_per_sample  # noqa: E402
-from plugins.zf import zf_precoder  # noqa: E402
+from edgejoule import plugin_manager  # noqa: E402
+from edgejoule.sites import load_dataset  # noqa: E402
+from edgejoule.sites.config import SiteConfig  # noqa: E402
+from edgejoule.sites.dataset import generate, user_positions  # noqa: E402
+from edgejoule.tasks.precoding import average_snr_db, sum_rate, total_power  # noqa: E402
+from edgejoule.plugins.sites.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
+from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample  # noqa: E402
+from edgejoule.plugins.precoding.zf import zf_precoder  # noqa: E402
 
 pytestmark = pytest.mark.raytrace
 
@@ -25,7 +25,7 @@ CANYON = SiteConfig(name="canyon-test", generator="raytrace", scene="simple_stre
 
 
 def test_generator_is_registered():
-    assert plugins.get_manager().provider("channel_generators", "raytrace") == "raytrace"
+    assert plugin_manager.get_manager().provider("channel_generators", "raytrace") == "raytrace"
 
 
 def test_ground_mask_tells_streets_from_roofs():
@@ -66,7 +66,7 @@ def test_ray_traced_dataset_goes_through_the_cache(tmp_path, monkeypatch):
 
 
 def test_shipped_ray_traced_sites_stand_in_the_open():
-    from core.sites.catalog import BUILTIN_SITES
+    from edgejoule.sites.catalog import BUILTIN_SITES
 
     rt = _sionna()
     sites = [s for s in BUILTIN_SITES.values() if s.generator == "raytrace"]

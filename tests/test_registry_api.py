@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from core.energy.ecal import LifecycleStages, ecal_j_per_bit
-from registry.db import ModelRow
+from edgejoule.energy.ecal import LifecycleStages, ecal_j_per_bit
+from edgejoule.registry.db import ModelRow
 from tests.conftest import run_cli
 from tests.fleet import start_registry
 from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
@@ -210,7 +210,7 @@ def test_migrations_up_down_up_and_cli_client(tmp_path, postgres_server):
         assert result.returncode == 0, result.stderr
     from alembic import command
 
-    from registry.migrate import alembic_config
+    from edgejoule.registry.migrate import alembic_config
 
     command.downgrade(alembic_config(url), "base")
     command.upgrade(alembic_config(url), "head")

@@ -15,11 +15,11 @@ import pytest
 from alembic import command
 from sqlalchemy import column, create_engine, event, func, insert, inspect, select, table, text
 
-from registry import fleet as fleet_queries
-from registry import service
-from registry.db import ROLLUP_LEVELS, TelemetryRow, TelemetrySeriesRow, make_engine, session_factory
-from registry.migrate import alembic_config, upgrade
-from registry.schemas import utc
+from edgejoule.registry import fleet as fleet_queries
+from edgejoule.registry import service
+from edgejoule.registry.db import ROLLUP_LEVELS, TelemetryRow, TelemetrySeriesRow, make_engine, session_factory
+from edgejoule.registry.migrate import alembic_config, upgrade
+from edgejoule.registry.schemas import utc
 from tests.fleet import start_registry
 from tests.postgres import database_url, fresh_database, postgres_server  # noqa: F401 (fixtures)
 from tests.registry_parts import T0, package, send, upload, window
@@ -211,8 +211,8 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     orders at once, as redelivery to two workers could: each window is stored and rolled up exactly once."""
     from prometheus_client import CollectorRegistry, Counter
 
-    from core.schemas import topics
-    from registry.ingest import MqttIngest
+    from edgejoule.schemas import topics
+    from edgejoule.registry.ingest import MqttIngest
 
     upgrade(database_url)
     messages = reports(300, seed=5)

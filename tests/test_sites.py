@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import EdgejouleError
-from core.sites import get_site, list_sites, load_dataset
-from core.sites.dataset import cache_dir, user_positions
-from core.tasks.precoding import average_snr_db
-from plugins.geometric import GeometricGenerator
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites import get_site, list_sites, load_dataset
+from edgejoule.sites.dataset import cache_dir, user_positions
+from edgejoule.tasks.precoding import average_snr_db
+from edgejoule.plugins.sites.geometric import GeometricGenerator
 from tests.conftest import run_cli
 
 

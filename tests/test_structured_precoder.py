@@ -11,22 +11,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core import plugins  # noqa: E402
-from core.energy.accelerator import dnn_energy, layer_energy  # noqa: E402
-from core.sites import get_site, load_dataset  # noqa: E402
-from core.tasks.precoding import sum_rate, total_power  # noqa: E402
-from plugins.mpq.search import SearchRequest, run_search  # noqa: E402
-from plugins.mpq.space import SearchSpace  # noqa: E402
-from plugins.precoder_structured import structure_ops  # noqa: E402
-from plugins.precoder_structured_net import complex_inverse, optimal_structure  # noqa: E402
-from plugins.precoder_training import TrainConfig, evaluate, input_scale, train, training_combinations, unit_noise_channels  # noqa: E402
-from plugins.wmmse import wmmse  # noqa: E402
-from plugins.zf import rzf_precoder  # noqa: E402
+from edgejoule import plugin_manager  # noqa: E402
+from edgejoule.energy.accelerator import dnn_energy, layer_energy  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
+from edgejoule.tasks.precoding import sum_rate, total_power  # noqa: E402
+from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
+from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
+from edgejoule.plugins.precoding.precoder_structured import structure_ops  # noqa: E402
+from edgejoule.plugins.precoding.precoder_structured_net import complex_inverse, optimal_structure  # noqa: E402
+from edgejoule.plugins.precoding.precoder_training import TrainConfig, evaluate, input_scale, train, training_combinations, unit_noise_channels  # noqa: E402
+from edgejoule.plugins.precoding.wmmse import wmmse  # noqa: E402
+from edgejoule.plugins.precoding.zf import rzf_precoder  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 torch.set_num_threads(1)
 TINY = {"c_out": 4, "d_fcl": 32, "n_t": 64, "n_u": 4}
-FAMILY = plugins.get("models", "precoder_structured")
+FAMILY = plugin_manager.get("models", "precoder_structured")
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,11 @@ def test_equal_logits_give_rzf_with_equal_powers(site_data):
 def test_rzf_lies_between_zf_and_wmmse_on_the_nlos_site(site_data):
     ds, _ = site_data
     H, noise = ds.H("test"), ds.noise_power
-    rates = {name: float(sum_rate(H, plugins.get("baselines", name).run(H, noise, ds.p_max).output, noise).mean())
+    rates = {name: float(sum_rate(H, plugin_manager.get("baselines", name).run(H, noise, ds.p_max).output, noise).mean())
              for name in ("zf", "rzf")}
     rates["wmmse"] = float(sum_rate(H, wmmse(H, noise, ds.p_max, tol=1e-5)[0], noise).mean())
     assert rates["zf"] < rates["rzf"] < rates["wmmse"]
-    assert plugins.get("baselines", "rzf").op_count(n_t=64, n_u=4) > plugins.get("baselines", "zf").op_count(n_t=64, n_u=4)
+    assert plugin_manager.get("baselines", "rzf").op_count(n_t=64, n_u=4) > plugin_manager.get("baselines", "zf").op_count(n_t=64, n_u=4)
 
 
 def test_the_structure_holds_wmmse_solutions(site_data):
@@ -157,8 +157,8 @@ def test_compress_rejects_a_family_that_is_not_a_precoder(family, message, tmp_p
 def test_export_runs_the_structure_in_litert(bits, tmp_path):
     """The whole map, Gauss-Jordan included, converts to LiteRT ops and serves on the edge runtime as torch does."""
     pytest.importorskip("litert_torch")
-    from core.runtime import PrecoderRuntime
-    from plugins.export.tflite import export_precoder
+    from edgejoule.runtime import PrecoderRuntime
+    from edgejoule.plugins.export.tflite import export_precoder
     from tests.fleet import TINY_ARCH, make_chosen
 
     chosen = make_chosen(tmp_path / "src", bits, family="precoder_structured")

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from core import plugins
-from core.energy import dnn_energy
-from core.tasks.detection import ChannelSource, constellation, error_rates
-from plugins.detectors import linear_detect
-from plugins.unfolded import UnfoldedArch
-from plugins.unfolded_net import SoftProjection, TrainConfig, detector, train
+from edgejoule import plugin_manager
+from edgejoule.energy import dnn_energy
+from edgejoule.tasks.detection import ChannelSource, constellation, error_rates
+from edgejoule.plugins.detection.detectors import linear_detect
+from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+from edgejoule.plugins.detection.unfolded_net import SoftProjection, TrainConfig, detector, train
 
 torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("kind,params", [("pgd", 2), ("admm", 5)])
 def test_description_matches_the_built_network(kind, params):
-    family = plugins.get("models", "unfolded")
+    family = plugin_manager.get("models", "unfolded")
     arch = UnfoldedArch(kind=kind, layers=5, n_r=8, n_u=4)
     layers = family.describe(arch)
     net = family.build(arch)
@@ -46,7 +46,7 @@ def test_soft_projection_approaches_the_slicer(name):
 def test_short_training_improves_ber(kind):
     const = constellation("qpsk")
     src = ChannelSource(8, 4)
-    net = plugins.get("models", "unfolded").build(UnfoldedArch(kind=kind, n_r=8, n_u=4))
+    net = plugin_manager.get("models", "unfolded").build(UnfoldedArch(kind=kind, n_r=8, n_u=4))
 
     def ber(detect):
         return error_rates(detect, src, const, [3.0], 4000, seed=5)[0].ber
@@ -61,15 +61,15 @@ def test_short_training_improves_ber(kind):
 
 
 def test_exported_detector_runs_in_litert_like_torch(tmp_path):
-    from core.schemas.manifest import ModelManifest
-    from core.tasks.detection import simulate
-    from plugins.export.tflite import ExportError, sha256_file
-    from plugins.export.unfolded import DetectorRuntime, export_detector
-    from plugins.kaq_core import quantize_activations
+    from edgejoule.schemas.manifest import ModelManifest
+    from edgejoule.tasks.detection import simulate
+    from edgejoule.plugins.export.tflite import ExportError, sha256_file
+    from edgejoule.plugins.detection.export import DetectorRuntime, export_detector
+    from edgejoule.plugins.detection.kaq_core import quantize_activations
 
     const = constellation("qpsk")
     arch = UnfoldedArch(kind="admm", n_r=8, n_u=4)
-    net = plugins.get("models", "unfolded").build(arch)
+    net = plugin_manager.get("models", "unfolded").build(arch)
     train(net, ChannelSource(8, 4), const, TrainConfig(samples=512, epochs=2))
     manifest = export_detector(net, arch, "rayleigh", ChannelSource(8, 4), tmp_path / "pkg")
     assert ModelManifest.model_validate_json((tmp_path / "pkg" / "manifest.json").read_text()) == manifest

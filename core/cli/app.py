@@ -8,10 +8,10 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from core.cli import baselines, demo, energy, plugins_cmd, sites
-from core.cli.output import errors
-from core.errors import EdgejouleError
-from core.plugins import get_manager
+from edgejoule.cli import baselines, demo, energy, plugins_cmd, sites
+from edgejoule.cli.output import errors
+from edgejoule.errors import EdgejouleError
+from edgejoule.plugin_manager import get_manager
 
 EXIT_USER_ERROR = 2
 

@@ -6,9 +6,9 @@ from contextlib import nullcontext
 
 import typer
 
-from core.baselines import run_precoding_baseline
-from core.cli.output import console, print_json
-from core.cli.sites import dataset_with_progress
+from edgejoule.baselines import run_precoding_baseline
+from edgejoule.cli.output import console, print_json
+from edgejoule.cli.sites import dataset_with_progress
 
 app = typer.Typer(help="Classical baselines (ZF, WMMSE, ...).", no_args_is_help=True)
 

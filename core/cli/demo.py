@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from core.baselines import BaselineReport, run_precoding_baseline
-from core.cli.output import console, print_json
-from core.cli.sites import dataset_with_progress
-from core.tasks.precoding import average_snr_db
+from edgejoule.baselines import BaselineReport, run_precoding_baseline
+from edgejoule.cli.output import console, print_json
+from edgejoule.cli.sites import dataset_with_progress
+from edgejoule.tasks.precoding import average_snr_db
 
 DEMO_SITES = ("urban-nlos", "campus-los")
 

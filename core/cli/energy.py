@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from core import plugins
-from core.cli.output import console, print_json
-from core.errors import EdgejouleError
+from edgejoule import plugin_manager
+from edgejoule.cli.output import console, print_json
+from edgejoule.errors import EdgejouleError
 
 app = typer.Typer(help="Energy per inference from the accelerator model.", no_args_is_help=True)
 
@@ -38,12 +38,12 @@ def baseline(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Energy of one run of a classical baseline (eq. 14 on the op count of eq. 12 or 13)."""
-    impl = plugins.get("baselines", method)
+    impl = plugin_manager.get("baselines", method)
     try:
         macs = impl.op_count(n_t=nt, n_u=nu, iterations=iterations)
     except ValueError as exc:
         raise EdgejouleError(f"{exc}: pass --iterations") from None
-    energy = plugins.get("energy_estimators", "accelerator").estimate_ops(macs, bits)
+    energy = plugin_manager.get("energy_estimators", "accelerator").estimate_ops(macs, bits)
     result = {"method": method, "n_t": nt, "n_u": nu, "iterations": iterations, "macs": macs, "bits": bits,
               "energy_uj": energy.total_uj, "breakdown_uj": {"compute": energy.compute_uj, "local_buffer": energy.activations_uj}}
     if as_json:
@@ -64,15 +64,15 @@ def dnn(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
-    family = plugins.get("models", model)
+    family = plugin_manager.get("models", model)
     if family.task != "precoding":
         raise EdgejouleError(f"'{model}' is a {family.task} model; --model takes a precoder family: "
-                             f"{', '.join(plugins.names('models', task='precoding'))}")
+                             f"{', '.join(plugin_manager.names('models', task='precoding'))}")
     layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
     weight_bits = family.layer_bits(parse_bits(bits, len(family.layer_names)))
     if activation_bits not in ALLOWED_BITS:
         raise EdgejouleError(f"--activation-bits must be in {{2,4,8,16}}, got {activation_bits}")
-    energy = plugins.get("energy_estimators", "accelerator").estimate(layers, weight_bits, activation_bits)
+    energy = plugin_manager.get("energy_estimators", "accelerator").estimate(layers, weight_bits, activation_bits)
     if as_json:
         print_json({"model": model, "arch": {"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu},
                     "layers": [layer.model_dump() for layer in layers], "energy": energy.model_dump()})

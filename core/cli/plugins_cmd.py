@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from core.cli.output import console, print_json
-from core.plugins import get_manager
+from edgejoule.cli.output import console, print_json
+from edgejoule.plugin_manager import get_manager
 
 
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from core import plugins
-from core.cli.output import console, print_json, progress_bar
-from core.sites import get_site, list_sites
-from core.sites.dataset import ChannelDataset, cached, load_dataset, user_positions
-from core.tasks.precoding import average_snr_db
+from edgejoule import plugin_manager
+from edgejoule.cli.output import console, print_json, progress_bar
+from edgejoule.sites import get_site, list_sites
+from edgejoule.sites.dataset import ChannelDataset, cached, load_dataset, user_positions
+from edgejoule.tasks.precoding import average_snr_db
 
 app = typer.Typer(help="Sites and their channel datasets.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ app = typer.Typer(help="Sites and their channel datasets.", no_args_is_help=True
 def dataset_with_progress(name: str, quiet: bool = False) -> ChannelDataset:
     """Load a site's dataset, generating it with a progress bar if it is not cached yet."""
     site = get_site(name)
-    generator = plugins.get("channel_generators", site.generator)
+    generator = plugin_manager.get("channel_generators", site.generator)
     with progress_bar(f"generating {name}", len(user_positions(site)), enabled=not quiet and not cached(site)) as advance:
         return load_dataset(site, generator, progress=advance)
 

@@ -1,6 +1,6 @@
 """Energy: the accelerator model of quantized DNNs and baselines (eqs. 7-14) and the eCAL lifecycle account."""
 
-from core.energy.accelerator import (
+from edgejoule.energy.accelerator import (
     AcceleratorConstants,
     EnergyBreakdown,
     LayerEnergy,
@@ -9,7 +9,7 @@ from core.energy.accelerator import (
     dnn_energy,
     e_mac_pj,
 )
-from core.energy.ecal import LifecycleStages, compute_energy_j, ecal_j_per_bit
+from edgejoule.energy.ecal import LifecycleStages, compute_energy_j, ecal_j_per_bit
 
 __all__ = [
     "AcceleratorConstants",

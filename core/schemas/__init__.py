@@ -1,17 +1,17 @@
 """Message and package schemas shared by the registry and the edge agent (``schema: 1``).
 
 The registry and the agent never import each other: they agree on these pydantic models, the MQTT topics
-in :mod:`core.schemas.topics` and the HTTP paths in :mod:`core.schemas.api`.
+in :mod:`edgejoule.schemas.topics` and the HTTP paths in :mod:`edgejoule.schemas.api`.
 """
 
-from core.schemas.api import (
+from edgejoule.schemas.api import (
     AgentRegistration,
     AgentRegistered,
     Assignment,
     LoadEvent,
 )
-from core.schemas.manifest import EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
-from core.schemas.messages import AgentState, Heartbeat, Telemetry
+from edgejoule.schemas.manifest import EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
+from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
 
 SCHEMA_VERSION = 1
 

@@ -4,7 +4,7 @@ User sites: put ``NAME.json`` files (a :class:`SiteConfig` each) in the director
 ``EDGEJOULE_SITES``; they are listed beside the built-in ones and may not reuse a built-in name.
 
 The link budgets of the built-in geometric sites (path-loss exponent, LOS blockage, excess loss) were
-chosen once so that their average SNR (:func:`core.tasks.precoding.average_snr_db`) lands near the paper's
+chosen once so that their average SNR (:func:`edgejoule.tasks.precoding.average_snr_db`) lands near the paper's
 two reference sites, about 15 dB for the NLOS one and 28-29 dB for the LOS one; docs/SITES.md reports the
 measured figures. They describe environments, not fitted results: no model constant depends on them.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core.errors import EdgejouleError
-from core.sites.config import GeometricParams, SiteConfig
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites.config import GeometricParams, SiteConfig
 
 BUILTIN_SITES: dict[str, SiteConfig] = {
     site.name: site

@@ -35,7 +35,7 @@ class ArrayConfig(BaseModel):
 
 
 class GeometricParams(BaseModel):
-    """Parameters of the built-in geometric multipath model (see plugins/geometric.py)."""
+    """Parameters of the built-in geometric multipath model (see plugins/sites/geometric.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from core.errors import EdgejouleError
-from core.sites.config import SiteConfig
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites.config import SiteConfig
 
-if TYPE_CHECKING:  # core.interfaces imports core.sites: a runtime import here would be circular
-    from core.interfaces import ChannelGenerator, Progress
+if TYPE_CHECKING:  # edgejoule.interfaces imports edgejoule.sites: a runtime import here would be circular
+    from edgejoule.interfaces import ChannelGenerator, Progress
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -162,9 +162,9 @@ def load_dataset(
         if ds is not None:
             return ds
     if generator is None:
-        from core import plugins
+        from edgejoule import plugin_manager
 
-        generator = plugins.get("channel_generators", site.generator)
+        generator = plugin_manager.get("channel_generators", site.generator)
     ds = generate(site, generator, progress)
     if use_cache:
         _save(ds, path)

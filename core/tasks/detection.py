@@ -26,7 +26,7 @@ Conventions (used by every detector in edgejoule):
   receive antenna is N_U times that);
 - **site channels** (``site_channels``): the site's N_U users are the transmitters of a MIMO *uplink* to the
   site's base station, which receives on its first N_R antennas (a sub-array of its UPA, row-major); by
-  reciprocity :math:`G = H^H` of the downlink channel of :mod:`core.sites` (row u of H is :math:`h_u^H`).
+  reciprocity :math:`G = H^H` of the downlink channel of :mod:`edgejoule.sites` (row u of H is :math:`h_u^H`).
   Each user's column is scaled to :math:`\|g_u\|^2 = N_R` (per-user uplink power control, which also gives
   unit entry power above); what stays site-specific is the spatial structure: correlation
   between antennas and the users' angular separation on the array;
@@ -42,8 +42,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import EdgejouleError
-from core.sites import get_site, load_dataset
+from edgejoule.errors import EdgejouleError
+from edgejoule.sites import get_site, load_dataset
 
 Array = Any
 Modulation = Literal["qpsk", "16qam"]

@@ -25,7 +25,7 @@ with tap delays :math:`\tau_l` uniform in :math:`[0, 3\tau_{\mathrm{rms}}]` per 
 rays per tap, symbol time :math:`T_s = (1 + 1/14)/\Delta f` (cyclic prefix included) and maximum Doppler
 :math:`f_D` = ``doppler_hz`` (0: a static slot).
 
-**Site channels** (``site_gains``): the site datasets of :mod:`core.sites` are narrowband (one complex
+**Site channels** (``site_gains``): the site datasets of :mod:`edgejoule.sites` are narrowband (one complex
 coefficient per BS antenna and user, no delays), so they cannot give the frequency selectivity; they fit as
 each slot's large-scale complex gain: the channel of a site user to BS antenna 0, divided by the RMS over
 the dataset, multiplies the unit-power TDL grid. The slot's SINR then varies with the site's own gain
@@ -43,8 +43,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import EdgejouleError
-from core.tasks.detection import Constellation, constellation, snr_at_ber
+from edgejoule.errors import EdgejouleError
+from edgejoule.tasks.detection import Constellation, constellation, snr_at_ber
 
 __all__ = [
     "OfdmConfig",
@@ -142,7 +142,7 @@ def tdl_channel(cfg: OfdmConfig, n: int, rng: np.random.Generator) -> np.ndarray
 
 def site_gains(site: str, n: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
     """complex64 [n] slot gains from a site's narrowband channels (module docstring), unit mean power."""
-    from core.sites import get_site, load_dataset
+    from edgejoule.sites import get_site, load_dataset
 
     H = load_dataset(get_site(site)).H(split)  # [S, N_U, N_T]
     g = H[:, :, 0].reshape(-1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from core.hookspecs import hookimpl
+from edgejoule.hookspecs import hookimpl
 
 
 def export_command(
@@ -17,9 +17,9 @@ def export_command(
     model_id: str = typer.Option(None, "--id", help="package id (default: SITE-precoder-SHA)"),
 ) -> None:
     """Export a compressed precoder to a TFLite model package, checking it against torch."""
-    from core.cli.output import console
-    from core.errors import EdgejouleError
-    from plugins.export.tflite import export_precoder
+    from edgejoule.cli.output import console
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.plugins.export.tflite import export_precoder
 
     if compute not in ("auto", "integer", "float"):
         raise EdgejouleError(f"--compute must be auto, integer or float, got '{compute}'")
@@ -41,10 +41,10 @@ def publish_command(
     """Upload a model package to the registry (POST /api/v1/models)."""
     import httpx
 
-    from core.cli.output import console
-    from core.errors import EdgejouleError
-    from core.schemas.api import API_PREFIX
-    from core.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+    from edgejoule.cli.output import console
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.schemas.api import API_PREFIX
+    from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
 
     manifest_path, model_path = package / MANIFEST_FILE, package / MODEL_FILE
     if not manifest_path.exists() or not model_path.exists():

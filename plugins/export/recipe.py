@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-from core.schemas.manifest import StoredType
+from edgejoule.schemas.manifest import StoredType
 
 Compute = Literal["integer", "float"]
 

@@ -36,13 +36,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from core.errors import EdgejouleError
-from core.schemas.manifest import (MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest,
+from edgejoule.errors import EdgejouleError
+from edgejoule.schemas.manifest import (MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest,
                                    PrecoderNormalization, TensorSpec)
-from core.sites import get_site, load_dataset
-from core.tasks.precoding import sum_rate
-from plugins.export.recipe import Compute, mixed_recipe, stored_type
-from core.runtime import PrecoderRuntime
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.precoding import sum_rate
+from edgejoule.plugins.export.recipe import Compute, mixed_recipe, stored_type
+from edgejoule.runtime import PrecoderRuntime
 
 LAYER_SCOPES = {"CONV": "Conv2d_conv", "FCL1": "Linear_fc1", "FCL2": "Linear_fc2", "FCL3": "Linear_fc3"}
 FLOAT_TOLERANCE = 1e-4
@@ -122,7 +122,7 @@ def quantize_file(float_path: Path, bits: list[int], compute: Compute, out: Path
         quantizer.Quantizer(str(float_path), recipe).quantize().export_model(str(out), overwrite=True)
     except (RuntimeError, ValueError) as exc:
         raise ExportError(f"the layers' weights are not on the grid of their trained bits {bits} (export a "
-                          f"model trained or frozen with plugins.lsq): {str(exc).splitlines()[0][:300]}") from None
+                          f"model trained or frozen with edgejoule.plugins.quantization.lsq): {str(exc).splitlines()[0][:300]}") from None
 
 
 def _parity_problem(bits: list[int], out_lite: np.ndarray, out_torch: np.ndarray, rate_lite: float, rate_torch: float) -> str | None:
@@ -137,10 +137,10 @@ def _parity_problem(bits: list[int], out_lite: np.ndarray, out_torch: np.ndarray
 
 
 def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "auto", model_id: str | None = None) -> ModelManifest:
-    """Turn a compression result (``chosen.json`` + frozen weights, see ``plugins.mpq.compress``) into a package."""
+    """Turn a compression result (``chosen.json`` + frozen weights, see ``edgejoule.plugins.search.compress``) into a package."""
     import torch
 
-    from core import plugins
+    from edgejoule import plugin_manager
 
     chosen_json = Path(chosen_json)
     try:
@@ -148,7 +148,7 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
     except (OSError, json.JSONDecodeError) as exc:
         raise EdgejouleError(f"cannot read {chosen_json}: {exc}") from None
     family_name = info.get("family", "precoder_cnn")
-    model = plugins.get("models", family_name).build(info["arch"])
+    model = plugin_manager.get("models", family_name).build(info["arch"])
     model.load_state_dict(torch.load(chosen_json.parent / info["weights"], weights_only=True))
     model.eval()
     bits = list(info["bits"])

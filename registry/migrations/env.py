@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from the registry (registry.migrate.upgrade)."""
+"""Alembic environment: the URL comes from the registry (edgejoule.registry.migrate.upgrade)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from registry.db import Base
+from edgejoule.registry.db import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -6,7 +6,7 @@ Revises: 0002
 
 from alembic import op
 
-from registry.migrations import rollup_tables
+from edgejoule.registry.migrations import rollup_tables
 
 revision = "0003"
 down_revision = "0002"

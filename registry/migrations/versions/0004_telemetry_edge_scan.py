@@ -19,7 +19,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# window_end first (the range), then everything registry.fleet sums over the raw rows, in GROUP BY order
+# window_end first (the range), then everything edgejoule.registry.fleet sums over the raw rows, in GROUP BY order
 COVERING = ("window_end", "agent_id", "model_id", "site", "meter", "meter_kind", "inferences", "energy_total_uj",
             "energy_dynamic_uj", "latency_ms_p50", "latency_ms_p95", "estimated_energy_uj", "quality")
 

@@ -11,7 +11,7 @@ Revises: 0004
 
 from alembic import op
 
-from registry.migrations import rollup_tables
+from edgejoule.registry.migrations import rollup_tables
 
 revision = "0005"
 down_revision = "0004"

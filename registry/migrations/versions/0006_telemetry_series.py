@@ -15,7 +15,7 @@ Revises: 0005
 import sqlalchemy as sa
 from alembic import op
 
-from registry.migrations import rollup_tables
+from edgejoule.registry.migrations import rollup_tables
 
 revision = "0006"
 down_revision = "0005"

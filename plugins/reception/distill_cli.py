@@ -1,0 +1,105 @@
+"""The ``edgejoule distill`` command (typer; torch imported only when it runs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from edgejoule.errors import EdgejouleError
+
+TASKS = ("ofdm",)
+
+
+def parse_arch(spec: str, option: str) -> tuple[int, int]:
+    """'WIDTHxBLOCKS' (e.g. 32x6) -> (width, blocks)."""
+    m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", spec)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise EdgejouleError(f"{option} must be WIDTHxBLOCKS with positive integers, e.g. 16x3; got '{spec}'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def distill_command(
+    task: str = typer.Option("ofdm", help="the task; ofdm (DeepRx-style receiver)"),
+    teacher: str = typer.Option("32x6", help="teacher deeprx WIDTHxBLOCKS"),
+    student: list[str] = typer.Option(["8x2", "16x3"], help="student deeprx WIDTHxBLOCKS (repeat the option)"),
+    n_sc: int = typer.Option(24, "--n-sc", min=2, help="subcarriers of the grid (14 OFDM symbols)"),
+    modulation: str = typer.Option("qpsk", help="qpsk or 16qam"),
+    doppler: float = typer.Option(300.0, min=0.0, help="maximum Doppler shift in Hz (30 kHz subcarriers)"),
+    teacher_steps: int = typer.Option(1500, "--teacher-steps", min=1, help="teacher training steps"),
+    student_steps: int = typer.Option(800, "--student-steps", min=1, help="steps per student (distilled and scratch)"),
+    batch: int = typer.Option(32, min=1, help="slots per step"),
+    alpha: float = typer.Option(0.7, min=0.0, max=1.0, help="weight a of the distillation term"),
+    temperature: float = typer.Option(2.0, min=0.01, help="distillation temperature T"),
+    sinr: str = typer.Option("0,5,10,15,20,25,30,35,40", help="evaluation SINRs in dB, comma-separated"),
+    eval_slots: int = typer.Option(500, "--eval-slots", min=1, help="slots per SINR point"),
+    seed: int = typer.Option(0),
+    teacher_from: Path = typer.Option(None, "--teacher-from", help="use this saved teacher state dict (teacher.pt of an "
+                                      "earlier run, same --teacher and --n-sc) instead of training one"),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="teacher steps between teacher.pt saves"),
+    export: Path = typer.Option(None, "--export", help="also write a LiteRT model package per distilled student here"),
+    out: Path = typer.Option(None, help="output directory (default runs/distill-ofdm)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Distil a compact DeepRx-style receiver from a teacher; BER vs SINR, energy and MACs, table and plot."""
+    from edgejoule.cli.output import console, print_json, progress_bar
+    from edgejoule.tasks.detection import constellation
+
+    if task not in TASKS:
+        raise EdgejouleError(f"--task must be one of {', '.join(TASKS)}; got '{task}'")
+    constellation(modulation)
+    try:
+        sinrs = sorted(float(s) for s in sinr.split(",") if s.strip())
+    except ValueError:
+        raise EdgejouleError(f"--sinr must be comma-separated numbers in dB, got '{sinr}'") from None
+    if not sinrs:
+        raise EdgejouleError("--sinr needs at least one value")
+    t_arch = parse_arch(teacher, "--teacher")
+    s_archs = [parse_arch(s, "--student") for s in student]
+
+    import torch
+
+    from edgejoule.plugins.reception.distill_experiment import DistillRequest, progress_units, run_distill, table
+
+    torch.set_num_threads(1)
+    req = DistillRequest(
+        teacher=t_arch, students=s_archs, n_sc=n_sc, modulation=modulation, doppler_hz=doppler, batch=batch,
+        teacher_steps=teacher_steps, student_steps=student_steps, alpha=alpha, temperature=temperature,
+        sinr_db=sinrs, eval_slots=eval_slots, seed=seed, teacher_from=teacher_from, checkpoint_every=checkpoint_every,
+    )
+    out_dir = out or Path("runs") / f"distill-{task}"
+    with progress_bar("training (steps)", progress_units(req), enabled=not as_json) as advance:
+        result = run_distill(req, out_dir, advance)
+    packages = _export(out_dir, export) if export else []
+    if as_json:
+        print_json({**{k: v for k, v in result.items() if k != "loss_history"}, "packages": packages})
+        return
+    console.print(table(result))
+    console.print(f"wrote {out_dir / 'table.md'}, {out_dir / 'results.json'} and {out_dir / 'ber.png'}")
+    for p in packages:
+        console.print(f"package {p['dir']}: {p['id']}")
+
+
+def _export(run_dir: Path, export_dir: Path) -> list[dict]:
+    from edgejoule.plugins.reception.distill_experiment import export_students
+
+    return [{"dir": str(export_dir / f"distilled-{m.arch['width']}x{m.arch['blocks']}"), "id": m.id, "metrics": m.metrics}
+            for m in export_students(run_dir, export_dir)]
+
+
+def distill_export_command(
+    run: Path = typer.Argument(..., help="a finished edgejoule distill output directory (results.json, *.pt)"),
+    out: Path = typer.Option(..., help="where the packages go, one directory per distilled student"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export the distilled students of a finished distill run to LiteRT model packages (with a parity check)."""
+    from edgejoule.cli.output import console, print_json
+
+    packages = _export(run, out)
+    if as_json:
+        print_json(packages)
+        return
+    for p in packages:
+        console.print(f"package {p['dir']}: {p['id']} (LiteRT BER {p['metrics']['parity_ber_litert']:.2e}, "
+                      f"torch {p['metrics']['parity_ber_torch']:.2e})")

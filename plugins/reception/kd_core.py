@@ -1,0 +1,124 @@
+r"""Compressor ``kd``: knowledge distillation of a logit model into a smaller one, with a scratch twin.
+
+Distillation loss for per-bit logits (Hinton et al., 2015, adapted to binary outputs; the form of
+REFERENCE.md section 5, used by the DeepRx case study, arXiv 2507.10409), over the masked outputs:
+
+.. math::
+
+    \mathcal{L} = a\,T^2\,\mathrm{BCE}\big(\sigma(z_s/T),\, \sigma(z_t/T)\big) + (1-a)\,\mathrm{BCE}\big(\sigma(z_s),\, b\big)
+
+with student logits :math:`z_s`, teacher logits :math:`z_t`, bits b, temperature T (``temperature``) and
+weight a (``alpha``); :math:`T^2` keeps the soft term's gradient scale independent of T. With a = 0 it is
+plain BCE on the bits: that is how the **scratch** student is trained, from the same initialization, on the
+same batches and for the same steps as the distilled one, so the two differ only in the loss.
+
+Works for any model family whose forward pass returns logits: the request carries the teacher, an initial
+student and a ``batch(step)`` callable returning (inputs, bits, mask) tensors; nothing here knows the task.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgejoule.interfaces import Progress
+
+
+class KdOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight a of the distillation term")
+    temperature: float = Field(2.0, gt=0.0, description="temperature T of the soft targets")
+    steps: int = Field(1000, ge=1, description="optimizer steps (one batch each)")
+    lr: float = Field(3e-3, gt=0.0, description="Adam learning rate (cosine-decayed to 0)")
+    scratch: bool = Field(True, description="also train the same student from scratch (a = 0)")
+
+
+class KdRequest(BaseModel):
+    """What to distil: ``batch(step)`` returns (inputs, bits, mask or None) for one optimizer step."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    teacher: Any = Field(description="a trained torch module returning logits")
+    student: Any = Field(description="the student at its initialization (left untouched)")
+    batch: Callable[[int], tuple[Any, Any, Any]]
+    options: KdOptions = KdOptions()
+
+
+class KdResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    distilled: Any
+    scratch: Any | None
+    loss_history: dict[str, list[float]] = Field(description="mean loss per 1 % of the steps, per student")
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, bits: Any, alpha: float, temperature: float, mask: Any = None) -> Any:
+    """The loss of the module docstring; ``mask`` (bool, broadcastable) selects the outputs that count."""
+    import torch
+    import torch.nn.functional as F
+
+    if mask is not None:
+        mask = torch.broadcast_to(mask, student_logits.shape)
+        student_logits, teacher_logits, bits = student_logits[mask], teacher_logits[mask], bits[mask]
+    hard = F.binary_cross_entropy_with_logits(student_logits, bits.float())
+    if alpha == 0.0:
+        return hard
+    soft_target = torch.sigmoid(teacher_logits.detach() / temperature)
+    soft = F.binary_cross_entropy_with_logits(student_logits / temperature, soft_target)
+    return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+
+def train_logit_model(
+    model: Any, batch: Callable[[int], tuple[Any, Any, Any]], options: KdOptions, teacher: Any = None,
+    progress: Progress | None = None, after_step: Callable[[int], None] | None = None,
+) -> list[float]:
+    """Trains ``model`` in place with :func:`kd_loss` (a = 0 when ``teacher`` is None); returns the loss curve.
+    ``after_step(steps_done)`` runs after every step (checkpoints)."""
+    import torch
+
+    alpha = options.alpha if teacher is not None else 0.0
+    opt = torch.optim.Adam(model.parameters(), lr=options.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, options.steps)
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    history, window = [], []
+    every = max(1, options.steps // 100)
+    for step in range(options.steps):
+        x, bits, mask = batch(step)
+        z_t = None
+        if teacher is not None:
+            with torch.no_grad():
+                z_t = teacher(x)
+        z_s = model(x)
+        loss = kd_loss(z_s, z_t if z_t is not None else z_s, bits, alpha, options.temperature, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        window.append(float(loss.detach()))
+        if len(window) == every:
+            history.append(sum(window) / every)
+            window = []
+        if progress:
+            progress(1)
+        if after_step:
+            after_step(step + 1)
+    model.eval()
+    return history
+
+
+class KnowledgeDistillation:
+    name = "kd"
+
+    def run(self, request: KdRequest, progress: Progress | None = None) -> KdResult:
+        distilled = copy.deepcopy(request.student)
+        history = {"distilled": train_logit_model(distilled, request.batch, request.options, request.teacher, progress)}
+        scratch = None
+        if request.options.scratch:
+            scratch = copy.deepcopy(request.student)
+            history["scratch"] = train_logit_model(scratch, request.batch, request.options, None, progress)
+        return KdResult(distilled=distilled, scratch=scratch, loss_history=history)

@@ -1,0 +1,99 @@
+"""The whole ``compress`` job: search, reference curve, report, plots, and the chosen model saved for export."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from typing import Any
+
+from rich.table import Table
+
+from edgejoule.cli.output import console, progress_bar
+from edgejoule.plugins.search import report, worker
+from edgejoule.plugins.search.search import SearchRequest, checkpoint, run_search
+from edgejoule.plugins.search.space import Candidate
+
+CHOSEN_WEIGHTS = "chosen.pt"
+CHOSEN_INFO = "chosen.json"
+
+
+def compress(request: SearchRequest, progress: Any = None, quiet: bool = False) -> dict[str, Any]:
+    site = request.resolved_site()
+    budget = request.resolved_budget()
+    with progress_bar("searching", request.space.size() * len(request.seeds), enabled=not quiet) as advance:
+        seen = {"candidates": 0}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase == "candidates":
+                advance(done - seen["candidates"])
+                seen["candidates"] = done
+            if progress:
+                progress(phase, done, total)
+
+        rows = run_search(request, on_progress)
+    points = report.aggregate(rows)
+    with console.status("WMMSE reference curve", spinner="dots") if not quiet else nullcontext():
+        reference = report.classical_curve(site, budget.eval_samples)
+    largest = max(request.space.archs())
+    ptq = {b: worker.ptq_sum_rate(site, _candidate(largest, (b,) * 4, request.seeds[0]), budget,
+                                  checkpoint(request.out_dir, _candidate(largest, (b,) * 4, request.seeds[0])),
+                                  request.family)
+           for b in request.space.bits}
+    summary = report.summarize(points, reference, ptq)
+    summary |= {"site": request.site, "family": request.family, "budget": budget.model_dump(),
+                "space": request.space.model_dump()}
+    summary["plots"] = [str(p) for p in report.plot(summary, points, request.out_dir, request.site)]
+    summary["chosen_files"] = save_chosen(request, summary["chosen"])
+    report.write(summary, request.out_dir)
+    return summary
+
+
+def _candidate(arch: tuple[int, int], bits: tuple[int, ...], seed: int) -> Candidate:
+    return Candidate(c_out=arch[0], d_fcl=arch[1], bits=bits, seed=seed)
+
+
+def save_chosen(request: SearchRequest, chosen: dict[str, Any]) -> dict[str, str]:
+    """Re-run the chosen candidate's (deterministic) fine-tuning and save its frozen float weights, so the
+    exporter gets weights on their trained grid plus everything the manifest needs."""
+    site = request.resolved_site()
+    candidate = _candidate((chosen["c_out"], chosen["d_fcl"]), tuple(chosen["bits"]), request.seeds[0])
+    weights = request.out_dir / CHOSEN_WEIGHTS
+    result = worker.fine_tune(site, candidate, request.resolved_budget(), checkpoint(request.out_dir, candidate),
+                              request.family, save_to=weights)
+    info = request.out_dir / CHOSEN_INFO
+    info.write_text(json.dumps({
+        "site": request.site, "family": request.family,
+        "arch": {"c_out": candidate.c_out, "d_fcl": candidate.d_fcl, "n_t": site.n_antennas, "n_u": site.n_users},
+        "bits": list(candidate.bits), "metrics": {"sum_rate": result["sum_rate"]},
+        "energy": {k: result[k] for k in ("energy_uj", "compute_uj", "weights_uj", "activations_uj")},
+        "noise_power_w": site.noise_power_w, "p_max_w": site.tx_power_w, "weights": CHOSEN_WEIGHTS,
+    }, indent=2))
+    return {"weights": str(weights), "info": str(info)}
+
+
+def print_summary(summary: dict[str, Any], request: SearchRequest) -> None:
+    table = Table(title=f"Pareto front of {request.family} on {request.site} ({summary['candidates']} configurations)")
+    for col in ("C_out", "D_FCL", "bits", "sum rate", "energy (uJ)", "bit/s/Hz/uJ"):
+        table.add_column(col, justify="right")
+    for p in summary["front"]:
+        table.add_row(str(p["c_out"]), str(p["d_fcl"]), ",".join(map(str, p["bits"])), f"{p['sum_rate']:.3f}",
+                      f"{p['energy_uj']:.4g}", f"{p['efficiency']:.4g}")
+    console.print(table)
+    t2 = Table(title="Uniform bits, largest architecture (cf. paper Table II)")
+    for col in ("bits", "energy (uJ)", "sum rate (LSQ)", "sum rate (PTQ)", "paper energy", "paper sum rate"):
+        t2.add_column(col, justify="right")
+    for r in summary["table_ii"]:
+        t2.add_row(str(r["bits"][0]), f"{r['energy_uj']:.4g}", f"{r['sum_rate']:.3f}", f"{r['ptq_sum_rate']:.3f}",
+                   str(r["paper_energy_uj"]), str(r["paper_sum_rate"]))
+    console.print(t2)
+    wmmse = [r for r in summary["classical"] if r["method"] == "wmmse"]
+    console.print(f"best DNN sum rate: {summary['best_sum_rate']['sum_rate']:.3f} bit/s/Hz = "
+                  f"{100 * summary['best_fraction_of_wmmse']:.1f} % of WMMSE ({wmmse[-1]['sum_rate']:.3f}, tol 1e-5)")
+    for r in (r for r in summary["classical"] if r["method"] in ("zf", "rzf")):
+        console.print(f"{r['method'].upper()}: {r['sum_rate']:.3f} bit/s/Hz at {r['energy_uj']:.4g} uJ "
+                      f"({r['efficiency']:.4g} bit/s/Hz/uJ)")
+    gain = summary["max_efficiency_gain"]
+    console.print("energy-efficiency gain over WMMSE at equal sum rate: "
+                  + (f"{gain:.1f}x" if gain else "none (no DNN reaches any WMMSE point's sum rate)"))
+    console.print(f"uniform models on the Pareto front: {summary['uniform_on_front'] or 'none'}")
+    console.print(f"chosen model for export: {summary['chosen_files']['info']}; plots: {', '.join(summary['plots'])}")
