@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgejoule.tasks.detection import ChannelSource, constellation, simulate
 from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES, linear_detect, ml_detect, ml_op_count
 from edgejoule.plugins.detection.export import DetectorRuntime, convert_detector
 from edgejoule.plugins.detection.kaq_core import quantize_activations
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, build_net, tensors, train
+from edgejoule.tasks.detection import ChannelSource, constellation, simulate
 
 
 def median_ms(fn, repeats: int) -> float:

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgejoule.plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
 from edgejoule.runtime import PrecoderRuntime, load_interpreter
 from edgejoule.schemas.manifest import ModelManifest, PrecoderNormalization
 from edgejoule.sites import get_site, load_dataset
+
 from edge_serving import Loops, serving_agent
-from edgejoule.plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file
-from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
 
 ARCH = {"c_out": 64, "d_fcl": 1024, "n_t": 64, "n_u": 4}
 BATCH = 64

@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgejoule.sites import SiteConfig, get_site, load_dataset
 from edgejoule.plugins.search import worker
 from edgejoule.plugins.search.executors import local_pool
 from edgejoule.plugins.search.space import BUDGETS, Budget, Candidate, SearchSpace
+from edgejoule.sites import SiteConfig, get_site, load_dataset
 
 MIXES = [(16, 16, 16, 16), (2, 2, 2, 2), (8, 4, 4, 2), (4, 16, 2, 8), (2, 8, 16, 4), (16, 2, 8, 16)]
 

@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from edgejoule.sites import get_site, load_dataset
-from edgejoule.tasks.precoding import scale_to_power, sum_rate
 from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
 from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily
 from edgejoule.plugins.precoding.precoder_net import PrecoderCNN
 from edgejoule.plugins.precoding.precoder_training import input_scale, training_combinations, unit_noise_channels
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.precoding import scale_to_power, sum_rate
 
 
 def features(H: torch.Tensor, mode: str, scale: float) -> torch.Tensor:

@@ -36,7 +36,6 @@ import torch
 from bench_detection import median_ms  # benchmarks/ is on sys.path when run as a script
 
 from edgejoule.errors import EdgejouleError
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe, features
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.distill_cli import parse_arch
@@ -44,6 +43,7 @@ from edgejoule.plugins.reception.distill_experiment import DistillRequest, batch
 from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
 from edgejoule.plugins.reception.ofdm_receiver import maxlog_logits, receive
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
 EPOCH_STEPS = 100

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
+from edgejoule.registry.broker import EmbeddedBroker  # noqa: E402
 from edgejoule.schemas import topics  # noqa: E402
 from edgejoule.schemas.messages import Telemetry  # noqa: E402
-from edgejoule.registry.broker import EmbeddedBroker  # noqa: E402
 from tests.fleet import Postgres, start_registry  # noqa: E402
 from tests.registry_parts import T0, package, upload  # noqa: E402
 

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
+from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample
 from edgejoule.sites import get_site, load_dataset
 from edgejoule.tasks.precoding import sum_rate
-from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample
 
 
 def main() -> None:

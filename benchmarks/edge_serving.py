@@ -31,14 +31,13 @@ from typing import Iterator
 import numpy as np
 
 
-
 def serving_agent(package: Path, work: Path, inferences: int):
     """An agent with ``package`` installed, the cpu_time meter and windows of ``inferences``, as a site runs it
     (idle power measured once here, never refreshed during the benchmark)."""
-    from edgejoule.schemas.manifest import ModelManifest
     from edgejoule.edge_agent.agent import Agent
     from edgejoule.edge_agent.config import AgentSettings
     from edgejoule.edge_agent.packages import PackageStore
+    from edgejoule.schemas.manifest import ModelManifest
 
     settings = AgentSettings(agent_id="bench", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
                              data_dir=work, idle_seconds=0.2, idle_refresh_windows=10**6, window_inferences=inferences)

@@ -27,8 +27,6 @@ import copy
 import numpy as np
 import torch
 
-from edgejoule.tasks.detection import ChannelSource, constellation, error_rates, simulate
-from edgejoule.plugins.detection.kaq_options import MMD_TARGETS
 from edgejoule.plugins.detection.kaq_core import (
     KaqActQuant,
     KaqLoss,
@@ -40,8 +38,10 @@ from edgejoule.plugins.detection.kaq_core import (
     quantize_activations,
     zf_error_std,
 )
+from edgejoule.plugins.detection.kaq_options import MMD_TARGETS
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import BatchCondition, TrainConfig, build_net, detector, tensors, train
+from edgejoule.tasks.detection import ChannelSource, constellation, error_rates, simulate
 
 SNRS = (0.0, 4.0, 8.0, 12.0, 16.0, 20.0)
 

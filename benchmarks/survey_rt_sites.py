@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
+from edgejoule.plugins.sites.raytrace import RayTracer, _sionna, ground_mask
 from edgejoule.sites.config import SiteConfig
 from edgejoule.tasks.precoding import average_snr_db
-from edgejoule.plugins.sites.raytrace import RayTracer, _sionna, ground_mask
 
 
 def _site(scene: str, bs: tuple[float, float, float]) -> SiteConfig:

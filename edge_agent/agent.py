@@ -13,18 +13,18 @@ from typing import Iterator
 import numpy as np
 
 from edgejoule import plugin_manager
-from edgejoule.errors import EdgejouleError
-from edgejoule.runtime import complex_of
-from edgejoule.schemas.api import LoadEvent
-from edgejoule.schemas.messages import Heartbeat, Telemetry
-from edgejoule.sites import get_site
-from edgejoule.tasks.precoding import sum_rate
 from edgejoule.edge_agent.config import AgentSettings
 from edgejoule.edge_agent.measure import EnergyAccount, WindowResult
 from edgejoule.edge_agent.packages import LoadedPackage, PackageRejected, PackageStore
 from edgejoule.edge_agent.registry_client import RegistryClient, RegistryUnavailable
 from edgejoule.edge_agent.sources import Request, open_source
 from edgejoule.edge_agent.telemetry import MqttTelemetry, Spool
+from edgejoule.errors import EdgejouleError
+from edgejoule.runtime import complex_of
+from edgejoule.schemas.api import LoadEvent
+from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.sites import get_site
+from edgejoule.tasks.precoding import sum_rate
 
 log = logging.getLogger("edge_agent")
 METER_PREFERENCE = ("rapl", "ina2xx", "pi5_pmic", "cpu_time")

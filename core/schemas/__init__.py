@@ -5,8 +5,8 @@ in :mod:`edgejoule.schemas.topics` and the HTTP paths in :mod:`edgejoule.schemas
 """
 
 from edgejoule.schemas.api import (
-    AgentRegistration,
     AgentRegistered,
+    AgentRegistration,
     Assignment,
     LoadEvent,
 )

@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 
 from edgejoule import plugin_manager
 from edgejoule.energy import baseline_energy, dnn_energy
-from edgejoule.tasks.detection import ChannelSource, channel_source, constellation, error_rates, snr_at_ber
 from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES
 from edgejoule.plugins.detection.kaq_core import quantize_activations
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, detector, train
+from edgejoule.tasks.detection import ChannelSource, channel_source, constellation, error_rates, snr_at_ber
 
 FP_BITS = 16  # "full precision" on the accelerator model: 16-bit weights and activations, as the baselines
 

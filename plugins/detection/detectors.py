@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgejoule.tasks.detection import Constellation  # first: it loads core.sites, which core.interfaces needs loaded
-
 from edgejoule.errors import EdgejouleError
 from edgejoule.hookspecs import hookimpl
 from edgejoule.interfaces import BaselineResult
 from edgejoule.plugins.detection.sphere import SphereDetector
+from edgejoule.tasks.detection import Constellation
 
 ML_MAX_CANDIDATES = 4096
 

@@ -28,11 +28,25 @@ from typing import Any
 import numpy as np
 
 from edgejoule.energy import dnn_energy
-from edgejoule.runtime import load_interpreter
-from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
-from edgejoule.tasks.detection import ChannelSource, DetectionBatch, constellation, error_counts, simulate, slice_symbols
 from edgejoule.plugins.detection.unfolded_arch import describe
 from edgejoule.plugins.export.tflite import ExportError, convert, sha256_file
+from edgejoule.runtime import load_interpreter
+from edgejoule.schemas.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    EnergyEstimate,
+    LayerQuantization,
+    ModelManifest,
+    TensorSpec,
+)
+from edgejoule.tasks.detection import (
+    ChannelSource,
+    DetectionBatch,
+    constellation,
+    error_counts,
+    simulate,
+    slice_symbols,
+)
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3

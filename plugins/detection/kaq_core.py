@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgejoule.tasks.detection import ChannelSource, Constellation, constellation, simulate
 from edgejoule.plugins.detection.kaq_options import MMD_SCHEDULES, MMD_TARGETS, MMD_TEACHERS
-from edgejoule.plugins.quantization.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
 from edgejoule.plugins.detection.unfolded_net import BatchCondition, TrainConfig, Unfolded, tensors, train
+from edgejoule.plugins.quantization.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
+from edgejoule.tasks.detection import ChannelSource, Constellation, constellation, simulate
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

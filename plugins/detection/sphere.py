@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgejoule.tasks.detection import Constellation  # first: it loads core.sites, which core.interfaces needs loaded
-
 from edgejoule.interfaces import BaselineResult
+from edgejoule.tasks.detection import Constellation
 
 
 def _search(R: np.ndarray, z: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, float]:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgejoule.tasks.detection import ChannelSource, Constellation, DetectionBatch, constellation, simulate
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+from edgejoule.tasks.detection import ChannelSource, Constellation, DetectionBatch, constellation, simulate
 
 
 @dataclass

@@ -37,12 +37,19 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgejoule.errors import EdgejouleError
-from edgejoule.schemas.manifest import (MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest,
-                                   PrecoderNormalization, TensorSpec)
-from edgejoule.sites import get_site, load_dataset
-from edgejoule.tasks.precoding import sum_rate
 from edgejoule.plugins.export.recipe import Compute, mixed_recipe, stored_type
 from edgejoule.runtime import PrecoderRuntime
+from edgejoule.schemas.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    EnergyEstimate,
+    LayerQuantization,
+    ModelManifest,
+    PrecoderNormalization,
+    TensorSpec,
+)
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.precoding import sum_rate
 
 LAYER_SCOPES = {"CONV": "Conv2d_conv", "FCL1": "Linear_fc1", "FCL2": "Linear_fc2", "FCL3": "Linear_fc3"}
 FLOAT_TOLERANCE = 1e-4

@@ -22,6 +22,7 @@ from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec, dnn_energy
 from edgejoule.hookspecs import hookimpl
 from edgejoule.plugins.precoding.precoder_arch import KERNEL, LAYER_NAMES, PrecoderArch
 
+
 class PrecoderCNNFamily:
     name = "precoder_cnn"
     task = "precoding"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgejoule.tasks.precoding import scale_to_power
 from edgejoule.plugins.precoding.precoder_arch import KERNEL, PrecoderArch
+from edgejoule.tasks.precoding import scale_to_power
 
 
 class PrecoderCNN(nn.Module):

@@ -43,8 +43,8 @@ import numpy as np
 
 from edgejoule.hookspecs import hookimpl
 from edgejoule.interfaces import BaselineResult
-from edgejoule.tasks.precoding import scale_to_power
 from edgejoule.plugins.precoding.zf import zf_op_count, zf_precoder
+from edgejoule.tasks.precoding import scale_to_power
 
 Init = Literal["zf", "mrt"]
 

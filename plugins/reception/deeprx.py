@@ -42,6 +42,7 @@ from edgejoule.energy import LayerSpec
 from edgejoule.hookspecs import hookimpl
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe
 
+
 class DeepRxFamily:
     name = "deeprx"
     task = "ofdm"

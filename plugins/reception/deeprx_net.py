@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot
 from edgejoule.plugins.reception.deeprx_arch import IN_CHANNELS, DeepRxArch, features
+from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot
 
 
 class SeparableConv(nn.Module):

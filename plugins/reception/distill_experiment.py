@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from edgejoule import plugin_manager
 from edgejoule.energy import baseline_energy
 from edgejoule.errors import EdgejouleError
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate, snr_at_ber
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, KnowledgeDistillation, train_logit_model
 from edgejoule.plugins.reception.ofdm_receiver import op_count, receive
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate, snr_at_ber
 
 EVAL_CHUNK = 250
 

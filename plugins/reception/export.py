@@ -26,11 +26,18 @@ from typing import Any
 import numpy as np
 
 from edgejoule.energy import dnn_energy
-from edgejoule.runtime import load_interpreter
-from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, EnergyEstimate, LayerQuantization, ModelManifest, TensorSpec
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
-from edgejoule.plugins.reception.deeprx_arch import IN_CHANNELS, ZF_EPS, DeepRxArch, describe, features
 from edgejoule.plugins.export.tflite import ExportError, convert, sha256_file
+from edgejoule.plugins.reception.deeprx_arch import IN_CHANNELS, ZF_EPS, DeepRxArch, describe, features
+from edgejoule.runtime import load_interpreter
+from edgejoule.schemas.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    EnergyEstimate,
+    LayerQuantization,
+    ModelManifest,
+    TensorSpec,
+)
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 FLOAT_TOLERANCE = 1e-4
 DECISION_TOLERANCE = 1e-3

@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate
-
 from edgejoule.hookspecs import hookimpl
 from edgejoule.interfaces import BaselineResult
+from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate
 
 
 def op_count(cfg: OfdmConfig) -> float:

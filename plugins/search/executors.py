@@ -30,7 +30,8 @@ def local_pool(workers: int) -> Iterator[Runner]:
 @contextmanager
 def dask_cluster(scheduler: str) -> Iterator[Runner]:
     try:
-        from distributed import Client, as_completed as dask_completed
+        from distributed import Client
+        from distributed import as_completed as dask_completed
     except ImportError:
         raise EdgejouleError("the dask executor needs the 'cluster' extra: pip install 'edgejoule[cluster]'") from None
     try:

@@ -13,9 +13,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from edgejoule.baselines import run_precoding_baseline
+from edgejoule.plugins.search.pareto import pareto_front
 from edgejoule.sites import load_dataset
 from edgejoule.sites.config import SiteConfig
-from edgejoule.plugins.search.pareto import pareto_front
 
 WMMSE_TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 PAPER_TABLE_II = {16: (54.5, 18.9), 8: (17.5, 18.6), 4: (7.4, 17.8), 2: (4.6, 17.1)}

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule import plugin_manager
 from edgejoule.errors import EdgejouleError
-from edgejoule.sites import get_site, load_dataset
-from edgejoule.sites.config import SiteConfig
 from edgejoule.plugins.search import worker
 from edgejoule.plugins.search.executors import executor
 from edgejoule.plugins.search.space import BUDGETS, Budget, Candidate, Executor, SearchSpace, candidates
+from edgejoule.sites import get_site, load_dataset
+from edgejoule.sites.config import SiteConfig
 
 Progress = Callable[[str, int, int], None]
 """Called with (phase, done, total)."""

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgejoule import plugin_manager
+from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
+from edgejoule.plugins.search.space import Budget, Candidate
 from edgejoule.sites import load_dataset
 from edgejoule.sites.config import SiteConfig
-from edgejoule.plugins.search.space import Budget, Candidate
-from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
 
 
 def _huge_pages() -> None:
@@ -98,8 +98,8 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     _huge_pages()
     import torch
 
-    from edgejoule.plugins.quantization.lsq import attach, freeze
     from edgejoule.plugins.precoding.precoder_training import TrainConfig, evaluate, train
+    from edgejoule.plugins.quantization.lsq import attach, freeze
 
     torch.set_num_threads(1)
     torch.manual_seed(candidate.torch_seed())
