@@ -51,7 +51,8 @@ def serve(
                                             "default) and an ACL, or anonymous (any local process may publish "
                                             "as any agent; development only)"),
     no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
-    log_level: str = typer.Option("INFO", help="structured (JSON lines) logs on stderr at this level"),
+    log_level: str = typer.Option("INFO", envvar="EDGEJOULE_REGISTRY_LOG_LEVEL",
+                                  help="structured (JSON lines) logs on stderr at this level"),
 ) -> None:
     """Serve the API, the dashboard and the MQTT ingest (with a local mosquitto unless --broker is given)."""
     import uvicorn
@@ -134,11 +135,12 @@ def broker_auth(
 
 @registry_app.command()
 def migrate(database_url: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_DATABASE_URL")) -> None:
-    """Bring a database to the newest schema."""
+    """Bring a database to the newest schema (what every start of the registry does too, one process at a time)."""
     from edgejoule.registry.migrate import upgrade
 
-    upgrade(database_url)
-    typer.echo("database is at the newest schema")
+    before, after = upgrade(database_url)
+    done = f"migrated from {before or 'an empty database'}" if before != after else "nothing to do"
+    typer.echo(f"database is at the newest schema, {after} ({done})")
 
 
 def _call(method: str, registry: str, token: str, path: str, answer: Any, **kwargs: Any) -> Any:
@@ -171,7 +173,6 @@ def add_agent(agent_id: str = typer.Option(..., "--agent-id"), site: str = typer
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Register an agent and print its credential (shown once)."""
     from edgejoule.cli.output import print_json
-
     from edgejoule.schemas.api import AgentRegistered, AgentRegistration
 
     result = _call("POST", registry, token, "/agents", AgentRegistered,
@@ -218,7 +219,6 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
     from rich.table import Table
 
     from edgejoule.cli.output import console, print_json
-
     from edgejoule.registry.schemas import AgentSummary, FleetRow
 
     params = {"group_by": group_by} | ({"site": site} if site else {})

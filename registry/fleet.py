@@ -16,8 +16,8 @@ latency and counts of all sources, one the quality metrics.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, and_, cast, extract, func, or_, select, true, union_all

@@ -18,10 +18,10 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from edgejoule.registry import service
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
-from edgejoule.registry import service
 
 log = logging.getLogger("registry.ingest")
 
@@ -47,10 +47,13 @@ class MqttIngest:
         if username or url.username:
             self.client.username_pw_set(username or url.username, password or url.password)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *args, **kwargs: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(1, 5)
         self.connected = threading.Event()
+        # messages flow only once the broker granted the shared subscriptions, which a connection alone does not say
+        self.subscribed = threading.Event()
         self.inbox: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="mqtt-ingest-writer", daemon=True)
@@ -85,6 +88,17 @@ class MqttIngest:
             return
         client.subscribe([(topics.shared(f), 1) for f in SUBSCRIPTIONS])
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("MQTT subscription refused: %s", ", ".join(str(code) for code in refused))
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(self, *args, **kwargs) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
 
     # -- the writer thread ---------------------------------------------------------------------------------
     def _next_batch(self) -> list:

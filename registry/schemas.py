@@ -155,3 +155,11 @@ class Plugins(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     mqtt: bool | None = Field(description="the MQTT ingest's connection; None without a broker")
+
+
+class Readiness(BaseModel):
+    """``/readyz``: 200 when everything the registry depends on answers, 503 naming what does not."""
+
+    status: Literal["ready", "unavailable"]
+    database: bool = Field(description="the database answered SELECT 1")
+    mqtt: bool | None = Field(description="the MQTT ingest's subscriptions are granted; None without a broker")

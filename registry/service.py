@@ -10,14 +10,22 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, DateTime, func, select
 from sqlalchemy.orm import Session
 
-from edgejoule.schemas.api import AgentRegistration, LoadEvent
-from edgejoule.schemas.manifest import ModelManifest
-from edgejoule.schemas.messages import Heartbeat, Telemetry
 from edgejoule.registry.auth import new_token, token_hash
 from edgejoule.registry.broker_auth import mosquitto_hash
-from edgejoule.registry.db import (ROLLUP_LEVELS, AgentRow, AssignmentRow, DeploymentRow, EventRow, ModelRow, TelemetryRow,
-                         TelemetrySeriesRow)
+from edgejoule.registry.db import (
+    ROLLUP_LEVELS,
+    AgentRow,
+    AssignmentRow,
+    DeploymentRow,
+    EventRow,
+    ModelRow,
+    TelemetryRow,
+    TelemetrySeriesRow,
+)
 from edgejoule.registry.schemas import utc
+from edgejoule.schemas.api import API_PREFIX, AgentRegistration, Assignment, LoadEvent
+from edgejoule.schemas.manifest import ModelManifest
+from edgejoule.schemas.messages import Heartbeat, Telemetry
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -28,6 +36,13 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """HTTP 404."""
+
+
+def get_model(session: Session, model_id: str) -> ModelRow:
+    row = session.get(ModelRow, model_id)
+    if row is None:
+        raise NotFound(f"unknown model '{model_id}'")
+    return row
 
 
 def add_model(session: Session, manifest: ModelManifest) -> ModelRow:
@@ -69,9 +84,7 @@ def set_state(session: Session, agent_id: str, state: str, at: datetime) -> None
 
 def deploy(session: Session, site: str, model_id: str, fraction: float = 1.0, agents: list[str] | None = None) -> tuple[DeploymentRow, list[str]]:
     """Assign ``model_id`` to a site's agents: the named ones, or the first ``fraction`` of them (by id)."""
-    model = session.get(ModelRow, model_id)
-    if model is None:
-        raise NotFound(f"unknown model '{model_id}'")
+    model = get_model(session, model_id)
     if model.site != site:
         raise Conflict(f"model '{model_id}' was trained for site '{model.site}', not '{site}'")
     site_agents = sorted(session.scalars(select(AgentRow.id).where(AgentRow.site == site)))
@@ -93,6 +106,14 @@ def deploy(session: Session, site: str, model_id: str, fraction: float = 1.0, ag
             current.previous_model_id, current.model_id = current.model_id, model_id
             current.deployment_id, current.assigned_at = deployment.id, datetime.now(timezone.utc)
     return deployment, targets
+
+
+def assignment_of(row: AssignmentRow, model: ModelRow, base_url: str) -> Assignment:
+    """What an agent is told to run, with the URLs of the package under ``base_url`` (empty: relative)."""
+    return Assignment(agent_id=row.agent_id, model_id=model.id, version=model.version, sha256=model.sha256,
+                      size_bytes=model.size_bytes, manifest_url=f"{base_url}{API_PREFIX}/models/{model.id}/manifest",
+                      package_url=f"{base_url}{API_PREFIX}/models/{model.id}/package", deployment_id=row.deployment_id,
+                      assigned_at=row.assigned_at)
 
 
 def rollback(session: Session, agent_id: str) -> AssignmentRow:

@@ -21,6 +21,7 @@ class RegistrySettings(BaseSettings):
     mqtt_password: str | None = Field(None, description="the registry's broker password (user from the URL)")
     offline_after_s: float = Field(180.0, gt=0, description="an agent silent this long shows as offline")
     public_url: str = Field("", description="prefix for package URLs given to agents (default: relative)")
+    log_level: str = Field("INFO", description="level of the JSON-lines logs on stderr (app_from_env)")
 
     @property
     def db_url(self) -> str:

@@ -25,9 +25,9 @@ def make_chosen(directory: Path, bits: list[int], site: str = "urban-nlos", fami
     import torch
 
     from edgejoule import plugin_manager
-    from edgejoule.sites import get_site, load_dataset
-    from edgejoule.plugins.quantization.lsq import attach, freeze
     from edgejoule.plugins.precoding.precoder_training import TrainConfig, input_scale, train, unit_noise_channels
+    from edgejoule.plugins.quantization.lsq import attach, freeze
+    from edgejoule.sites import get_site, load_dataset
 
     torch.manual_seed(0)
     directory.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgejoule import plugin_manager  # noqa: E402
-from edgejoule.sites import get_site, load_dataset  # noqa: E402
-from edgejoule.plugins.quantization.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
-from edgejoule.plugins.search.pareto import pareto_front  # noqa: E402
-from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
-from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
 from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
     TrainConfig,
@@ -32,6 +27,11 @@ from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
     training_combinations,
     unit_noise_channels,
 )
+from edgejoule.plugins.quantization.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
+from edgejoule.plugins.search.pareto import pareto_front  # noqa: E402
+from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
+from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 torch.set_num_threads(1)

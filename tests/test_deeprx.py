@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from edgejoule import plugin_manager
-from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
+from edgejoule.plugins.export.tflite import ExportError, sha256_file
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, features
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
-from edgejoule.plugins.export.tflite import ExportError, sha256_file
+from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 torch.set_num_threads(1)
 

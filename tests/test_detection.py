@@ -7,6 +7,7 @@ import pytest
 
 from edgejoule import plugin_manager
 from edgejoule.errors import EdgejouleError
+from edgejoule.plugins.detection.detectors import linear_detect, ml_detect
 from edgejoule.sites import load_dataset
 from edgejoule.tasks.detection import (
     ChannelSource,
@@ -19,7 +20,6 @@ from edgejoule.tasks.detection import (
     site_channels,
     snr_at_ber,
 )
-from edgejoule.plugins.detection.detectors import linear_detect, ml_detect
 
 
 @pytest.mark.parametrize("name", ["qpsk", "16qam"])

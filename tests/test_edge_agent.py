@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 import pytest
 
+from edgejoule.plugins.precoding.zf import zf_precoder
 from edgejoule.schemas.manifest import ModelManifest
 from edgejoule.sites import get_site, load_dataset
 from edgejoule.tasks.precoding import sum_rate
-from edgejoule.plugins.precoding.zf import zf_precoder
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
@@ -154,12 +154,11 @@ def test_package_store_keeps_the_working_model_through_bad_downloads(package, tm
 
 
 def test_base_station_gets_its_precoder_over_http(package, tmp_path):
-    from tests.brokers import free_port
-
     from edgejoule.edge_agent.agent import Agent
     from edgejoule.edge_agent.config import AgentSettings
     from edgejoule.edge_agent.packages import PackageStore
     from edgejoule.edge_agent.sources import open_source
+    from tests.brokers import free_port
 
     settings = AgentSettings(agent_id="bs-h", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
                              data_dir=tmp_path / "agent", idle_seconds=0.05, source=f"http:127.0.0.1:{free_port()}")
@@ -233,12 +232,11 @@ def _answer(conn: socket.socket) -> tuple[dict, np.ndarray | None]:
 
 
 def test_base_station_gets_its_precoder_over_a_socket(package, tmp_path):
-    from tests.brokers import free_port
-
     from edgejoule.edge_agent.agent import Agent
     from edgejoule.edge_agent.config import AgentSettings
     from edgejoule.edge_agent.packages import PackageStore
     from edgejoule.edge_agent.sources import open_source
+    from tests.brokers import free_port
 
     path = tmp_path / "agent.sock"
     settings = AgentSettings(agent_id="bs-s", site="urban-nlos", registry_url="http://127.0.0.1:9", meter="cpu_time",
@@ -308,12 +306,12 @@ def test_a_30_s_broker_outage_loses_and_duplicates_no_telemetry(tmp_path):
     restarted on the same port; a subscriber whose session the broker keeps on disk sees every message id
     exactly once. (About 40 s.)"""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.properties import Properties
     from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
-    from edgejoule.schemas import topics
     from edgejoule.edge_agent.agent import Agent
     from edgejoule.edge_agent.config import AgentSettings
+    from edgejoule.schemas import topics
     from tests.brokers import Mosquitto
 
     workdir = Path(tempfile.mkdtemp(prefix="mosquitto-"))  # pytest's tmp_path is closed to other users
@@ -393,9 +391,9 @@ def test_a_manifest_this_agent_cannot_read_is_a_failed_load_not_a_crash(tmp_path
     then rolls it back), instead of a validation traceback."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from edgejoule.edge_agent.registry_client import RegistryClient
     from edgejoule.errors import EdgejouleError
     from edgejoule.schemas.api import API_PREFIX, Assignment
-    from edgejoule.edge_agent.registry_client import RegistryClient
 
     newer = {"schema": 3, "id": "m-next", "site": "urban-nlos"}
 

@@ -15,14 +15,21 @@ pytest.importorskip("litert_torch")
 import torch  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
+from edgejoule.edge_agent.packages import PackageStore  # noqa: E402
 from edgejoule.errors import EdgejouleError  # noqa: E402
+from edgejoule.plugins.export.tflite import (  # noqa: E402
+    ExportError,
+    convert,
+    export_precoder,
+    precoder_graph,
+    quantize_file,
+    sha256_file,
+)
+from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 from edgejoule.runtime import PrecoderRuntime, complex_of, load_interpreter  # noqa: E402
 from edgejoule.schemas.manifest import ModelManifest, PrecoderNormalization  # noqa: E402
 from edgejoule.sites import get_site, load_dataset  # noqa: E402
 from edgejoule.tasks.precoding import scale_to_power, sum_rate  # noqa: E402
-from edgejoule.edge_agent.packages import PackageStore  # noqa: E402
-from edgejoule.plugins.export.tflite import ExportError, convert, export_precoder, precoder_graph, quantize_file, sha256_file  # noqa: E402
-from edgejoule.plugins.precoding.precoder_cnn import PrecoderCNNFamily  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from tests.fleet import make_chosen, start_registry  # noqa: E402
 

@@ -16,12 +16,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 
-from edgejoule.schemas.manifest import ModelManifest  # noqa: E402
-from edgejoule.sites import get_site, load_dataset  # noqa: E402
 from edgejoule.edge_agent.agent import Agent  # noqa: E402
 from edgejoule.edge_agent.config import AgentSettings  # noqa: E402
 from edgejoule.edge_agent.sources import open_source  # noqa: E402
 from edgejoule.plugins.export.tflite import export_precoder  # noqa: E402
+from edgejoule.schemas.manifest import ModelManifest  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import Postgres, make_chosen, publish, start_registry  # noqa: E402
 

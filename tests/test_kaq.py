@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from edgejoule import plugin_manager
-from edgejoule.tasks.detection import ChannelSource, constellation, error_rates, rayleigh_channels, real_channel, simulate
 from edgejoule.plugins.detection.kaq_core import (
     KaqActQuant,
     KaqLoss,
@@ -26,6 +25,14 @@ from edgejoule.plugins.detection.kaq_core import (
 )
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import BatchCondition, Identity, TrainConfig, detector, tensors, train
+from edgejoule.tasks.detection import (
+    ChannelSource,
+    constellation,
+    error_rates,
+    rayleigh_channels,
+    real_channel,
+    simulate,
+)
 from tests.conftest import run_cli
 
 torch.set_num_threads(1)

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from edgejoule import plugin_manager
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, kd_loss, train_logit_model
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 torch.set_num_threads(1)
 

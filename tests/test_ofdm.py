@@ -5,8 +5,8 @@ import pytest
 
 from edgejoule import plugin_manager
 from edgejoule.errors import EdgejouleError
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, interpolate, ls_estimate, simulate, tdl_channel
 from edgejoule.plugins.reception.ofdm_receiver import op_count, receive
+from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, interpolate, ls_estimate, simulate, tdl_channel
 
 
 @pytest.mark.parametrize("n_sc,step", [(12, 2), (36, 3)])

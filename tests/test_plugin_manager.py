@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from edgejoule.hookspecs import hookimpl
-from edgejoule.plugin_manager import PluginConflictError, PluginContractError, PluginManager, UnknownPluginError, get_manager
+from edgejoule.plugin_manager import (
+    PluginConflictError,
+    PluginContractError,
+    PluginManager,
+    UnknownPluginError,
+    get_manager,
+)
 from tests.conftest import run_cli
 
 BUILTINS = {"geometric", "zf", "wmmse", "accelerator_energy", "precoder_cnn"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgejoule.sites import load_dataset
-from edgejoule.tasks.precoding import scale_to_power, sinr, sum_rate, total_power
 from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample
 from edgejoule.plugins.precoding.zf import zf_precoder
+from edgejoule.sites import load_dataset
+from edgejoule.tasks.precoding import scale_to_power, sinr, sum_rate, total_power
 
 
 def naive_sum_rate(h, w, noise):

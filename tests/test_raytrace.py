@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip("sionna.rt")
 
 from edgejoule import plugin_manager  # noqa: E402
+from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample  # noqa: E402
+from edgejoule.plugins.precoding.zf import zf_precoder  # noqa: E402
+from edgejoule.plugins.sites.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
 from edgejoule.sites import load_dataset  # noqa: E402
 from edgejoule.sites.config import SiteConfig  # noqa: E402
 from edgejoule.sites.dataset import generate, user_positions  # noqa: E402
 from edgejoule.tasks.precoding import average_snr_db, sum_rate, total_power  # noqa: E402
-from edgejoule.plugins.sites.raytrace import RayTracer, _sionna, ground_mask  # noqa: E402
-from edgejoule.plugins.precoding.wmmse import wmmse, wmmse_per_sample  # noqa: E402
-from edgejoule.plugins.precoding.zf import zf_precoder  # noqa: E402
 
 pytestmark = pytest.mark.raytrace
 

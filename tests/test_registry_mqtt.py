@@ -17,10 +17,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from edgejoule.registry.db import TelemetryRow
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import Assignment, LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat
-from edgejoule.registry.db import TelemetryRow
 from tests.brokers import free_port
 from tests.conftest import wait_for  # noqa: E402
 from tests.fleet import start_registry

@@ -211,8 +211,8 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     orders at once, as redelivery to two workers could: each window is stored and rolled up exactly once."""
     from prometheus_client import CollectorRegistry, Counter
 
-    from edgejoule.schemas import topics
     from edgejoule.registry.ingest import MqttIngest
+    from edgejoule.schemas import topics
 
     upgrade(database_url)
     messages = reports(300, seed=5)

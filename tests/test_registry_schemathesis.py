@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 
-import schemathesis
-from schemathesis.checks import FailureGroup, response_schema_conformance
-from hypothesis import HealthCheck, Phase, given, settings
-
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import FailureGroup, response_schema_conformance
 
 from tests.fleet import start_registry
 from tests.postgres import fresh_database, postgres_server  # noqa: F401 (fixture)

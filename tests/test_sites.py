@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.plugins.sites.geometric import GeometricGenerator
 from edgejoule.sites import get_site, list_sites, load_dataset
 from edgejoule.sites.dataset import cache_dir, user_positions
 from edgejoule.tasks.precoding import average_snr_db
-from edgejoule.plugins.sites.geometric import GeometricGenerator
 from tests.conftest import run_cli
 
 

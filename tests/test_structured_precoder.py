@@ -13,15 +13,22 @@ torch = pytest.importorskip("torch")
 
 from edgejoule import plugin_manager  # noqa: E402
 from edgejoule.energy.accelerator import dnn_energy, layer_energy  # noqa: E402
-from edgejoule.sites import get_site, load_dataset  # noqa: E402
-from edgejoule.tasks.precoding import sum_rate, total_power  # noqa: E402
-from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
-from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
 from edgejoule.plugins.precoding.precoder_structured import structure_ops  # noqa: E402
 from edgejoule.plugins.precoding.precoder_structured_net import complex_inverse, optimal_structure  # noqa: E402
-from edgejoule.plugins.precoding.precoder_training import TrainConfig, evaluate, input_scale, train, training_combinations, unit_noise_channels  # noqa: E402
+from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
+    TrainConfig,
+    evaluate,
+    input_scale,
+    train,
+    training_combinations,
+    unit_noise_channels,
+)
 from edgejoule.plugins.precoding.wmmse import wmmse  # noqa: E402
 from edgejoule.plugins.precoding.zf import rzf_precoder  # noqa: E402
+from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
+from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
+from edgejoule.sites import get_site, load_dataset  # noqa: E402
+from edgejoule.tasks.precoding import sum_rate, total_power  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 torch.set_num_threads(1)
@@ -157,8 +164,8 @@ def test_compress_rejects_a_family_that_is_not_a_precoder(family, message, tmp_p
 def test_export_runs_the_structure_in_litert(bits, tmp_path):
     """The whole map, Gauss-Jordan included, converts to LiteRT ops and serves on the edge runtime as torch does."""
     pytest.importorskip("litert_torch")
-    from edgejoule.runtime import PrecoderRuntime
     from edgejoule.plugins.export.tflite import export_precoder
+    from edgejoule.runtime import PrecoderRuntime
     from tests.fleet import TINY_ARCH, make_chosen
 
     chosen = make_chosen(tmp_path / "src", bits, family="precoder_structured")

@@ -8,10 +8,10 @@ import torch
 
 from edgejoule import plugin_manager
 from edgejoule.energy import dnn_energy
-from edgejoule.tasks.detection import ChannelSource, constellation, error_rates
 from edgejoule.plugins.detection.detectors import linear_detect
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import SoftProjection, TrainConfig, detector, train
+from edgejoule.tasks.detection import ChannelSource, constellation, error_rates
 
 torch.set_num_threads(1)
 
@@ -61,11 +61,11 @@ def test_short_training_improves_ber(kind):
 
 
 def test_exported_detector_runs_in_litert_like_torch(tmp_path):
-    from edgejoule.schemas.manifest import ModelManifest
-    from edgejoule.tasks.detection import simulate
-    from edgejoule.plugins.export.tflite import ExportError, sha256_file
     from edgejoule.plugins.detection.export import DetectorRuntime, export_detector
     from edgejoule.plugins.detection.kaq_core import quantize_activations
+    from edgejoule.plugins.export.tflite import ExportError, sha256_file
+    from edgejoule.schemas.manifest import ModelManifest
+    from edgejoule.tasks.detection import simulate
 
     const = constellation("qpsk")
     arch = UnfoldedArch(kind="admm", n_r=8, n_u=4)

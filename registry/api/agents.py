@@ -1,0 +1,93 @@
+"""Agents: registration (the token is shown once), their state, heartbeats, assignments, load events and
+rollbacks. An agent acts only as itself; listing, registering and rolling back need the admin."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+
+from edgejoule.registry import service
+from edgejoule.registry.api.deps import (
+    ADMIN,
+    SELF_OR_ADMIN,
+    AgentsChangedDep,
+    NotifyDep,
+    SessionsDep,
+    SettingsDep,
+    fits,
+)
+from edgejoule.registry.db import AgentRow, AssignmentRow
+from edgejoule.registry.schemas import AgentSummary, RolledBack, utc
+from edgejoule.schemas.api import AgentRegistered, AgentRegistration, Assignment, LoadEvent
+from edgejoule.schemas.messages import Heartbeat
+
+router = APIRouter()
+
+
+@router.post("/agents", status_code=201, dependencies=ADMIN)
+def register(reg: AgentRegistration, sessions: SessionsDep, on_agents_changed: AgentsChangedDep) -> AgentRegistered:
+    """Register an agent; its token is shown once (only a hash is stored)."""
+    with sessions.begin() as session:
+        row, token = service.register_agent(session, fits(reg))
+    on_agents_changed()
+    return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
+
+
+@router.get("/agents", dependencies=ADMIN)
+def list_agents(sessions: SessionsDep, settings: SettingsDep, site: str | None = None) -> list[AgentSummary]:
+    with sessions() as session:
+        q = session.query(AgentRow)
+        if site:
+            q = q.filter_by(site=site)
+        stale = datetime.now(timezone.utc) - timedelta(seconds=settings.offline_after_s)
+        return [{"agent_id": a.id, "site": a.site, "state": _state(a, stale), "current_model_id": a.current_model_id,
+                 "runtime": a.runtime, "hardware": a.hardware, "plugins": a.plugins,
+                 "last_seen": a.last_seen} for a in q.order_by(AgentRow.id)]
+
+
+@router.post("/agents/{agent_id}/heartbeat", status_code=204, dependencies=SELF_OR_ADMIN)
+def post_heartbeat(agent_id: str, beat: Heartbeat, sessions: SessionsDep) -> Response:
+    if beat.agent_id != agent_id:
+        raise HTTPException(403, "the heartbeat names another agent")
+    with sessions.begin() as session:
+        service.heartbeat(session, fits(beat))
+    return Response(status_code=204)
+
+
+@router.get("/agents/{agent_id}/assignment", response_model=Assignment | None, dependencies=SELF_OR_ADMIN)
+def get_assignment(agent_id: str, sessions: SessionsDep, settings: SettingsDep) -> Any:
+    with sessions() as session:
+        row = session.get(AssignmentRow, agent_id)
+        if row is None:
+            return Response(status_code=204)
+        return service.assignment_of(row, service.get_model(session, row.model_id), settings.public_url)
+
+
+@router.post("/agents/{agent_id}/events", status_code=202, dependencies=SELF_OR_ADMIN)
+def post_event(agent_id: str, event: LoadEvent, sessions: SessionsDep, notify: NotifyDep) -> dict[str, bool]:
+    if event.agent_id != agent_id:
+        raise HTTPException(403, "the event names another agent")
+    fits(event)
+    with sessions.begin() as session:
+        rolled_back = service.record_event(session, event)
+    if rolled_back:
+        notify([agent_id])
+    return {"rolled_back": rolled_back}
+
+
+@router.post("/agents/{agent_id}/rollback", dependencies=ADMIN)
+def manual_rollback(agent_id: str, sessions: SessionsDep, notify: NotifyDep) -> RolledBack:
+    with sessions.begin() as session:
+        model_id = service.rollback(session, agent_id).model_id
+    notify([agent_id])
+    return RolledBack(agent_id=agent_id, model_id=model_id)
+
+
+def _state(agent: AgentRow, stale: datetime) -> str:
+    """online only while heartbeats keep coming; the MQTT last will sets offline at once."""
+    last_seen = None if agent.last_seen is None else utc(agent.last_seen)
+    if agent.state == "online" and (last_seen is None or last_seen < stale):
+        return "offline"
+    return agent.state

@@ -1,0 +1,116 @@
+"""The distribution as a user installs it: one top-level package, ``edgejoule``, holding every file of core/,
+plugins/, registry/ and edge_agent/ where ``package-dir`` puts it, and importable from the wheel alone.
+
+pyproject lists its packages explicitly (a folder mapped by ``package-dir`` is not discovered), so a new
+folder left out of the list would be silently missing from the wheel while the editable install, which maps
+whole folders, keeps working; these tests are what notices.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIR: dict[str, str] = CONFIG["tool"]["setuptools"]["package-dir"]
+
+
+def source_files() -> dict[str, Path]:
+    """The repository's files in the mapped folders, by their path in the wheel (``edgejoule/plugins/...``)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z",
+                             *PACKAGE_DIR.values()], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = {}
+    for name in filter(None, listed.stdout.split("\0")):
+        path = ROOT / name
+        if not path.is_file():  # deleted in the work tree, not yet in the index
+            continue
+        # the deepest mapped folder holding the file names its package (plugins/ sits inside edgejoule)
+        package, folder = max(((p, f) for p, f in PACKAGE_DIR.items() if path.is_relative_to(ROOT / f)),
+                              key=lambda item: len(item[1]))
+        files["/".join([*package.split("."), *path.relative_to(ROOT / folder).parts])] = path
+    return files
+
+
+def test_packages_list_names_every_folder_with_python():
+    folders = {name.rpartition("/")[0].replace("/", ".") for name in source_files() if name.endswith(".py")}
+    listed = set(CONFIG["tool"]["setuptools"]["packages"])
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - folders == set(), "these packages in pyproject.toml have no folder"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of exactly the repository's files: a stale build/ cannot stand in."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for path in source_files().values():
+        target = src / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    dist = tmp_path_factory.mktemp("dist")
+    # pip rather than python -m build: build --no-isolation insists on the `wheel` package, which
+    # setuptools >= 70.1 no longer needs
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(dist), str(src)], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    (built,) = dist.glob("edgejoule-*.whl")
+    return built
+
+
+def test_wheel_holds_one_package_with_every_file(wheel):
+    names = [n for n in zipfile.ZipFile(wheel).namelist() if not n.endswith("/")]
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"edgejoule"}
+    assert len(tops) == 2, tops
+    packaged = {n for n in names if n.startswith("edgejoule/")}
+    expected = set(source_files())
+    assert expected - packaged == set(), "missing from the wheel"
+    assert packaged - expected == set(), "in the wheel but not in the repository"
+    # the files a test of the editable install would never miss: not Python, or in a folder without __init__.py
+    assert {"edgejoule/registry/dashboard.html", "edgejoule/registry/migrations/script.py.mako",
+            "edgejoule/registry/migrations/versions/0001_initial_schema.py"} <= packaged
+
+
+def test_the_wheel_alone_imports_and_migrates(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    # The editable finder of the development install stays on sys.meta_path, after the path finder: a module
+    # missing from the wheel would quietly load from the repository, hence every module's file is checked.
+    code = """
+import json, sys
+import edgejoule, edgejoule.plugins.precoding.zf, edgejoule.registry.migrate, edgejoule.edge_agent.cli
+from edgejoule import hookimpl
+before, head = edgejoule.registry.migrate.upgrade(f"sqlite:///{sys.argv[1]}/registry.db")
+files = {n: m.__file__ for n, m in sys.modules.items() if n.split(".")[0] == "edgejoule"}
+print(json.dumps({"project": hookimpl.project_name, "before": before, "head": head, "files": files}))
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=target, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(target)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["project"] == "edgejoule"
+    outside = {n: f for n, f in report["files"].items() if not Path(f).is_relative_to(target)}
+    assert not outside, "loaded from outside the installed wheel"
+    assert {"edgejoule.plugins.precoding.zf", "edgejoule.registry.migrate", "edgejoule.edge_agent.cli"} <= set(
+        report["files"])
+    newest = sorted((ROOT / PACKAGE_DIR["edgejoule.registry"] / "migrations" / "versions").glob("*.py"))[-1]
+    # revision files are named after their revision id (0006_telemetry_series.py: "0006")
+    assert report["before"] is None and report["head"] == newest.name.partition("_")[0]
+
+
+def test_editable_install_maps_each_package_to_its_folder():
+    for package, folder in PACKAGE_DIR.items():
+        assert Path(importlib.import_module(package).__file__).parent == ROOT / folder, package
