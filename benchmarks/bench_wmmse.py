@@ -23,16 +23,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--naive-samples", type=int, default=20)
     parser.add_argument("--tol", type=float, default=1e-5)
+    parser.add_argument("--init", default="zf", help="zf: the per-sample loop's start (results compared); best: ZF and RZF-equal")
     args = parser.parse_args()
     ds = load_dataset(get_site(args.site))
     H = ds.H(None, args.samples)
     t0 = time.perf_counter()
-    V, iterations, _ = wmmse(H, ds.noise_power, ds.p_max, tol=args.tol)
+    V, iterations, _ = wmmse(H, ds.noise_power, ds.p_max, tol=args.tol, init=args.init)[:3]
     batched = time.perf_counter() - t0
     t0 = time.perf_counter()
     naive_rates, naive_its = [], []
     for h in H[: args.naive_samples]:
-        v, its = wmmse_per_sample(h, ds.noise_power, ds.p_max, tol=args.tol)
+        v, its = wmmse_per_sample(h, ds.noise_power, ds.p_max, tol=args.tol, init="zf")
         naive_rates.append(sum_rate(h[None], v[None], ds.noise_power)[0])
         naive_its.append(its)
     naive_subset = time.perf_counter() - t0

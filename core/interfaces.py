@@ -7,16 +7,22 @@ imports torch: the objects are typed ``Any`` at this boundary.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, get_args, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec
-from edgejoule.sites.config import SiteConfig
+
+if TYPE_CHECKING:  # the plugin manager checks objects against these protocols, and sites loads plugins
+    from edgejoule.sites.config import SiteConfig
 
 Progress = Callable[[int], None]
 """Called with the number of items just finished, to drive a progress bar."""
+
+Task = Literal["precoding", "detection", "ofdm"]
+"""The system models of :mod:`edgejoule.tasks` that a model family or a baseline serves (its ``task``)."""
+TASKS: tuple[str, ...] = get_args(Task)
 
 
 @runtime_checkable
@@ -58,7 +64,11 @@ class BaselineResult(BaseModel):
 
     output: Any = Field(description="the algorithm's output, e.g. precoders [batch, N_T, N_U]")
     iterations: np.ndarray | None = Field(None, description="iterations used per sample, if iterative")
-    macs_per_sample: np.ndarray = Field(description="operation count N_c per sample for the energy model")
+    macs_per_sample: np.ndarray = Field(description="operation count N_c per sample for the energy model "
+                                        "(the `paper` counting)")
+    bisection_steps: np.ndarray | None = Field(None, description="inner bisection steps per sample, if any (WMMSE)")
+    operations: np.ndarray | None = Field(None, description="the `implemented` counting per sample, [batch, 4]: "
+                                          "multiplications, divisions, roots, memory (edgejoule.energy.counting)")
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ def test_zf_energy_is_eq_13_and_14_exactly():
 
 
 def test_cli_zf_energy_json():
-    result = run_cli("energy", "baseline", "--method", "zf", "--nt", "64", "--nu", "4", "--json")
+    result = run_cli("energy", "baseline", "--method", "zf", "--counting", "paper", "--nt", "64", "--nu", "4", "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert round(payload["energy_uj"], 4) == 0.0081
@@ -41,7 +41,8 @@ def test_cli_zf_energy_json():
 
 
 def test_cli_wmmse_energy_follows_eq_12():
-    result = run_cli("energy", "baseline", "--method", "wmmse", "--nt", "64", "--nu", "4", "--iterations", "92.8", "--json")
+    result = run_cli("energy", "baseline", "--method", "wmmse", "--counting", "paper", "--nt", "64", "--nu", "4",
+                     "--iterations", "92.8", "--json")
     assert result.returncode == 0, result.stderr
     n_t, n_u = 64, 4
     per_iteration = (8 / 3 * n_t**3 * n_u + 4 * n_t**2 * n_u + 4 * n_t * (4 * n_u**2 + 2 * n_u)

@@ -37,21 +37,22 @@ def test_edgejoule_plugins_lists_it_with_its_source(plugin_path):
     mrt = {info["name"]: info for info in json.loads(result.stdout)}["mrt"]
     assert mrt["error"] is None
     assert mrt["source"] == "entry point edgejoule_mrt (edgejoule-mrt 0.1.0)"
-    assert mrt["provides"] == {"baselines": ["mrt"]} and mrt["hooks"] == ["register_baselines"]
+    assert mrt["provides"] == {"baselines": ["mrt-example"]} and mrt["hooks"] == ["register_baselines"]
 
 
 def test_mrt_is_cheapest_and_interference_limited(plugin_path):
     reports = {}
-    for method in ("mrt", "zf", "wmmse"):
+    for method in ("mrt-example", "zf", "wmmse"):
         result = run_cli("baseline", "run", "--site", "urban-nlos", "--method", method, "--limit", "100", "--json",
                          env={"PYTHONPATH": str(plugin_path)})
         assert result.returncode == 0, result.stderr
         reports[method] = json.loads(result.stdout)
+    reports["mrt"] = reports.pop("mrt-example")
     rate = {method: report["sum_rate_mean"] for method, report in reports.items()}
     assert 0 < rate["mrt"] < rate["zf"] < rate["wmmse"], rate
     site = get_site("urban-nlos")
     assert reports["mrt"]["macs_mean"] == 4 * site.n_antennas * site.n_users
-    assert reports["mrt"]["energy_uj"] < reports["zf"]["energy_uj"]
+    assert reports["mrt"]["energy_uj_by_counting"]["paper"] < reports["zf"]["energy_uj_by_counting"]["paper"]
 
 
 def test_plugins_page_shows_the_example_verbatim():

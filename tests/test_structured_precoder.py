@@ -24,7 +24,7 @@ from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
     unit_noise_channels,
 )
 from edgejoule.plugins.precoding.wmmse import wmmse  # noqa: E402
-from edgejoule.plugins.precoding.zf import rzf_precoder  # noqa: E402
+from edgejoule.plugins.precoding.zf import rzf_equal_precoder  # noqa: E402
 from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
 from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
 from edgejoule.sites import get_site, load_dataset  # noqa: E402
@@ -63,19 +63,20 @@ def test_equal_logits_give_rzf_with_equal_powers(site_data):
     W = optimal_structure(planes(H), torch.zeros(len(H), 8), torch.tensor(float(ds.p_max)), torch.eye(4))
     W = torch.complex(W[:, 0], W[:, 1]).to(torch.complex128).numpy()
     # p = 1/N_U of a unit budget: W at P_max is sqrt(P_max) W
-    rzf = rzf_precoder(H.numpy(), 1.0, ds.p_max)
+    rzf = rzf_equal_precoder(H.numpy(), 1.0, ds.p_max)
     np.testing.assert_allclose(np.sqrt(ds.p_max) * W, rzf, atol=1e-4 * np.abs(rzf).max())
-    np.testing.assert_allclose(np.sum(np.abs(rzf) ** 2, -2), ds.p_max / 4, rtol=1e-12)
+    # the column powers are set in the span of the channels (diag X^H K X): exact to ~1e-6 when K is ill-conditioned
+    np.testing.assert_allclose(np.sum(np.abs(rzf) ** 2, -2), ds.p_max / 4, rtol=1e-5)
 
 
 def test_rzf_lies_between_zf_and_wmmse_on_the_nlos_site(site_data):
     ds, _ = site_data
     H, noise = ds.H("test"), ds.noise_power
     rates = {name: float(sum_rate(H, plugin_manager.get("baselines", name).run(H, noise, ds.p_max).output, noise).mean())
-             for name in ("zf", "rzf")}
+             for name in ("zf", "rzf-equal")}
     rates["wmmse"] = float(sum_rate(H, wmmse(H, noise, ds.p_max, tol=1e-5)[0], noise).mean())
-    assert rates["zf"] < rates["rzf"] < rates["wmmse"]
-    assert plugin_manager.get("baselines", "rzf").op_count(n_t=64, n_u=4) > plugin_manager.get("baselines", "zf").op_count(n_t=64, n_u=4)
+    assert rates["zf"] < rates["rzf-equal"] < rates["wmmse"]
+    assert plugin_manager.get("baselines", "rzf-equal").op_count(n_t=64, n_u=4) > plugin_manager.get("baselines", "zf").op_count(n_t=64, n_u=4)
 
 
 def test_the_structure_holds_wmmse_solutions(site_data):
@@ -128,7 +129,7 @@ def test_training_leaves_rzf_behind():
     model.calibrate(input_scale(H_train), ds.p_max)
     train(model, H_train, H_val, ds.p_max, TrainConfig(epochs=20, batch_size=100, patience=20))
     H_test = unit_noise_channels(ds, "test")
-    rzf = sum_rate(H_test.numpy(), rzf_precoder(H_test.numpy(), 1.0, ds.p_max), 1.0).mean()
+    rzf = sum_rate(H_test.numpy(), rzf_equal_precoder(H_test.numpy(), 1.0, ds.p_max), 1.0).mean()
     assert evaluate(model, H_test, ds.p_max).mean() > rzf + 0.05
 
 

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from edgejoule import plugin_manager
 from edgejoule.cli.output import console, print_json
+from edgejoule.energy.counting import OperationCount, check_counting, operations_energy
 from edgejoule.errors import EdgejouleError
 
 app = typer.Typer(help="Energy per inference from the accelerator model.", no_args_is_help=True)
@@ -30,26 +31,45 @@ def parse_bits(text: str, n_layers: int) -> list[int]:
 
 @app.command()
 def baseline(
-    method: str = typer.Option(..., help="zf or wmmse (any registered baseline)"),
+    method: str = typer.Option(..., help="a registered precoding baseline: zf, rzf, rzf-equal, mrt, wmmse, ..."),
+    counting: str = typer.Option("implemented", help="implemented (the operations our code performs) or paper "
+                                 "(eqs. 12-14 as printed)"),
     nt: int = typer.Option(64, min=1, help="BS antennas N_T"),
     nu: int = typer.Option(4, min=1, help="users N_U"),
-    iterations: float = typer.Option(None, min=0, help="iterations (iterative baselines such as WMMSE)"),
+    iterations: float = typer.Option(None, help="iterations (iterative baselines such as WMMSE), >= 1"),
+    bisection_steps: float = typer.Option(None, "--bisection-steps", help="bisection steps per iteration (WMMSE, "
+                                          "implemented counting), >= 1; default: those that narrow mu to its tolerance"),
     bits: int = typer.Option(16, help="arithmetic bit width"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Energy of one run of a classical baseline (eq. 14 on the op count of eq. 12 or 13)."""
+    """Energy of one run of a classical baseline under a counting (edgejoule.energy.counting)."""
+    chosen = check_counting(counting)
+    for name, value in (("--iterations", iterations), ("--bisection-steps", bisection_steps)):
+        if value is not None and value < 1:
+            raise EdgejouleError(f"{name} must be at least 1, got {value:g}")
     impl = plugin_manager.get("baselines", method)
     try:
-        macs = impl.op_count(n_t=nt, n_u=nu, iterations=iterations)
+        if chosen == "paper":
+            ops = OperationCount(multiplications=impl.op_count(n_t=nt, n_u=nu, iterations=iterations))
+            energy = plugin_manager.get("energy_estimators", "accelerator").estimate_ops(ops.multiplications, bits)
+        else:
+            if not hasattr(impl, "operations"):
+                raise EdgejouleError(f"baseline '{method}' ({plugin_manager.get_manager().provider('baselines', method)}"
+                                     ") gives no operations() of its implementation; pass --counting paper")
+            ops = impl.operations(n_t=nt, n_u=nu, iterations=iterations, bisection_steps=bisection_steps)
+            energy = operations_energy(ops, bits)
     except ValueError as exc:
         raise EdgejouleError(f"{exc}: pass --iterations") from None
-    energy = plugin_manager.get("energy_estimators", "accelerator").estimate_ops(macs, bits)
-    result = {"method": method, "n_t": nt, "n_u": nu, "iterations": iterations, "macs": macs, "bits": bits,
-              "energy_uj": energy.total_uj, "breakdown_uj": {"compute": energy.compute_uj, "local_buffer": energy.activations_uj}}
+    result = {"method": method, "counting": chosen, "n_t": nt, "n_u": nu, "iterations": iterations,
+              "bisection_steps": bisection_steps, "macs": ops.priced_multiplications, "bits": bits,
+              "operations": ops.model_dump(), "energy_uj": energy.total_uj,
+              "breakdown_uj": {"compute": energy.compute_uj, "local_buffer": energy.activations_uj}}
     if as_json:
         print_json(result)
     else:
-        console.print(f"{method}: {energy.total_uj:.6g} uJ per inference ({macs:.6g} MACs at {bits} bits)")
+        console.print(f"{method}: {energy.total_uj:.6g} uJ per inference ({chosen} counting: "
+                      f"{ops.multiplications:.6g} multiplications, {ops.divisions:.6g} divisions, {ops.roots:.6g} "
+                      f"roots, {ops.memory:.6g} memory accesses at {bits} bits)")
 
 
 @app.command()

@@ -1,5 +1,8 @@
 r"""Maximum-ratio transmission (matched-filter) precoding, a classical baseline for edgejoule.
 
+edgejoule ships its own ``mrt``; this example registers its method as ``mrt-example``, since two plugins
+may not register one name (edgejoule names both when they do).
+
 .. math::
 
     W = \sqrt{P_{max}}\, H^H / \|H\|_F
@@ -35,7 +38,7 @@ def mrt_precoder(H: np.ndarray, p_max: np.ndarray | float) -> np.ndarray:
 
 
 class MaximumRatioTransmission:
-    name = "mrt"
+    name = "mrt-example"
     task = "precoding"
 
     def run(self, H: np.ndarray, noise_power: np.ndarray | float, p_max: np.ndarray | float) -> BaselineResult:
@@ -49,4 +52,4 @@ class MaximumRatioTransmission:
 
 @hookimpl
 def register_baselines(register) -> None:
-    register("mrt", MaximumRatioTransmission())
+    register("mrt-example", MaximumRatioTransmission())

@@ -89,7 +89,7 @@ def print_summary(summary: dict[str, Any], request: SearchRequest) -> None:
     wmmse = [r for r in summary["classical"] if r["method"] == "wmmse"]
     console.print(f"best DNN sum rate: {summary['best_sum_rate']['sum_rate']:.3f} bit/s/Hz = "
                   f"{100 * summary['best_fraction_of_wmmse']:.1f} % of WMMSE ({wmmse[-1]['sum_rate']:.3f}, tol 1e-5)")
-    for r in (r for r in summary["classical"] if r["method"] in ("zf", "rzf")):
+    for r in (r for r in summary["classical"] if r["method"] in report.ONE_SHOT):
         console.print(f"{r['method'].upper()}: {r['sum_rate']:.3f} bit/s/Hz at {r['energy_uj']:.4g} uJ "
                       f"({r['efficiency']:.4g} bit/s/Hz/uJ)")
     gain = summary["max_efficiency_gain"]

@@ -20,6 +20,7 @@ from edgejoule.sites.config import SiteConfig
 WMMSE_TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 PAPER_TABLE_II = {16: (54.5, 18.9), 8: (17.5, 18.6), 4: (7.4, 17.8), 2: (4.6, 17.1)}
 TARGET_FRACTION = 0.97
+ONE_SHOT = ("zf", "rzf", "rzf-equal", "mrt")
 
 
 class Point(BaseModel):
@@ -71,9 +72,9 @@ def front(points: list[Point]) -> list[Point]:
 
 def classical_curve(site: SiteConfig, eval_samples: int | None) -> list[ClassicalPoint]:
     ds = load_dataset(site)
-    # ZF and regularized ZF: the cheap one-shot references, the second what a structured network starts from
+    # the cheap one-shot references; equal-power RZF is what a structured network starts from
     curve = [ClassicalPoint(method=m, tol=None, **_fields(run_precoding_baseline(ds, m, limit=eval_samples)))
-             for m in ("zf", "rzf")]
+             for m in ONE_SHOT]
     for tol in WMMSE_TOLERANCES:
         report = run_precoding_baseline(ds, "wmmse", limit=eval_samples, tol=tol)
         curve.append(ClassicalPoint(method="wmmse", tol=tol, **_fields(report)))
@@ -165,7 +166,8 @@ def plot(summary: dict[str, Any], points: list[Point], out: Path, site: str) -> 
     ax.plot([r["sum_rate"] for r in wm], [r["efficiency"] for r in wm], marker="s", label="WMMSE, tol 1e-1 .. 1e-5")
     for r in wm:
         ax.annotate(f"{r['tol']:g}", (r["sum_rate"], r["efficiency"]), fontsize=7)
-    for method, marker, label in (("zf", "^", "ZF"), ("rzf", "v", "RZF, equal powers")):
+    for method, marker, label in (("zf", "^", "ZF"), ("rzf", "v", "RZF"), ("rzf-equal", "<", "RZF, equal powers"),
+                                  ("mrt", ">", "MRT")):
         for r in (r for r in summary["classical"] if r["method"] == method):
             ax.scatter([r["sum_rate"]], [r["efficiency"]], marker=marker, color="k", label=label)
     ax.set(xlabel="sum rate (bit/s/Hz)", ylabel="energy efficiency (bit/s/Hz/uJ)", yscale="log",
