@@ -4,6 +4,7 @@ name clashes and contract violations reported by name."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import types
 from pathlib import Path
@@ -39,7 +40,7 @@ THIRD_PARTY = """
     from edgejoule.interfaces import BaselineResult
 
     class MatchedFilter:
-        name = "mrt"
+        name = "matched-filter"
         task = "precoding"
 
         def run(self, H, noise_power, p_max):
@@ -51,7 +52,7 @@ THIRD_PARTY = """
 
     @hookimpl
     def register_baselines(register):
-        register("mrt", MatchedFilter())
+        register("matched-filter", MatchedFilter())
 """
 
 
@@ -65,21 +66,26 @@ def test_builtins_come_from_entry_points():
 
 
 def test_third_party_plugin_is_listed_and_usable(tmp_path):
-    make_distribution(tmp_path, "edgejoule_mrt", THIRD_PARTY)
+    make_distribution(tmp_path, "edgejoule_mf", THIRD_PARTY)
     env = {"PYTHONPATH": str(tmp_path)}
     listed = run_cli("plugins", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    info = {p["name"]: p for p in json.loads(listed.stdout)}["edgejoule_mrt"]
-    assert info["provides"] == {"baselines": ["mrt"]}
+    info = {p["name"]: p for p in json.loads(listed.stdout)}["edgejoule_mf"]
+    assert info["provides"] == {"baselines": ["matched-filter"]}
     assert info["hooks"] == ["register_baselines"]
-    assert "edgejoule_mrt 0.1" in info["source"]
-    used = run_cli("energy", "baseline", "--method", "mrt", "--nt", "64", "--nu", "4", "--json", env=env)
+    assert "edgejoule_mf 0.1" in info["source"]
+    used = run_cli("energy", "baseline", "--method", "matched-filter", "--counting", "paper", "--nt", "64", "--nu", "4",
+                   "--json", env=env)
     assert used.returncode == 0, used.stderr
     assert json.loads(used.stdout)["macs"] == 4.0 * 64 * 4
+    # it has no operations() of its own, so the implemented counting is refused in one line
+    refused = run_cli("energy", "baseline", "--method", "matched-filter", "--nt", "64", "--nu", "4", env=env)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "baseline 'matched-filter' (edgejoule_mf) gives no operations()" in refused.stderr
 
 
 def test_name_clash_names_both_plugins(tmp_path):
-    make_distribution(tmp_path, "edgejoule_rogue", THIRD_PARTY.replace('register("mrt"', 'register("zf"'))
+    make_distribution(tmp_path, "edgejoule_rogue", THIRD_PARTY.replace('register("matched-filter"', 'register("zf"'))
     result = run_cli("plugins", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2
     assert "'zf'" in result.stderr and "edgejoule_rogue" in result.stderr and "plugin 'zf'" in result.stderr
@@ -103,10 +109,24 @@ def test_unknown_hook_is_rejected_with_the_plugin_name():
     assert not manager.pm.is_registered(plugin)
 
 
+def baseline(task: str = "precoding", **members) -> types.SimpleNamespace:
+    """An object with the members of the Baseline protocol (``members`` replace or, set to None, remove them)."""
+    attrs = {"name": "same", "task": task, "run": lambda *a, **k: None, "op_count": lambda **dims: 0.0, **members}
+    return types.SimpleNamespace(**{k: v for k, v in attrs.items() if v is not None})
+
+
+def plugin_registering(*objects) -> types.SimpleNamespace:
+    def register_baselines(register):
+        for i, obj in enumerate(objects):
+            register(f"thing{i}", obj)
+
+    return types.SimpleNamespace(register_baselines=hookimpl(register_baselines))
+
+
 def test_conflict_in_code_and_unknown_name():
     first, second = types.SimpleNamespace(), types.SimpleNamespace()
     for ns in (first, second):
-        ns.register_baselines = hookimpl(lambda register: register("same", object()))
+        ns.register_baselines = hookimpl(lambda register: register("same", baseline()))
     manager = PluginManager()
     manager.register(first, "first")
     with pytest.raises(PluginConflictError, match="'first' and plugin 'second'"):
@@ -121,3 +141,51 @@ def test_plugin_with_missing_dependency_is_listed_as_unavailable(tmp_path):
     assert result.returncode == 0, result.stderr
     info = {p["name"]: p for p in json.loads(result.stdout)}["edgejoule_needs_gpu"]
     assert info["error"].startswith("unavailable: No module named 'not_installed_anywhere'")
+
+
+@pytest.mark.parametrize("obj, message", [
+    (type("MatchedFilter", (), {"name": "mrt", "task": "precoding", "run": None, "op_count": None}),
+     "plugin 'p' registers baseline 'thing0' as the class MatchedFilter; register an instance, MatchedFilter()"),
+    (baseline(op_count=None), "plugin 'p' registers baseline 'thing0' without op_count, which the Baseline protocol"),
+    (baseline(task="precodng"), "for task 'precodng'; the tasks are precoding, detection, ofdm"),
+])
+def test_a_registered_object_is_checked_against_its_protocol(obj, message):
+    manager = PluginManager()
+    with pytest.raises(PluginContractError, match=re.escape(message)):
+        manager.register(plugin_registering(obj), "p")
+    assert manager.names("baselines") == [] and "p" not in manager.infos
+
+
+def test_a_broken_plugin_keeps_none_of_its_registrations():
+    manager = PluginManager()
+    plugin = plugin_registering(baseline(), baseline(task="radar"))
+    with pytest.raises(PluginContractError, match="thing1"):
+        manager.register(plugin, "half")
+    assert manager.names("baselines") == [] and not manager.pm.is_registered(plugin)
+
+
+@pytest.mark.parametrize("source, reason", [
+    ("raise RuntimeError('no licence server')", "its import raised RuntimeError: no licence server"),
+    ("from edgejoule import hookimpl\n@hookimpl\ndef register_modelz(register):\n    pass",
+     "breaks the edgejoule contract"),
+    ("from edgejoule import hookimpl\n@hookimpl\ndef register_baselines(register):\n    register('x', object())",
+     "without name, op_count, run, task"),
+    ("from edgejoule import hookimpl\n@hookimpl\ndef register_baselines(register):\n    raise KeyError('cfg')",
+     "register_baselines raised KeyError"),
+])
+def test_a_broken_plugin_is_listed_as_broken_and_the_rest_works(tmp_path, source, reason):
+    make_distribution(tmp_path, "edgejoule_broken", source)
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = run_cli("plugins", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    infos = {p["name"]: p for p in json.loads(listed.stdout)}
+    assert infos["edgejoule_broken"]["error"].startswith("broken: ") and reason in infos["edgejoule_broken"]["error"]
+    assert infos["zf"]["error"] is None and "zf" in infos["zf"]["provides"]["baselines"]
+    # one line on stderr names the plugin and the way to silence it; no traceback
+    warning = [line for line in listed.stderr.splitlines() if "edgejoule_broken" in line]
+    assert len(warning) == 1 and "EDGEJOULE_DISABLE_PLUGINS=edgejoule_broken" in warning[0], listed.stderr
+    assert "Traceback" not in listed.stderr
+    used = run_cli("energy", "baseline", "--method", "zf", "--nt", "64", "--nu", "4", "--json", env=env)
+    assert used.returncode == 0, used.stderr
+    quiet = run_cli("plugins", env={**env, "EDGEJOULE_DISABLE_PLUGINS": "edgejoule_broken"})
+    assert quiet.returncode == 0 and "edgejoule_broken" not in quiet.stderr + quiet.stdout
