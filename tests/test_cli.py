@@ -59,3 +59,10 @@ def test_demo_prints_table_i():
     by = {(r["site"], r["method"]): r for r in rows}
     for site in ("urban-nlos", "campus-los"):
         assert by[(site, "wmmse")]["energy"]["total_uj"] > 1000 * by[(site, "zf")]["energy"]["total_uj"]
+
+
+def test_version_is_the_package_version():
+    from edgejoule import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"edgejoule {__version__}"

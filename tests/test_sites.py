@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,17 @@ def test_user_sites_from_a_directory(tmp_path, monkeypatch):
 def test_unknown_site_lists_the_known_ones():
     with pytest.raises(EdgejouleError, match="unknown site 'atlantis'; known sites: .*urban-nlos"):
         get_site("atlantis")
+
+
+@pytest.mark.parametrize("xdg, expected", [("/srv/cache", "/srv/cache/edgejoule/datasets"),
+                                           ("relative/cache", "~/.cache/edgejoule/datasets"),
+                                           (None, "~/.cache/edgejoule/datasets")])
+def test_the_cache_follows_xdg_unless_edgejoule_cache_is_set(monkeypatch, xdg, expected):
+    monkeypatch.delenv("EDGEJOULE_CACHE")
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert cache_dir() == Path(expected).expanduser()
+    monkeypatch.setenv("EDGEJOULE_CACHE", "/data/ej")
+    assert cache_dir() == Path("/data/ej/datasets")

@@ -8,6 +8,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
+from edgejoule import __version__
 from edgejoule.cli import baselines, demo, energy, plugins_cmd, sites
 from edgejoule.cli.output import errors
 from edgejoule.errors import EdgejouleError
@@ -22,8 +23,8 @@ def build_app() -> typer.Typer:
         help="Energy-efficient, site-specific neural models for the wireless edge.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
-        add_completion=False,
     )
+    app.callback()(_options)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(sites.app, name="sites")
     app.add_typer(energy.app, name="energy")
@@ -31,6 +32,19 @@ def build_app() -> typer.Typer:
     app.command("demo")(demo.demo)
     get_manager().add_commands(app)
     return app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgejoule {__version__}")
+        raise typer.Exit()
+
+
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Energy-efficient, site-specific neural models for the wireless edge."""
 
 
 def one_line(exc: ValidationError) -> str:

@@ -29,9 +29,12 @@ FORMAT_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """Where datasets are cached: ``$EDGEJOULE_CACHE/datasets`` or ``~/.cache/edgejoule/datasets``."""
-    root = os.environ.get("EDGEJOULE_CACHE") or Path.home() / ".cache" / "edgejoule"
-    return Path(root) / "datasets"
+    """Where datasets are cached: ``$EDGEJOULE_CACHE/datasets``, else ``edgejoule/datasets`` in the XDG cache
+    directory (``$XDG_CACHE_HOME``, ``~/.cache`` where it is unset or not absolute)."""
+    if root := os.environ.get("EDGEJOULE_CACHE"):
+        return Path(root) / "datasets"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "edgejoule" / "datasets"
 
 
 @dataclass(frozen=True)
