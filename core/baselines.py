@@ -14,6 +14,7 @@ from edgejoule import plugin_manager
 from edgejoule.energy.accelerator import EnergyBreakdown
 from edgejoule.energy.counting import Counting, OperationCount, operations_energy
 from edgejoule.errors import EdgejouleError
+from edgejoule.interfaces import BaselineResult
 from edgejoule.sites.dataset import ChannelDataset, Split
 from edgejoule.tasks.precoding import sum_rate
 
@@ -50,13 +51,16 @@ def run_precoding_baseline(
     estimator: str = "accelerator",
     **options: Any,
 ) -> BaselineReport:
-    baseline = plugin_manager.get("baselines", method)
+    baseline = plugin_manager.get("baselines", method, task="precoding")
     accepted = inspect.signature(baseline.run).parameters
     for option in options:
         if option not in accepted:
             raise EdgejouleError(f"baseline '{method}' takes no option '{option}'")
     H = dataset.H(split, limit)
     result = baseline.run(H, dataset.noise_power, dataset.p_max, **options)
+    if not isinstance(result, BaselineResult):
+        raise EdgejouleError(f"baseline '{method}' (plugin {plugin_manager.get_manager().provider('baselines', method)}) "
+                             f"returned {type(result).__name__}, not the BaselineResult of edgejoule.interfaces")
     rates = sum_rate(H, result.output, dataset.noise_power)
     macs = float(np.mean(result.macs_per_sample))
     paper = plugin_manager.get("energy_estimators", estimator).estimate_ops(macs)

@@ -186,16 +186,20 @@ class PluginManager:
         baselines)."""
         return sorted(n for n, r in self._registry[kind].items() if task is None or getattr(r.obj, "task", None) == task)
 
-    def get(self, kind: str, name: str) -> Any:
-        try:
-            return self._registry[kind][name].obj
-        except KeyError:
-            known = ", ".join(self.names(kind)) or "none"
+    def get(self, kind: str, name: str, task: str | None = None) -> Any:
+        """The object registered as ``name``; with ``task``, only one made for that task (a detection baseline is
+        not offered, nor accepted, where a precoder is wanted)."""
+        what = kind[:-1].replace("_", " ")
+        known = ", ".join(self.names(kind, task)) or "none"
+        registration = self._registry[kind].get(name)
+        if registration is None:
             unavailable = [i.name for i in self.infos.values() if i.error]
             hint = f" (unavailable plugins: {', '.join(unavailable)})" if unavailable else ""
-            raise UnknownPluginError(
-                f"unknown {kind[:-1].replace('_', ' ')} '{name}'; known: {known}{hint}"
-            ) from None
+            raise UnknownPluginError(f"unknown {what} '{name}'; known{f' for {task}' if task else ''}: {known}{hint}")
+        if task is not None and registration.obj.task != task:
+            raise UnknownPluginError(f"{what} '{name}' serves {registration.obj.task}, not {task}; "
+                                     f"{task} {kind}: {known}")
+        return registration.obj
 
     def provider(self, kind: str, name: str) -> str:
         return self._registry[kind][name].plugin
@@ -238,9 +242,9 @@ def get_manager() -> PluginManager:
     return _manager
 
 
-def get(kind: str, name: str) -> Any:
-    """Shortcut: the object registered under ``name`` for ``kind``."""
-    return get_manager().get(kind, name)
+def get(kind: str, name: str, task: str | None = None) -> Any:
+    """Shortcut: the object registered under ``name`` for ``kind`` (and ``task``)."""
+    return get_manager().get(kind, name, task)
 
 
 def names(kind: str, task: str | None = None) -> list[str]:

@@ -13,7 +13,12 @@ from tests.conftest import run_cli
     "args, message",
     [
         (["baseline", "run", "--site", "atlantis", "--method", "zf"], "unknown site 'atlantis'"),
-        (["baseline", "run", "--site", "urban-nlos", "--method", "magic"], "unknown baseline 'magic'"),
+        (["baseline", "run", "--site", "urban-nlos", "--method", "magic"],
+         "unknown baseline 'magic'; known for precoding: mrt, rzf, rzf-equal, wmmse, zf"),
+        (["baseline", "run", "--site", "urban-nlos", "--method", "zf-detector"],
+         "baseline 'zf-detector' serves detection, not precoding; precoding baselines: mrt, rzf"),
+        (["baseline", "run", "--site", "urban-nlos", "--method", "ls-lmmse"], "serves ofdm, not precoding"),
+        (["energy", "baseline", "--method", "sphere-detector"], "serves detection, not precoding"),
         (["baseline", "run", "--site", "urban-nlos", "--method", "zf", "--tol", "1e-3"], "takes no option 'tol'"),
         (["energy", "dnn", "--bits", "16,8,8"], "needs 4 values"),
         (["energy", "dnn", "--bits", "16,8,8,3"], "must be in {2,4,8,16}"),

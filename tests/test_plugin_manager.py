@@ -189,3 +189,13 @@ def test_a_broken_plugin_is_listed_as_broken_and_the_rest_works(tmp_path, source
     assert used.returncode == 0, used.stderr
     quiet = run_cli("plugins", env={**env, "EDGEJOULE_DISABLE_PLUGINS": "edgejoule_broken"})
     assert quiet.returncode == 0 and "edgejoule_broken" not in quiet.stderr + quiet.stdout
+
+
+def test_a_baseline_that_returns_a_bare_array_is_named_in_one_line(tmp_path):
+    bare = THIRD_PARTY.replace("return BaselineResult(output=W, macs_per_sample", "return W  # (")
+    make_distribution(tmp_path, "edgejoule_bare", bare)
+    result = run_cli("baseline", "run", "--site", "urban-nlos", "--method", "matched-filter", "--limit", "5",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("baseline 'matched-filter' (plugin edgejoule_bare) returned ndarray, not the BaselineResult"
+            in result.stderr), result.stderr

@@ -47,7 +47,7 @@ def baseline(
     for name, value in (("--iterations", iterations), ("--bisection-steps", bisection_steps)):
         if value is not None and value < 1:
             raise EdgejouleError(f"{name} must be at least 1, got {value:g}")
-    impl = plugin_manager.get("baselines", method)
+    impl = plugin_manager.get("baselines", method, task="precoding")
     try:
         if chosen == "paper":
             ops = OperationCount(multiplications=impl.op_count(n_t=nt, n_u=nu, iterations=iterations))
