@@ -114,3 +114,27 @@ print(json.dumps({"project": hookimpl.project_name, "before": before, "head": he
 def test_editable_install_maps_each_package_to_its_folder():
     for package, folder in PACKAGE_DIR.items():
         assert Path(importlib.import_module(package).__file__).parent == ROOT / folder, package
+
+
+def test_the_edge_install_runs_the_agent_without_torch(wheel, tmp_path):
+    """`pip install "edgejoule[edge]"` as the README gives it, into a fresh venv with the project's constraints:
+    the agent and the CLI start, the classical baselines load, and torch is nowhere in the environment."""
+    venv = tmp_path / "edge-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("PYTHONPATH", None)
+    install = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c",
+                              str(ROOT / "constraints.txt"), f"{wheel}[edge]"],
+                             capture_output=True, text=True, timeout=600, env=env)
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert subprocess.run([venv / "bin" / "edge-agent", "--help"], capture_output=True, timeout=60,
+                          cwd=tmp_path, env=env).returncode == 0
+    listed = subprocess.run([venv / "bin" / "edgejoule", "plugins", "--json"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
+    assert plugins["zf"]["error"] is None and plugins["wmmse"]["error"] is None
+    missing = subprocess.run([venv / "bin" / "python", "-c", "import importlib.util as u; "
+                              "print(u.find_spec('torch') is None, u.find_spec('fastapi') is None)"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert missing.stdout.split() == ["True", "True"], missing.stderr
