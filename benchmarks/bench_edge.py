@@ -191,6 +191,7 @@ def agent_rss_mb(data_dir: Path, channels: Path) -> float:
              "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
              "print('rss', int(hwm) / 1024)\n")
     env = {"EDGE_AGENT_AGENT_ID": "bench", "EDGE_AGENT_SITE": "urban-nlos", "EDGE_AGENT_REGISTRY_URL": "http://127.0.0.1:9",
+           "EDGE_AGENT_TOKEN": "bench", "EDGE_AGENT_SHUTDOWN_SECONDS": "0.1",
            "EDGE_AGENT_METER": "cpu_time", "EDGE_AGENT_SOURCE": f"npz:{channels}", "EDGE_AGENT_DATA_DIR": str(data_dir)}
     out = subprocess.run([sys.executable, "-c", serve], capture_output=True, text=True, check=True,
                          env={**os.environ, **env}).stdout

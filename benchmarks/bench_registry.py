@@ -12,6 +12,13 @@ PostgreSQL 15), then fleet queries over agents x reports rows.
     .venv/bin/python benchmarks/bench_registry.py --reports 100 --messages 20000 --backends sqlite
     .venv/bin/python benchmarks/bench_registry.py --database-url sqlite:////tmp/filled.db   # queries only
 
+``--ingest-only`` skips the queries; ``--poison N`` puts N windows with an out-of-range ``window_end`` among the
+published messages (the registry refuses them alone; the rest must all be stored).
+
+``--store-only`` times what the MQTT ingest does with each batch of 500 received messages (``MqttIngest.store``:
+parsing with the schema's checks, the sender check, the writer) on fresh SQLite databases, without a broker:
+the registry's side of the ingest, apart from the publishers' and the broker's CPU (``--poison`` applies).
+
 ``--writer-only`` times the ingest's writer alone (``service.ingest_telemetry_batch`` on fresh SQLite databases,
 batches of 500 as the MQTT ingest makes them, ``--repeat`` rounds of ``--messages``): no broker, no HTTP.
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -56,7 +64,12 @@ def telemetry(agent: int, report: int, model_index: int | None = None) -> Teleme
                      latency_ms_p95=0.9, latency_ms_p99=1.2, quality={"sum_rate": 11.0 + (agent % 5) / 10})
 
 
-def publisher(port: int, index: int, publishers: int, agents: int, messages: int, ready, go) -> None:
+def poisoned(payload: str) -> str:
+    """A window whose end no registry can store (year 1, +14:00): refused at parsing."""
+    return re.sub(r'"window_end":"[^"]*"', '"window_end":"0001-01-01T00:00:00+14:00"', payload, count=1)
+
+
+def publisher(port: int, index: int, publishers: int, agents: int, messages: int, poison: int, ready, go) -> None:
     """Every ``publishers``-th agent, each with its own MQTT connection (client id = agent id), all driven by one
     selector loop in this process: a thread per connection would not fit on 2 cores."""
     import selectors
@@ -89,7 +102,10 @@ def publisher(port: int, index: int, publishers: int, agents: int, messages: int
 
     pump(lambda: all(c.is_connected() for c in clients.values()))
     mine_messages = [n for n in range(messages) if n % agents in clients]
+    every = messages // poison if poison else 0  # spread evenly among the messages
     payloads = [(n % agents, telemetry(n % agents, n // agents).model_dump_json(by_alias=True)) for n in mine_messages]
+    payloads = [(agent, poisoned(p) if every and n % every == 0 and n // every < poison else p)
+                for n, (agent, p) in zip(mine_messages, payloads)]
     ready.set()
     go.wait()
     for agent, payload in payloads:
@@ -117,7 +133,7 @@ def bench_ingest(server, broker: EmbeddedBroker, args) -> dict:
         ready = [ctx.Event() for _ in range(args.publishers)]
         go = ctx.Event()
         procs = [ctx.Process(target=publisher, args=(broker.port, i, args.publishers, args.agents, args.messages,
-                                                     ready[i], go)) for i in range(args.publishers)]
+                                                     args.poison, ready[i], go)) for i in range(args.publishers)]
         for p in procs:
             p.start()
         for r in ready:
@@ -129,12 +145,13 @@ def bench_ingest(server, broker: EmbeddedBroker, args) -> dict:
         published_s = time.perf_counter() - t0
         deadline = time.monotonic() + 300
         with httpx.Client(base_url=server.url) as poll:  # one client: a new one per poll costs an SSL context
-            while stored(poll) < args.messages and time.monotonic() < deadline:
+            while stored(poll) < args.messages - args.poison and time.monotonic() < deadline:
                 time.sleep(0.05)
         elapsed = time.perf_counter() - t0
         time.sleep(1.0)
         final = counted(admin)  # rows in the table, not the counter
-    return {"published": args.messages, "stored": final, "publish_s": published_s, "ingest_s": elapsed,
+    return {"published": args.messages, "poison": args.poison, "stored": final, "publish_s": published_s,
+            "ingest_s": elapsed,
             "rate": final / elapsed, "load_average_1min": os.getloadavg()[0]}
 
 
@@ -212,6 +229,45 @@ def bench_writer(args) -> list[float]:
     return rates
 
 
+def bench_store(args) -> list[float]:
+    """Messages per second through ``MqttIngest.store`` (batches of 500), per round, each on a fresh database."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from edgejoule.registry.db import make_engine, session_factory
+    from edgejoule.registry.ingest import MqttIngest
+    from edgejoule.registry.migrate import upgrade
+
+    every = args.messages // args.poison if args.poison else 0
+    received = []
+    for n in range(args.messages):
+        agent, payload = n % args.agents, telemetry(n % args.agents, n // args.agents).model_dump_json(by_alias=True)
+        poison = every and n % every == 0 and n // every < args.poison
+        received.append(SimpleNamespace(topic=topics.telemetry(f"bs-{agent:04d}"),
+                                        payload=(poisoned(payload) if poison else payload).encode()))
+    rates = []
+    for _ in range(args.repeat):
+        server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", None)
+        try:
+            _upload_models(server)
+            _register_agents(server, args)
+            metrics = CollectorRegistry()
+            counters = {name: Counter(name, name, labels, registry=metrics) for name, labels in
+                        (("telemetry", ["via"]), ("duplicates", []), ("rejected_messages", []), ("foreign", ["via"]))}
+            url = f"sqlite:///{server.data_dir / 'registry.db'}"
+            upgrade(url)
+            ingest = MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(url)), counters)
+            t0 = time.perf_counter()
+            for i in range(0, len(received), 500):
+                ingest.store(received[i:i + 500])
+            rates.append((args.messages - args.poison) / (time.perf_counter() - t0))
+            assert metrics.get_sample_value("telemetry_total", {"via": "mqtt"}) == args.messages - args.poison
+        finally:
+            server.stop()
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=1000)
@@ -222,7 +278,16 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--database-url", help="only time the queries, against this filled database")
     parser.add_argument("--writer-only", action="store_true", help="only time the ingest's writer, on SQLite")
+    parser.add_argument("--ingest-only", action="store_true", help="only time the MQTT ingest")
+    parser.add_argument("--store-only", action="store_true", help="only time MqttIngest.store, on SQLite")
+    parser.add_argument("--poison", type=int, default=0, help="windows with an out-of-range time among the messages")
     args = parser.parse_args()
+    if args.store_only:
+        rates = bench_store(args)
+        print(f"MqttIngest.store, SQLite, {args.messages} messages ({args.poison} poison) per round: "
+              f"{' '.join(f'{r:.0f}' for r in rates)} msg/s; median {statistics.median(rates):.0f}; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        return
     if args.writer_only:
         rates = bench_writer(args)
         print(f"writer alone, SQLite, {args.messages} messages per round: "
@@ -236,13 +301,17 @@ def main() -> None:
     results = {}
     for backend in args.backends.split(","):
         pg = Postgres().start() if backend == "postgresql" else None
-        broker = EmbeddedBroker().start()
+        broker = EmbeddedBroker(Path(tempfile.mkdtemp(prefix="bench-broker-")), secure=False).start()
         server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", broker.url,
                                 pg.url if pg else None)
         try:
             _upload_models(server)
+            _register_agents(server, args)
             ingest = bench_ingest(server, broker, args)
             print(f"[{backend}] ingest: {ingest}", flush=True)
+            if args.ingest_only:
+                results[backend] = (ingest, {})
+                continue
             server.stop()  # the query database holds exactly agents x reports rows
             server = start_registry(Path(tempfile.mkdtemp(prefix="bench-registry-")) / "data", None,
                                     _fresh(pg) if pg else None)
@@ -270,6 +339,25 @@ def main() -> None:
     print("|---|" + "---|" * len(results))
     for name in next(iter(results.values()))[1]:
         print(f"| {name} | " + " | ".join(f"{q[name][0]:.1f} / {q[name][1]:.1f}" for _, q in results.values()) + " |")
+
+
+def _register_agents(server, args) -> None:
+    """The publishing agents, registered at their sites and assigned the model each reports: the registry stores
+    only a sender's own site and assigned models."""
+    from edgejoule.registry import service
+    from edgejoule.schemas.api import AgentRegistration
+
+    with server.server.config.app.state.sessions.begin() as session:
+        for agent in range(args.agents):
+            site = SITES[agent % len(SITES)]
+            service.register_agent(session, AgentRegistration(agent_id=f"bs-{agent:04d}", site=site))
+        session.flush()
+        for m in range(MODELS_PER_SITE):
+            for s, site in enumerate(SITES):
+                reporting = [f"bs-{a:04d}" for a in range(args.agents)
+                             if a % len(SITES) == s and a % MODELS_PER_SITE == m]
+                if reporting:
+                    service.deploy(session, site, f"{site}-m{m}", agents=reporting)
 
 
 def _upload_models(server) -> None:

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, JsonConfigSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def check_url(value: str, schemes: tuple[str, ...], form: str) -> None:
+    """Raise ValueError unless ``value`` has one of ``schemes``, a host and (if given) a numeric port."""
+    url = urlsplit(value)
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if url.scheme not in schemes or not url.hostname or port == -1 or url.netloc.endswith(":"):
+        raise ValueError(f"'{value}' is not a URL of the form {form}")
 
 
 class AgentSettings(BaseSettings):
@@ -31,13 +43,48 @@ class AgentSettings(BaseSettings):
     poll_seconds: float = Field(30.0, gt=0)
     max_package_bytes: int = Field(256 * 1024 * 1024, gt=0)
     threads: int = Field(1, ge=1)
+    warmup_inferences: int = Field(100, ge=0, description="run, unmeasured, after every package load (first "
+                                                          "invokes allocate and fill caches: not the model's cost)")
+    meter_hz: float = Field(200.0, gt=0, le=10_000, description="sampling rate of power meters (INA2xx, Pi 5 PMIC)")
+    spool_max_messages: int = Field(100_000, ge=1, description="windows kept while undelivered; the oldest go first")
+    spool_sync: Literal["normal", "full"] = Field("normal", description="SQLite synchronous: full fsyncs every window")
+    shutdown_seconds: float = Field(5.0, ge=0, description="on SIGTERM/SIGINT: time to deliver what waits")
+    health: str | None = Field(None, description="HOST:PORT of the local health endpoint (GET /healthz); None: off")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("registry_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        check_url(v, ("http", "https"), "http://HOST:PORT")
+        return v
 
     @field_validator("broker_url")
     @classmethod
     def _mqtt_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("mqtt://"):
-            raise ValueError(f"broker_url must look like mqtt://HOST:PORT, got '{v}'")
+        if v is not None:
+            check_url(v, ("mqtt",), "mqtt://HOST:PORT")
         return v
+
+    @field_validator("health")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_url(f"http://{v}", ("http",), "HOST:PORT (e.g. 127.0.0.1:8557)")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        from edgejoule.edge_agent.sources import check_spec
+
+        check_spec(v)
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _mqtt_login(self) -> "AgentSettings":

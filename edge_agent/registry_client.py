@@ -11,28 +11,43 @@ from pydantic import ValidationError
 from edgejoule.errors import EdgejouleError, first_problem
 from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
 from edgejoule.schemas.manifest import ModelManifest
-from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.schemas.messages import Heartbeat
 
 
 class RegistryUnavailable(EdgejouleError):
     """The registry could not be reached or answered with a server error; the agent carries on."""
 
 
+class RegistryRefused(EdgejouleError):
+    """The registry answered and said no (4xx): ``status`` says why (401/403 credentials, 409 identity, ...)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RegistryClient:
     def __init__(self, base_url: str, agent_id: str, token: str, timeout: float = 10.0) -> None:
         self.agent_id = agent_id
+        self.base_url = base_url
         self.http = httpx.Client(base_url=base_url.rstrip("/") + API_PREFIX, timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"registry unreachable: {exc}") from None
+        except httpx.TransportError as exc:  # only a real connection failure is "unreachable"
+            raise RegistryUnavailable(f"registry unreachable at {self.base_url}: {exc or type(exc).__name__}") from None
         if response.status_code >= 500:
-            raise RegistryUnavailable(f"registry error {response.status_code} on {path}")
+            raise RegistryUnavailable(f"registry at {self.base_url} answered {response.status_code} on {path}")
         if response.status_code >= 400:
-            raise EdgejouleError(f"registry refused {method} {path}: {response.status_code} {response.text[:200]}")
+            try:
+                body = response.json()
+                detail = str(body.get("detail", body) if isinstance(body, dict) else body)[:300]
+            except ValueError:
+                detail = response.text[:300]
+            raise RegistryRefused(f"registry at {self.base_url} refused {method} {path}: {response.status_code} {detail}",
+                                  response.status_code)
         return response
 
     def heartbeat(self, beat: Heartbeat) -> None:
@@ -76,5 +91,6 @@ class RegistryClient:
     def event(self, event: LoadEvent) -> None:
         self._request("POST", f"/agents/{self.agent_id}/events", content=event.model_dump_json())
 
-    def telemetry(self, message: Telemetry) -> None:
-        self._request("POST", "/telemetry", content=message.model_dump_json(by_alias=True))
+    def telemetry(self, body: str) -> None:
+        """Post one telemetry window, as JSON (the spool keeps them serialized)."""
+        self._request("POST", "/telemetry", content=body)

@@ -23,9 +23,11 @@ import socketserver
 import stat
 import struct
 import threading
+import time
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, BinaryIO, Callable, Iterator, Literal, Optional
+from typing import Annotated, BinaryIO, Callable, Iterable, Iterator, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,18 +39,26 @@ Request = tuple[np.ndarray, Reply]
 ANSWER_TIMEOUT_S = 30.0
 MAX_BODY_BYTES = 1 << 20
 MAX_HEADER_BYTES = 4096
+POLL_S = 0.25
 
 
-def replay(site: str) -> Iterator[Request]:
+def replay(site: str, stop: threading.Event) -> Iterator[Request]:
+    """The site's test split, read now (not at the first channel, inside the first measured window)."""
     from edgejoule.sites import get_site, load_dataset
 
     H = load_dataset(get_site(site)).H("test")
-    while True:
-        for h in H:
-            yield h, None
+
+    def channels() -> Iterator[Request]:
+        while True:
+            for h in H:
+                if stop.is_set():
+                    return
+                yield h, None
+
+    return channels()
 
 
-def npz_files(path: Path) -> Iterator[Request]:
+def npz_files(path: Path, stop: threading.Event) -> Iterator[Request]:
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
     if not files or not files[0].exists():
         raise EdgejouleError(f"no .npz files at {path}")
@@ -57,15 +67,45 @@ def npz_files(path: Path) -> Iterator[Request]:
             if "H" not in data:
                 raise EdgejouleError(f"{file} has no array 'H' [samples, N_U, N_T]")
             for h in data["H"]:
+                if stop.is_set():
+                    return
                 yield h, None
+
+
+def read_npz_channel(body: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """``H`` from a ``.npz`` request body, read only once its size is known to be one channel's.
+
+    A zip member inflates to what its header says (a 969 KiB body can say 1 GB), and an ``.npy`` header
+    can ask for any shape, so both are checked before a byte is inflated, and exactly one channel's bytes
+    are read: no request makes the agent allocate more than the site's channel (a few kB)."""
+    count = shape[0] * shape[1]
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        infos = archive.infolist()
+        if [i.filename for i in infos] != ["H.npy"]:
+            raise ValueError(f"the .npz must hold exactly one array, H; it holds {[i.filename for i in infos][:5]}")
+        if infos[0].file_size > count * 16 + MAX_HEADER_BYTES:
+            raise ValueError(f"H inflates to {infos[0].file_size} bytes, more than one [N_U, N_T] = {list(shape)} channel")
+        with archive.open(infos[0]) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            h_shape, fortran, dtype = read_header(member, max_header_size=MAX_HEADER_BYTES)
+            if dtype.hasobject or dtype.kind not in "fc" or int(np.prod(h_shape, dtype=np.int64)) != count:
+                raise ValueError(f"H must be a float or complex [N_U, N_T] = {list(shape)} array, "
+                                 f"got {dtype} {list(h_shape)}")
+            data = member.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError("H is shorter than its header says")
+    return np.frombuffer(data, dtype).reshape(h_shape, order="F" if fortran else "C").astype(np.complex64)
 
 
 class Endpoint:
     """Requests from the base station become the agent's inputs; each caller waits for its own precoder."""
 
-    def __init__(self, n_users: int, n_antennas: int) -> None:
+    def __init__(self, n_users: int, n_antennas: int, stop: threading.Event) -> None:
         self.shape = (n_users, n_antennas)
         self.requests: queue.Queue[Request] = queue.Queue()
+        self.stop = stop
+        self.polled_at = time.monotonic()  # the serving loop is alive and waiting (the service watchdog)
 
     def problem(self, H: np.ndarray) -> str | None:
         """Why ``H`` cannot be served (None if it can): checked here, so the serving loop never sees it."""
@@ -85,15 +125,49 @@ class Endpoint:
             return None
 
     def __iter__(self) -> Iterator[Request]:
+        while not self.stop.is_set():
+            try:
+                request = self.requests.get(timeout=POLL_S)  # a timeout, so a stop is seen while idle
+            except queue.Empty:
+                self.polled_at = time.monotonic()
+                continue
+            self.polled_at = time.monotonic()
+            yield request
+        # stopping: the server takes no more; what was asked already is answered, then the stream ends
+        self.close()
         while True:
-            yield self.requests.get()
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            yield request
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
-class PrecodeEndpoint(Endpoint):
+class BackgroundHttp:
+    """A threading HTTP server on a daemon thread of its own (the precode endpoint, the health endpoint)."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name=handler.__name__, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PrecodeEndpoint(BackgroundHttp, Endpoint):
     """``http:HOST:PORT``: ``POST /precode`` with a ``.npz`` body holding ``H``, answered with one holding ``W``."""
 
-    def __init__(self, host: str, port: int, n_users: int, n_antennas: int) -> None:
-        super().__init__(n_users, n_antennas)
+    def __init__(self, host: str, port: int, n_users: int, n_antennas: int, stop: threading.Event) -> None:
+        Endpoint.__init__(self, n_users, n_antennas, stop)
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -114,9 +188,8 @@ class PrecodeEndpoint(Endpoint):
                 if not 0 < length <= MAX_BODY_BYTES:
                     return self._answer(413 if length else 411, b"body must be a .npz of at most 1 MiB")
                 try:
-                    with np.load(io.BytesIO(self.rfile.read(length))) as data:
-                        H = np.asarray(data["H"], dtype=np.complex64)
-                except (ValueError, KeyError, OSError) as exc:
+                    H = read_npz_channel(self.rfile.read(length), endpoint.shape)
+                except (ValueError, OSError, zipfile.BadZipFile) as exc:
                     return self._answer(400, f"expected a .npz with an array H [N_U, N_T]: {exc}".encode())
                 if H.ndim == 3 and len(H) == 1:
                     H = H[0]
@@ -129,18 +202,7 @@ class PrecodeEndpoint(Endpoint):
                 np.savez(buffer, W=W)
                 self._answer(200, buffer.getvalue(), "application/octet-stream")
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        BackgroundHttp.__init__(self, host, port, Handler)
 
 
 class Frame(BaseModel):
@@ -216,8 +278,8 @@ class SocketEndpoint(Endpoint):
     the error and the connection stays open. The agent never sees either.
     """
 
-    def __init__(self, address: str | tuple[str, int], n_users: int, n_antennas: int) -> None:
-        super().__init__(n_users, n_antennas)
+    def __init__(self, address: str | tuple[str, int], n_users: int, n_antennas: int, stop: threading.Event) -> None:
+        super().__init__(n_users, n_antennas, stop)
         endpoint = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -255,8 +317,7 @@ class SocketEndpoint(Endpoint):
         else:
             self.server = socketserver.ThreadingTCPServer(address, Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self.server.serve_forever, name="socket-endpoint", daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -267,24 +328,37 @@ class SocketEndpoint(Endpoint):
 
 def _host_port(spec: str, scheme: str) -> tuple[str, int]:
     host, _, port = spec[len(scheme) + 1 :].rpartition(":")
-    if not host or not port.isdigit():
-        raise EdgejouleError(f"source '{spec}': use {scheme}:HOST:PORT, e.g. {scheme}:127.0.0.1:8555")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"source '{spec}': use {scheme}:HOST:PORT, e.g. {scheme}:127.0.0.1:8555")
     return host, int(port)
 
 
-def open_source(spec: str, site: str) -> Iterator[Request]:
+def check_spec(spec: str) -> None:
+    """Raise ValueError unless ``spec`` is a source this agent knows (the settings check it at start)."""
+    scheme, _, rest = spec.partition(":")
+    if spec == "replay" or (scheme in ("npz", "unix") and rest):
+        return
+    if scheme in ("http", "tcp"):
+        _host_port(spec, scheme)
+        return
+    raise ValueError(f"unknown source '{spec}': use replay, npz:PATH, http:HOST:PORT, unix:PATH or tcp:HOST:PORT")
+
+
+def open_source(spec: str, site: str, stop: threading.Event | None = None) -> Iterable[Request]:
+    """The inputs ``spec`` names; they end once ``stop`` is set (after answering requests already queued).
+    An endpoint is returned itself (each ``for`` loop continues its queue), so its ``polled_at`` is visible."""
+    check_spec(spec)
+    stop = stop or threading.Event()
     if spec == "replay":
-        return replay(site)
+        return replay(site, stop)
     if spec.startswith("npz:"):
-        return npz_files(Path(spec[4:]))
+        return npz_files(Path(spec[4:]), stop)
     from edgejoule.sites import get_site
 
     config = get_site(site)
     dims = (config.n_users, config.n_antennas)
     if spec.startswith("http:"):
-        return iter(PrecodeEndpoint(*_host_port(spec, "http"), *dims))
+        return PrecodeEndpoint(*_host_port(spec, "http"), *dims, stop)
     if spec.startswith("tcp:"):
-        return iter(SocketEndpoint(_host_port(spec, "tcp"), *dims))
-    if spec.startswith("unix:") and len(spec) > 5:
-        return iter(SocketEndpoint(spec[5:], *dims))
-    raise EdgejouleError(f"unknown source '{spec}': use replay, npz:PATH, http:HOST:PORT, unix:PATH or tcp:HOST:PORT")
+        return SocketEndpoint(_host_port(spec, "tcp"), *dims, stop)
+    return SocketEndpoint(spec[5:], *dims, stop)

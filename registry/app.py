@@ -25,7 +25,8 @@ from edgejoule.registry import service
 from edgejoule.registry.api.main import api_router, root_router
 from edgejoule.registry.artifacts import ArtifactStore
 from edgejoule.registry.db import AssignmentRow, ModelRow, make_engine, session_factory
-from edgejoule.registry.ingest import MqttIngest
+from edgejoule.registry.gate import RequestGate
+from edgejoule.registry.ingest import MqttIngest, TlsClient
 from edgejoule.registry.logs import configure
 from edgejoule.registry.migrate import upgrade
 from edgejoule.registry.schemas import PROBLEMS
@@ -36,20 +37,17 @@ log = logging.getLogger("registry")
 SERVICE_ERRORS = {service.NotFound: 404, service.Conflict: 409}
 
 
-def create_app(settings: RegistrySettings, on_agents_changed: Callable[[], None] = lambda: None) -> FastAPI:
-    """The app; ``on_agents_changed`` runs after an agent is registered (``serve`` rewrites the broker's
-    password file and ACL there)."""
+def create_app(settings: RegistrySettings) -> FastAPI:
     app = FastAPI(title="edgejoule registry", version="1", lifespan=_lifespan, responses=PROBLEMS)
     app.state.settings = settings
-    app.state.on_agents_changed = on_agents_changed
     app.state.notify = partial(_announce, app.state)
     app.state.metrics, app.state.counters = _metrics()
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for error in SERVICE_ERRORS:
         app.add_exception_handler(error, _service_error)
-    # the last one added runs first: a request refused for NUL is not logged
+    # the last one added runs first: the gate (credentials, body caps, NUL) before the request log
     app.middleware("http")(_log_requests)
-    app.middleware("http")(_refuse_nul)
+    app.add_middleware(RequestGate)
     app.include_router(api_router)
     app.include_router(root_router)
     return app
@@ -76,8 +74,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.ingest = None
     if settings.broker_url:
         state.ingest = MqttIngest(settings.broker_url, state.sessions, state.counters,
-                                  client_id=settings.mqtt_client_id, password=settings.mqtt_password,
-                                  on_rollback=state.notify)
+                                  client_id=settings.mqtt_client_id, shared=settings.mqtt_shared,
+                                  password=settings.mqtt_password,
+                                  tls=TlsClient(settings.mqtt_ca_file, settings.mqtt_client_cert,
+                                                settings.mqtt_client_key),
+                                  on_rollback=state.notify, retire_on_stop=settings.mqtt_retire_on_stop)
         state.ingest.start()
     # what exists now (modules, table metadata, the engine) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise add tens of ms now and then to a large fleet query
@@ -95,6 +96,8 @@ def _metrics() -> tuple[CollectorRegistry, dict[str, Counter]]:
         "duplicates": Counter("edgejoule_telemetry_duplicates", "telemetry messages seen again", registry=metrics),
         "uploads": Counter("edgejoule_model_uploads", "model packages stored", registry=metrics),
         "rejected": Counter("edgejoule_uploads_rejected", "uploads refused", registry=metrics),
+        "foreign": Counter("edgejoule_telemetry_foreign", "telemetry refused: not its sender's site or assigned "
+                           "models", ["via"], registry=metrics),
         "rejected_messages": Counter("edgejoule_mqtt_messages_rejected", "malformed MQTT messages dropped",
                                      registry=metrics),
     }
@@ -109,7 +112,8 @@ def _announce(state: State, agent_ids: list[str]) -> None:
         for agent_id in agent_ids:
             row = session.get(AssignmentRow, agent_id)
             if row is not None:
-                payload = service.assignment_of(row, session.get(ModelRow, row.model_id), state.settings.public_url)
+                payload = service.assignment_of(row, session.get(ModelRow, row.model_id), state.settings.public_url,
+                                                state.settings.broker_for_agents)
                 state.ingest.publish(topics.assignment(agent_id), payload.model_dump_json())
 
 
@@ -125,18 +129,12 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _log_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     started = time.perf_counter()
-    response = await call_next(request)
+    try:
+        response = await call_next(request)
+    except Exception:  # the 500 Starlette answers: logged here, as one JSON line with its exception
+        log.exception("request failed", extra={"method": request.method, "path": request.url.path, "status": 500,
+                                               "ms": round((time.perf_counter() - started) * 1000, 2)})
+        raise
     log.info("request", extra={"method": request.method, "path": request.url.path, "status": response.status_code,
                                "ms": round((time.perf_counter() - started) * 1000, 2)})
     return response
-
-
-async def _refuse_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """NUL cannot be stored in PostgreSQL text: refuse it in paths, queries and JSON bodies up front."""
-    bad = "\x00" in request.url.path or "%00" in request.url.query
-    if not bad and request.headers.get("content-type", "").startswith("application/json"):
-        body = await request.body()
-        bad = b"\x00" in body or b"\\u0000" in body
-    if bad:
-        return JSONResponse({"detail": "NUL characters are not accepted"}, status_code=422)
-    return await call_next(request)

@@ -1,61 +1,186 @@
-"""Broker credentials and ACL: each agent may publish only under its own topic root.
+"""Who may do what on the broker: a complete mosquitto configuration with its dynamic-security plugin, written
+from the registry's agents, for the embedded broker of ``serve`` and (``edgejoule registry broker-auth``) for an
+external one.
 
-The MQTT password of an agent is its registry token; the registry keeps only mosquitto's PBKDF2-SHA512 form
-of it (``$7$`` in mosquitto's password file, the format ``mosquitto_passwd`` writes), so it can rewrite the
-password file at any time without knowing a secret. The ACL uses mosquitto's ``%u`` patterns: an agent whose
-username is its id may write its own telemetry, heartbeat, status (and last will) and events, and read its
-own assignment; the registry's user reads everything and writes assignments.
+Why the dynamic-security plugin and not ``acl_file``: mosquitto 2.0's ``acl_file`` checks what a client publishes
+and what it is delivered, never what it subscribes to. An agent's SUBSCRIBE to
+``$share/registry/edgejoule/v1/agents/+/telemetry`` is granted (SUBACK 1), the broker then hands that member a
+share of every agent's telemetry and drops it at delivery (ACL), and the senders got PUBACK 0. The plugin checks
+subscriptions too (SUBACK 135 for anything but the agent's own assignment topic), binds each login to one client
+id (so no login can take over the registry's session or another agent's), and takes new logins at run time on
+its ``$CONTROL`` topic, so registering an agent needs no reload. Its topics cannot hold ``%u`` patterns (2.0), so
+each agent has a role of its own naming its topics literally.
+
+An agent's MQTT password is its registry token; the registry keeps only mosquitto's PBKDF2-SHA512 form of it
+(salt, hash, iterations: what the plugin's file holds), so it can rewrite the configuration at any time without
+knowing a secret. At registration, while the token is in hand, the registry sends the plugin the new login.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import pwd
 import secrets
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from edgejoule.errors import EdgejouleError
 from edgejoule.schemas import topics
 
-PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own choice for the $7$ format
+PBKDF2_ITERATIONS = 101  # mosquitto_passwd's and the plugin's own choice
 REGISTRY_USER = "edgejoule-registry"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+CONTROL_RESPONSES = f"{CONTROL_TOPIC}/response"
+CONFIG_FILE, DYNSEC_FILE = "mosquitto.conf", "dynamic-security.json"
+PLUGIN_PLACES = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/local/lib")
+# messages the broker keeps per client while it is away: a registry down for a day with 100 agents sending a
+# window every 10 s leaves 864,000 (mosquitto's default, 1,000, dropped acknowledged telemetry in a burst)
+MAX_QUEUED_MESSAGES = 2_000_000
 
 
 def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
+    """``$7$ITERATIONS$SALT$HASH`` (mosquitto_passwd's format), all the broker needs to check a password."""
     salt = salt or secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
     return f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def acl_text(registry_user: str = REGISTRY_USER) -> str:
-    root = topics.agent_root("%u")
-    agent_lines = [f"pattern write {root}/{kind}" for kind in ("telemetry", "heartbeat", "status", "events")]
+@dataclass(frozen=True)
+class TlsFiles:
+    """A broker's TLS listener: the CA that signed its certificate (what clients verify it with), the
+    certificate and its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _allow(acltype: str, topic: str) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "allow": True}
+
+
+def agent_role(agent_id: str) -> dict[str, Any]:
+    """Publish under its own topic root, subscribe to and receive its own assignment: nothing else."""
+    sends = [_allow("publishClientSend", f"{topics.agent_root(agent_id)}/{kind}")
+             for kind in ("telemetry", "heartbeat", "status", "events")]
+    own = topics.assignment(agent_id)
+    return {"rolename": f"agent-{agent_id}",
+            "acls": [*sends, _allow("subscribeLiteral", own), _allow("publishClientReceive", own)]}
+
+
+def registry_role() -> dict[str, Any]:
+    """The ingest's shared subscriptions, the agents' assignments, and the plugin's control topic."""
+    return {"rolename": REGISTRY_USER, "acls": [
+        *[_allow("subscribeLiteral", f) for f in topics.REGISTRY_INGEST],  # one registry (``mqtt_shared`` off)
+        *[_allow("subscribeLiteral", topics.shared(f)) for f in topics.REGISTRY_INGEST],
+        _allow("publishClientReceive", f"{topics.PREFIX}/#"),
+        _allow("publishClientSend", topics.assignment("+")),
+        _allow("publishClientSend", CONTROL_TOPIC),
+        _allow("subscribeLiteral", CONTROL_RESPONSES),
+        _allow("publishClientReceive", CONTROL_RESPONSES),
+    ]}
+
+
+def _login(username: str, password_hash: str, role: str, client_id: str | None = None) -> dict[str, Any]:
+    _, _, iterations, salt, digest = password_hash.split("$")
+    login = {"username": username, "password": digest, "salt": salt, "iterations": int(iterations),
+             "roles": [{"rolename": role}]}
+    return login | ({"clientid": client_id} if client_id else {})
+
+
+def dynsec_config(agents: dict[str, str], registry_hash: str, registry_user: str = REGISTRY_USER) -> dict[str, Any]:
+    """The plugin's file: ``agents`` maps each id to its stored hash; every access not granted is refused."""
+    ids = sorted(agents)
+    return {
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": [_login(registry_user, registry_hash, REGISTRY_USER),
+                    *[_login(a, agents[a], f"agent-{a}", topics.agent_client_id(a)) for a in ids]],
+        "roles": [registry_role(), *[agent_role(a) for a in ids]],
+        "groups": [],
+    }
+
+
+def enroll_command(agent_id: str, token: str) -> str:
+    """What the registry publishes on ``CONTROL_TOPIC`` when it registers an agent: its role and login."""
+    role = agent_role(agent_id)
+    return json.dumps({"commands": [
+        {"command": "createRole", **role},
+        {"command": "createClient", "username": agent_id, "password": token,
+         "clientid": topics.agent_client_id(agent_id), "roles": [{"rolename": role["rolename"]}]},
+    ]})
+
+
+def dynsec_plugin() -> str:
+    for place in PLUGIN_PLACES:
+        path = Path(place) / "mosquitto_dynamic_security.so"
+        if path.exists():
+            return str(path)
+    raise EdgejouleError("mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found: "
+                         "install the Debian package 'mosquitto' (2.0 or newer)")
+
+
+def broker_config(directory: Path, port: int, host: str, user: str, secure: bool = True,
+                  tls: TlsFiles | None = None) -> str:
+    """A complete ``mosquitto.conf``: logins and access from the plugin's file (``secure``; else anonymous, for
+    development), sessions and queued messages kept across restarts (persistence) and sized for outages, and with
+    ``tls`` a TLS listener. ``user``: whom mosquitto runs as when started as root (it drops to that user)."""
+    directory = directory.resolve()
+    listener = [f"listener {port} {host}".rstrip(),
+                *([f"cafile {tls.ca.resolve()}", f"certfile {tls.cert.resolve()}", f"keyfile {tls.key.resolve()}"]
+                  if tls else [])]
+    access = (["allow_anonymous false", f"plugin {dynsec_plugin()}", f"plugin_opt_config_file {directory / DYNSEC_FILE}"]
+              if secure else ["allow_anonymous true"])
     return "\n".join([
-        f"user {registry_user}",
-        f"topic read {topics.PREFIX}/#",
-        f"topic write {topics.assignment('+')}",
-        "",
-        *agent_lines,
-        f"pattern read {root}/assignment",
+        *listener,
+        *access,
+        "persistence true",
+        f"persistence_location {directory}/",
+        "autosave_interval 60",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        "max_queued_bytes 0",
+        f"user {user}",
     ]) + "\n"
 
 
-def write_auth_files(directory: Path, agents: dict[str, str], registry_user: str = REGISTRY_USER,
-                     registry_password_hash: str | None = None) -> tuple[Path, Path]:
-    """Write ``passwd`` and ``acl`` for mosquitto (``password_file``, ``acl_file``); ``agents`` maps each id to
-    its stored hash. Each file is replaced atomically, readable by the broker's own user."""
+def write_broker_files(directory: Path, agents: dict[str, str], registry_hash: str, port: int, host: str = "",
+                       user: str | None = None, registry_user: str = REGISTRY_USER,
+                       tls: TlsFiles | None = None) -> tuple[Path, Path]:
+    """Write ``mosquitto.conf`` and ``dynamic-security.json`` into ``directory``; start the broker with
+    ``mosquitto -c DIRECTORY/mosquitto.conf``. ``user`` (default: whoever runs this) owns them and is whom
+    mosquitto runs as."""
+    user = user or current_user()
+    conf, dynsec = write_private(directory, {
+        CONFIG_FILE: broker_config(directory, port, host, user, tls=tls),
+        DYNSEC_FILE: json.dumps(dynsec_config(agents, registry_hash, registry_user), indent=1)}, user)
+    return conf, dynsec
+
+
+def write_private(directory: Path, files: dict[str, str], user: str) -> list[Path]:
+    """Write ``files`` (name: text) into ``directory`` (mode 700, files 600, each replaced atomically), owned by
+    ``user`` when running as root: the broker, started as root, drops to that user, then reads and writes here."""
     directory.mkdir(parents=True, exist_ok=True)
-    users = dict(agents)
-    if registry_password_hash:
-        users[registry_user] = registry_password_hash
-    passwd, acl = directory / "passwd", directory / "acl"
-    for path, text in ((passwd, "".join(f"{user}:{h}\n" for user, h in sorted(users.items()))),
-                       (acl, acl_text(registry_user))):
-        tmp = path.with_suffix(".tmp")
+    os.chmod(directory, 0o700)
+    written = []
+    for name, text in files.items():
+        path, tmp = directory / name, directory / f".{name}.tmp"
         tmp.write_text(text)
-        os.chmod(tmp, 0o644)  # mosquitto drops to its own user; the file holds only salted hashes
+        os.chmod(tmp, 0o600)  # the directory is private already; the plugin's file holds the password hashes
         os.replace(tmp, path)
-    return passwd, acl
+        written.append(path)
+    if os.geteuid() == 0:
+        for path in (directory, *written):
+            shutil.chown(path, user)
+    return written
+
+
+def current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def agent_hashes(session) -> dict[str, str]:

@@ -51,6 +51,10 @@ def serve(
                                             "default) and an ACL, or anonymous (any local process may publish "
                                             "as any agent; development only)"),
     no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
+    broker_port: int = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_PORT",
+                                    help="embedded broker's port; default: chosen once, kept in DATA_DIR/broker/port"),
+    broker_tls: bool = typer.Option(False, "--broker-tls", help="embedded broker: TLS (mqtts://), with a CA and "
+                                    "certificate made at the first start in DATA_DIR/broker/tls (agents: ca.crt)"),
     log_level: str = typer.Option("INFO", envvar="EDGEJOULE_REGISTRY_LOG_LEVEL",
                                   help="structured (JSON lines) logs on stderr at this level"),
 ) -> None:
@@ -64,39 +68,36 @@ def serve(
     from edgejoule.cli.output import console
     from edgejoule.registry.app import create_app
     from edgejoule.registry.broker import EmbeddedBroker
-    from edgejoule.registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_auth_files
+    from edgejoule.registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_broker_files
     from edgejoule.registry.db import make_engine, session_factory
     from edgejoule.registry.migrate import upgrade
     from edgejoule.registry.settings import RegistrySettings
 
     settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token=_admin_token(data_dir),
                                 broker_url=broker)
-    embedded, on_agents_changed = None, lambda: None
+    embedded = None
     if broker is None and not no_broker:
-        embedded = EmbeddedBroker(secure=secure_broker)
+        embedded = EmbeddedBroker(data_dir / "broker", broker_port, secure=secure_broker, tls=broker_tls)
+        settings.mqtt_ca_file = embedded.tls.ca if embedded.tls else None
+        settings.mqtt_shared = False  # its one registry; a plain subscription survives a broker restart
         if secure_broker:
-            data_dir.mkdir(parents=True, exist_ok=True)
             upgrade(settings.db_url)
-            sessions = session_factory(make_engine(settings.db_url))
+            engine = make_engine(settings.db_url)
+            with session_factory(engine)() as session:
+                agents = agent_hashes(session)
+            engine.dispose()
             registry_password = secrets.token_urlsafe(32)  # lives only in this process and as a hash
-            registry_hash = mosquitto_hash(registry_password)
-
-            def on_agents_changed() -> None:
-                with sessions() as session:
-                    write_auth_files(embedded.workdir, agent_hashes(session), REGISTRY_USER, registry_hash)
-                embedded.reload()
-
-            write_auth_files(embedded.workdir, {}, REGISTRY_USER, registry_hash)
+            write_broker_files(embedded.directory, agents, mosquitto_hash(registry_password), embedded.port,
+                               "127.0.0.1", tls=embedded.tls)
             embedded.start()
-            on_agents_changed()
             settings.mqtt_password = registry_password
-            settings.broker_url = f"mqtt://{REGISTRY_USER}@127.0.0.1:{embedded.port}"
+            settings.broker_url = embedded.url.replace("://", f"://{REGISTRY_USER}@")
         else:
             settings.broker_url = embedded.start().url
             console.print(f"[yellow]development broker {embedded.url} is anonymous (--anonymous-broker): any local "
                           f"process may publish as any agent[/yellow]")
     broker_public = embedded.url if embedded else (settings.broker_url or "")
-    # agents started next to an embedded broker read its (random) address here
+    # agents started next to the registry read the broker's address here (the embedded one keeps its port)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "broker-url").write_text(broker_public)
     console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker "
@@ -105,7 +106,7 @@ def serve(
     # with this handler that ends in SystemExit, so the finally below stops the embedded broker
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        uvicorn.run(create_app(settings, on_agents_changed), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     finally:
         if embedded is not None:
             embedded.stop()
@@ -113,24 +114,62 @@ def serve(
 
 @registry_app.command("broker-auth")
 def broker_auth(
-    out: Path = typer.Option(..., help="directory for 'passwd' and 'acl' (mosquitto password_file, acl_file)"),
+    out: Path = typer.Option(..., help="directory for the broker's mosquitto.conf, dynamic-security.json and "
+                                       "persistence"),
     data_dir: Path = typer.Option(Path("registry-data"), envvar="EDGEJOULE_REGISTRY_DATA_DIR"),
     database_url: str = typer.Option(None, envvar="EDGEJOULE_REGISTRY_DATABASE_URL"),
+    port: int = typer.Option(1883, help="the broker's listener"),
+    host: str = typer.Option("", help="address to listen on (default: all)"),
+    broker_user: str = typer.Option("mosquitto", help="the user mosquitto runs as (owns the files)"),
     registry_user: str = typer.Option("edgejoule-registry"),
     registry_password: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_MQTT_PASSWORD", prompt=True,
                                           hide_input=True, help="the registry's own broker password"),
 ) -> None:
-    """Write a mosquitto password file and ACL for an external broker: each agent may publish only under its own
-    topic root. Reload the broker afterwards (SIGHUP)."""
-    from edgejoule.registry.broker_auth import agent_hashes, mosquitto_hash, write_auth_files
+    """Write a complete mosquitto configuration for an external broker: logins and access (dynamic-security
+    plugin: each agent publishes only under its own topic root and subscribes only to its assignment), persistence,
+    queues sized for outages. Run it with ``mosquitto -c OUT/mosquitto.conf``; agents registered later get their
+    logins from the registry at run time."""
+    from edgejoule.registry.broker_auth import agent_hashes, mosquitto_hash, write_broker_files
     from edgejoule.registry.db import make_engine, session_factory
     from edgejoule.registry.settings import RegistrySettings
 
     url = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="x" * 16).db_url
     with session_factory(make_engine(url))() as session:
         agents = agent_hashes(session)
-    passwd, acl = write_auth_files(out, agents, registry_user, mosquitto_hash(registry_password))
-    typer.echo(f"{len(agents)} agents: {passwd}, {acl}")
+    conf, dynsec = write_broker_files(out, agents, mosquitto_hash(registry_password), port, host, broker_user,
+                                      registry_user)
+    typer.echo(f"{len(agents)} agents: {conf}, {dynsec}; start the broker with: mosquitto -c {conf}")
+
+
+@registry_app.command("retire-worker")
+def retire_worker(client_id: str = typer.Option(..., help="the MQTT client id of the registry worker that is gone"),
+                  idle_s: float = typer.Option(2.0, help="done once nothing has arrived for this long")) -> None:
+    """Retire a registry worker that died: take over its MQTT session (its client id), store what the broker kept
+    for it, and end the session, so its share of the shared subscription goes to the other workers. Settings
+    from EDGEJOULE_REGISTRY_* as for the app factory (database, broker URL and password)."""
+    import asyncio
+    import time
+
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.registry.app import create_app
+    from edgejoule.registry.settings import RegistrySettings
+
+    app = create_app(RegistrySettings(mqtt_client_id=client_id, mqtt_retire_on_stop=True))
+
+    async def drain() -> None:
+        async with app.router.lifespan_context(app):  # the app's own start and stop: the stop retires the session
+            ingest = app.state.ingest
+            if ingest is None or not await asyncio.to_thread(ingest.subscribed.wait, 30):
+                raise EdgejouleError(f"could not subscribe to the broker at {app.state.settings.broker_url}")
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < idle_s:
+                if not ingest.inbox.empty():
+                    quiet_since = time.monotonic()
+                await asyncio.sleep(0.1)
+
+    asyncio.run(drain())
+    stored = app.state.metrics.get_sample_value("edgejoule_telemetry_ingested_total", {"via": "mqtt"}) or 0
+    typer.echo(f"retired worker '{client_id}': stored {stored:.0f} telemetry windows it held; its session is ended")
 
 
 @registry_app.command()
@@ -215,7 +254,8 @@ def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
 
 def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), site: str = typer.Option(None),
           registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Fleet status: agents, and energy per inference (measured vs estimated) and quality per group."""
+    """Fleet status: agents, and energy per inference (the fleet's meters vs the model's estimate) and quality
+    per group. A fleet figure from a meter that estimates (no sensor: cpu_time) is marked "est."."""
     from rich.table import Table
 
     from edgejoule.cli.output import console, print_json
@@ -234,15 +274,21 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
         t.add_row(a.agent_id, a.site, a.state, a.current_model_id or "-", a.runtime)
     console.print(t)
     t = Table(title=f"energy per inference by {group_by}")
-    for col in ("site", "model", "agent", "inferences", "measured uJ", "dynamic uJ", "estimated uJ", "meter",
+    for col in ("site", "model", "agent", "inferences", "fleet uJ", "dynamic uJ", "model est. uJ", "meter",
                 "p95 ms", "sum rate"):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(r["site"], str(r.get("model_id", "")), r.get("agent_id", ""), str(r["inferences"]),
-                  _number(r["energy_total_uj"], ".4g"), _number(r["energy_dynamic_uj"], ".4g"),
+                  _number(r["energy_total_uj"], ".4g") + _estimated(r["meters"]),
+                  _number(r["energy_dynamic_uj"], ".4g") + _estimated(r["meters"]),
                   _number(r["estimated_energy_uj"], ".4g"), ", ".join(r["meters"]), _number(r["latency_ms_p95"], ".3f"),
                   _number(r["quality"].get("sum_rate"), ".3f"))
     console.print(t)
+
+
+def _estimated(meters: list[str]) -> str:
+    """The mark for a group one of whose meters only estimates (no sensor): its figure is not a measurement."""
+    return " est." if any(m.endswith("(estimated)") for m in meters) else ""
 
 
 def _number(value: float | None, spec: str) -> str:

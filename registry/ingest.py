@@ -1,7 +1,9 @@
 """Telemetry, heartbeats, status and load events from MQTT, stored through the same service functions as HTTP.
 
 The subscription is an MQTT v5 shared subscription (``$share/registry/...``): several registry processes
-split the messages between them. The session is persistent (a stable client id, ``clean_start=False``), so
+split the messages between them (``shared=False`` for a broker that serves one registry, whose plain
+subscription the broker's persistence keeps across its restarts). Windows whose site or model are not their
+sender's are refused and counted (``service.foreign_telemetry``). The session is persistent (a stable client id, ``clean_start=False``), so
 messages published while the registry is down wait in the broker. Messages are written in batches by one
 writer thread and acknowledged only after their batch is committed (paho's manual acknowledgement): a registry
 that dies mid-ingest loses nothing the broker accepted, because the broker redelivers what was not
@@ -10,15 +12,19 @@ acknowledged, and ``message_id`` keeps the store free of duplicates.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
 from edgejoule.registry import service
+from edgejoule.registry.broker_auth import CONTROL_RESPONSES, CONTROL_TOPIC, enroll_command
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
@@ -26,24 +32,42 @@ from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
 log = logging.getLogger("registry.ingest")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """How the ingest checks an ``mqtts://`` broker (``ca_file``; None: the system's CAs) and, if the broker asks,
+    proves who it is (a client certificate and key)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 RECEIVE_MAXIMUM = 2000
-SUBSCRIPTIONS = (topics.ALL_TELEMETRY, topics.ALL_HEARTBEATS, topics.ALL_STATUS, topics.ALL_EVENTS)
 
 
 class MqttIngest:
-    def __init__(self, broker_url: str, sessions, counters, client_id: str = "edgejoule-registry",
+    def __init__(self, broker_url: str, sessions, counters, client_id: str = "edgejoule-registry", shared: bool = True,
                  username: str | None = None, password: str | None = None, batch_size: int = 500,
-                 batch_delay_s: float = 0.05, on_rollback=None) -> None:
+                 batch_delay_s: float = 0.05, on_rollback=None, tls: TlsClient | None = None,
+                 retire_on_stop: bool = False) -> None:
         import paho.mqtt.client as mqtt
 
         self.sessions = sessions
+        self.shared, self.retire_on_stop = shared, retire_on_stop
         self.counters = counters
         self.batch_size, self.batch_delay_s = batch_size, batch_delay_s
         self.on_rollback = on_rollback or (lambda agent_ids: None)
         url = urlparse(broker_url)
-        self.host, self.port = url.hostname or "127.0.0.1", url.port or 1883
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or (8883 if url.scheme == "mqtts" else 1883)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                   manual_ack=True)
+        if url.scheme == "mqtts":  # the broker's certificate is verified (its name too) against the CA given
+            tls = tls or TlsClient()
+            self.client.tls_set(ca_certs=_path(tls.ca_file), certfile=_path(tls.cert_file), keyfile=_path(tls.key_file))
         if username or url.username:
             self.client.username_pw_set(username or url.username, password or url.password)
         self.client.on_connect = self._on_connect
@@ -54,6 +78,7 @@ class MqttIngest:
         self.connected = threading.Event()
         # messages flow only once the broker granted the shared subscriptions, which a connection alone does not say
         self.subscribed = threading.Event()
+        self._ingest_mid: int | None = None
         self.inbox: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="mqtt-ingest-writer", daemon=True)
@@ -70,28 +95,54 @@ class MqttIngest:
         self._writer.start()
 
     def stop(self) -> None:
-        """Store and acknowledge what has arrived, then disconnect (the session stays in the broker).
+        """Store and acknowledge what has arrived, then disconnect. The session stays in the broker, which queues
+        this worker's share of the shared subscription until it is back, and gives what arrives after this point
+        (unacknowledged) to the next session.
 
-        Messages arriving after this point are left unacknowledged: the broker gives them to the next session."""
+        With ``retire_on_stop`` the worker hands its share to the others instead: it unsubscribes (what the broker
+        sent before its UNSUBACK is in the inbox by then), stores and acknowledges all of it, and ends its session
+        (session expiry 0 at DISCONNECT). The trade-off: with every worker retired, agents get PUBACK 16 (no
+        subscribers) and keep their windows until a worker is back."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        ending = None
+        if self.retire_on_stop and self.subscribed.is_set():
+            unsubscribed = threading.Event()
+            self.client.on_unsubscribe = lambda *args: unsubscribed.set()
+            self.client.unsubscribe(self._filters())
+            unsubscribed.wait(10)
+            ending = Properties(PacketTypes.DISCONNECT)
+            ending.SessionExpiryInterval = 0
         self._stopping.set()
         self._writer.join(30)
-        self.client.disconnect()
+        self.client.disconnect(properties=ending)
         self.client.loop_stop()
 
+    def _filters(self) -> list[str]:
+        return [topics.shared(f) if self.shared else f for f in topics.REGISTRY_INGEST]
+
     def _on_message(self, client, userdata, message) -> None:
-        if not self._stopping.is_set():
+        if message.topic == CONTROL_RESPONSES:
+            self._control_response(message)
+        elif not self._stopping.is_set():
             self.inbox.put(message)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("MQTT connection refused: %s", reason_code)
             return
-        client.subscribe([(topics.shared(f), 1) for f in SUBSCRIPTIONS])
+        _, self._ingest_mid = client.subscribe([(f, 1) for f in self._filters()])
+        client.subscribe(CONTROL_RESPONSES, 1)  # answers to enroll(); a broker without the plugin refuses it
         self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [code for code in reason_codes if code.is_failure]
-        if refused:
+        if mid != self._ingest_mid:
+            if refused:
+                log.warning("the broker refused the registry its dynamic-security control topic: agents registered "
+                            "now get no broker login until `edgejoule registry broker-auth` rewrites its files")
+        elif refused:
             log.error("MQTT subscription refused: %s", ", ".join(str(code) for code in refused))
         else:
             self.subscribed.set()
@@ -163,7 +214,12 @@ class MqttIngest:
                 except (ValidationError, ValueError, service.NotFound) as exc:
                     self.counters["rejected_messages"].inc()
                     log.warning("dropping a bad message on %s: %s", message.topic, str(exc).splitlines()[0])
+            foreign = service.foreign_telemetry(session, telemetry) if telemetry else {}
+            for message_id, problem in foreign.items():
+                log.warning("refusing a telemetry window: %s", problem, extra={"message_id": message_id})
+            telemetry = [m for m in telemetry if m.message_id not in foreign]
             stored = service.ingest_telemetry_batch(session, telemetry)
+        self.counters["foreign"].labels("mqtt").inc(len(foreign))
         self.counters["telemetry"].labels("mqtt").inc(stored)
         self.counters["duplicates"].inc(len(telemetry) - stored)
         if rolled_back:
@@ -171,6 +227,16 @@ class MqttIngest:
 
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload, qos=1)
+
+    def enroll(self, agent_id: str, token: str) -> None:
+        """Give a newly registered agent its broker login and role (dynamic-security plugin), while the token is
+        in hand: the registry keeps only its hash. Sent with QoS 1, after a reconnect if the broker is away."""
+        self.client.publish(CONTROL_TOPIC, enroll_command(agent_id, token), qos=1)
+
+    def _control_response(self, message) -> None:
+        for answer in json.loads(message.payload).get("responses", []):
+            if "error" in answer:
+                log.error("the broker refused %s: %s", answer.get("command"), answer["error"])
 
 
 def _own(message, agent_id: str):

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field
 from typing_extensions import NotRequired, TypedDict
 
+from edgejoule.schemas.messages import within_range
+
 
 def utc(moment: datetime) -> datetime:
     """Aware UTC; a naive time is taken as UTC. Stored times are UTC, so SQLite (which keeps no zone) compares
@@ -21,6 +23,16 @@ def utc(moment: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
+# the latest time a fleet query may name: far enough for "until forever", near enough to convert to UTC
+LATEST_QUERY = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def _queried(moment: datetime) -> datetime:
+    return within_range(moment, LATEST_QUERY)
+
+
+# a fleet query's since/until: from 2000 on (times out of Python's or PostgreSQL's range were 500s)
+QueryTime = Annotated[datetime, AfterValidator(_queried)]
 
 
 class ValidationProblem(BaseModel):
@@ -36,7 +48,7 @@ class Problem(BaseModel):
     detail: str | list[ValidationProblem]
 
 
-PROBLEMS = {status: {"model": Problem} for status in (401, 403, 404, 409, 413, 422)}
+PROBLEMS = {status: {"model": Problem} for status in (401, 403, 404, 409, 410, 413, 422)}
 
 
 class DeploymentRequest(BaseModel):

@@ -108,12 +108,13 @@ def deploy(session: Session, site: str, model_id: str, fraction: float = 1.0, ag
     return deployment, targets
 
 
-def assignment_of(row: AssignmentRow, model: ModelRow, base_url: str) -> Assignment:
-    """What an agent is told to run, with the URLs of the package under ``base_url`` (empty: relative)."""
+def assignment_of(row: AssignmentRow, model: ModelRow, base_url: str, broker_url: str | None) -> Assignment:
+    """What an agent is told to run, with the URLs of the package under ``base_url`` (empty: relative), and the
+    broker to report to."""
     return Assignment(agent_id=row.agent_id, model_id=model.id, version=model.version, sha256=model.sha256,
                       size_bytes=model.size_bytes, manifest_url=f"{base_url}{API_PREFIX}/models/{model.id}/manifest",
                       package_url=f"{base_url}{API_PREFIX}/models/{model.id}/package", deployment_id=row.deployment_id,
-                      assigned_at=row.assigned_at)
+                      assigned_at=row.assigned_at, broker_url=broker_url)
 
 
 def rollback(session: Session, agent_id: str) -> AssignmentRow:
@@ -170,6 +171,27 @@ def check_fits(message):
     if any(len(name) > LIMITS["model_id"] or "\x00" in name for name in fields.get("plugins") or []):
         raise ValueError("plugin names must be at most 128 characters, without NUL")
     return message
+
+
+def foreign_telemetry(session: Session, messages: list[Telemetry]) -> dict[str, str]:
+    """The windows their senders may not report, by message_id, each with why. A window counts only for its
+    agent's registered site and for a model the agent was assigned (current or previous; none while it serves a
+    classical fallback): anything else would let one agent write another site's fleet view, eCAL and Pareto front.
+    One query for the whole batch."""
+    rows = session.execute(select(AgentRow.id, AgentRow.site, AssignmentRow.model_id, AssignmentRow.previous_model_id)
+                           .outerjoin(AssignmentRow, AssignmentRow.agent_id == AgentRow.id)
+                           .where(AgentRow.id.in_({m.agent_id for m in messages})))
+    senders = {agent: (site, {current, previous}) for agent, site, current, previous in rows}
+    problems = {}
+    for m in messages:
+        site, models = senders.get(m.agent_id, (None, set()))
+        if site is None:
+            problems[m.message_id] = f"agent '{m.agent_id}' is not registered"
+        elif m.site != site:
+            problems[m.message_id] = f"agent '{m.agent_id}' is registered at site '{site}', not '{m.site}'"
+        elif m.model_id is not None and m.model_id not in models:
+            problems[m.message_id] = f"model '{m.model_id}' is not assigned to agent '{m.agent_id}'"
+    return problems
 
 
 def ingest_telemetry_batch(session: Session, messages: list[Telemetry]) -> int:

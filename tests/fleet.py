@@ -52,16 +52,22 @@ def make_chosen(directory: Path, bits: list[int], site: str = "urban-nlos", fami
 
 
 @dataclass
-class RegistryServer:
+class Registry:
     url: str
     admin_token: str
     data_dir: Path
-    server: object
-    thread: threading.Thread
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", headers={"Authorization": f"Bearer {self.admin_token}"},
                             timeout=30)
+
+
+@dataclass
+class RegistryServer(Registry):
+    """The registry app served by uvicorn in a thread of the test's process."""
+
+    server: object
+    thread: threading.Thread
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -127,3 +133,52 @@ class Postgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class ServedRegistry(Registry):
+    """``edgejoule registry serve`` in its own process (with its embedded broker unless told otherwise)."""
+
+    process: subprocess.Popen
+
+    @property
+    def broker_url(self) -> str:
+        return (self.data_dir / "broker-url").read_text()
+
+    def up(self) -> bool:
+        """Serving, and subscribed to the broker."""
+        try:
+            return httpx.get(self.url + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(2)  # SIGINT: uvicorn's graceful shutdown, then the broker's
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def serve(data_dir: Path, *args: str, port: int | None = None, timeout: float = 60) -> ServedRegistry:
+    """Start ``edgejoule registry serve`` on a loopback port and wait until it is ready."""
+    import sys
+
+    port = port or free_port()
+    token = "admin-" + "s" * 20
+    env = {**os.environ, "EDGEJOULE_REGISTRY_ADMIN_TOKEN": token}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir.parent / f"serve-{port}.log").open("a") as log:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "edgejoule"), "registry", "serve", "--port",
+                                    str(port), "--data-dir", str(data_dir), *args], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    served = ServedRegistry(f"http://127.0.0.1:{port}", token, data_dir, process)
+    deadline = time.monotonic() + timeout
+    while not served.up():
+        if process.poll() is not None or time.monotonic() > deadline:
+            served.stop()
+            raise RuntimeError(f"registry serve did not come up: {(data_dir.parent / f'serve-{port}.log').read_text()}")
+        time.sleep(0.1)
+    return served

@@ -104,18 +104,19 @@ def test_broker_outage_loses_and_duplicates_nothing(registry, tmp_path, mosquitt
         wait_for(agent.mqtt.connected.is_set)
         for _ in range(3):
             messages.append(agent.window(source, 20))
-            assert agent.report(messages[-1]) == 0
+            agent.report(messages[-1])
+            assert agent.outbox.sender.flush(10) == 0  # delivered by the background sender
         mosquitto.stop()
         wait_for(lambda: not agent.mqtt.connected.is_set())
         for _ in range(4):  # the broker is away: every message waits in the spool on disk
             messages.append(agent.window(source, 20))
             assert agent.report(messages[-1]) > 0
-        assert len(agent.mqtt.spool.pending()) == 4
+        assert len(agent.outbox.spool) == 4
         mosquitto.start()  # same port, empty: no sessions survived
         # without broker persistence a message published before the registry resubscribes would be dropped,
         # so the replay waits for the registry (a production broker keeps the shared subscription)
         wait_for(lambda: health.get("/healthz").json()["mqtt"] and agent.mqtt.connected.is_set(), timeout=30)
-        wait_for(lambda: agent.mqtt.flush() == 0, timeout=30)
+        wait_for(lambda: agent.outbox.sender.flush(1) == 0, timeout=30)
     finally:
         agent.close()
     with registry.admin() as admin:

@@ -22,7 +22,7 @@ from edgejoule.schemas import topics
 from edgejoule.schemas.api import Assignment, LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat
 from tests.brokers import free_port
-from tests.conftest import wait_for  # noqa: E402
+from tests.conftest import run_cli, wait_for  # noqa: E402
 from tests.fleet import start_registry
 from tests.postgres import database_url, postgres_server  # noqa: F401 (fixtures)
 from tests.registry_parts import package, register, upload, window
@@ -195,7 +195,7 @@ def _up(url: str) -> bool:
 
 def _connected(broker_url: str, agent_id: str, password: str | None) -> mqtt.Client | None:
     host, port = broker_url.removeprefix("mqtt://").split(":")
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{agent_id}-{time.monotonic_ns()}",
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=topics.agent_client_id(agent_id),
                          protocol=mqtt.MQTTv5)
     if password is not None:
         client.username_pw_set(agent_id, password)
@@ -208,3 +208,50 @@ def _connected(broker_url: str, agent_id: str, password: str | None) -> mqtt.Cli
         client.loop_stop()
         return None
     return client
+
+
+def _mqtt_stored(worker) -> float:
+    return float(httpx.get(worker.url + "/metrics").text.split('edgejoule_telemetry_ingested_total{via="mqtt"} ')[1]
+                 .split()[0])
+
+
+def test_a_worker_stopped_cleanly_or_retired_hands_its_share_to_the_other(tmp_path, mosquitto, monkeypatch):
+    """Two workers split the shared subscription. One stops cleanly with MQTT_RETIRE_ON_STOP: the other stores all
+    of a 20,000-window burst. One dies (its session stays, and with it a share of what follows): ``edgejoule
+    registry retire-worker`` stores what the broker kept for it and ends the session."""
+    monkeypatch.setenv("EDGEJOULE_REGISTRY_MQTT_RETIRE_ON_STOP", "true")
+    workers = []
+    for i in range(2):
+        monkeypatch.setenv("EDGEJOULE_REGISTRY_MQTT_CLIENT_ID", f"registry-{i}")
+        workers.append(start_registry(tmp_path / "data", mosquitto.url))
+    try:
+        for w in workers:
+            wait_for(lambda: httpx.get(w.url + "/readyz").status_code == 200, what="both subscriptions")
+        with workers[0].admin() as admin:
+            register(admin, "bs-1")
+        workers[1].stop()
+        agent = agent_client(mosquitto.url, "bs-1")
+        payloads = [window("bs-1", None, i, inferences=1).model_dump_json(by_alias=True) for i in range(23_000)]
+        publish_all(agent, topics.telemetry("bs-1"), payloads[:20_000])
+        wait_for(lambda: _mqtt_stored(workers[0]) == 20_000, timeout=120, what="all 20,000 windows at the other worker")
+
+        monkeypatch.setenv("EDGEJOULE_REGISTRY_MQTT_RETIRE_ON_STOP", "false")
+        monkeypatch.setenv("EDGEJOULE_REGISTRY_MQTT_CLIENT_ID", "registry-dead")
+        dead = start_registry(tmp_path / "data", mosquitto.url)
+        wait_for(lambda: httpx.get(dead.url + "/readyz").status_code == 200, what="the doomed worker's subscription")
+        dead.stop()  # as if it died: its session stays and takes a share of what follows
+        publish_all(agent, topics.telemetry("bs-1"), payloads[20_000:22_000])
+        wait_for(lambda: _mqtt_stored(workers[0]) > 20_000, what="the live worker's share")
+        time.sleep(1.0)
+        assert _mqtt_stored(workers[0]) < 22_000  # the rest waits for the dead worker's session
+        retired = run_cli("registry", "retire-worker", "--client-id", "registry-dead", env={
+            "EDGEJOULE_REGISTRY_ADMIN_TOKEN": workers[0].admin_token, "EDGEJOULE_REGISTRY_DATA_DIR": str(tmp_path / "data"),
+            "EDGEJOULE_REGISTRY_BROKER_URL": mosquitto.url})
+        assert retired.returncode == 0, retired.stderr
+        with workers[0].admin() as admin:
+            wait_for(lambda: stored_windows(admin) == 22_000, what="the dead worker's share, stored by retire-worker")
+            publish_all(agent, topics.telemetry("bs-1"), payloads[22_000:])
+            wait_for(lambda: stored_windows(admin) == 23_000, what="what follows, all at the live worker")
+        agent.loop_stop()
+    finally:
+        workers[0].stop()

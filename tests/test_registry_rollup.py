@@ -215,6 +215,7 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     from edgejoule.schemas import topics
 
     upgrade(database_url)
+    _senders(database_url)
     messages = reports(300, seed=5)
     mqtt = [SimpleNamespace(topic=topics.telemetry(m.agent_id), payload=m.model_dump_json(by_alias=True).encode())
             for m in messages]
@@ -222,7 +223,8 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     for i in range(2):
         metrics = CollectorRegistry()
         counters = {"telemetry": Counter("t", "t", ["via"], registry=metrics), "duplicates": Counter("d", "d", registry=metrics),
-                    "rejected_messages": Counter("r", "r", registry=metrics)}
+                    "rejected_messages": Counter("r", "r", registry=metrics),
+                    "foreign": Counter("f", "f", ["via"], registry=metrics)}
         metrics_of.append(metrics)
         writers.append(MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(database_url)), counters,
                                   client_id=f"race-{i}"))
@@ -238,6 +240,21 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     with session_factory(make_engine(database_url))() as session:
         assert session.scalar(select(func.count()).select_from(TelemetryRow)) == len(messages)
         check_fleet(session, messages)
+
+
+def _senders(database_url: str) -> None:
+    """The agents of ``reports`` registered at their sites, each assigned m1 after m2 (the ingest stores only a
+    sender's own site and assigned models)."""
+    from edgejoule.registry.db import AssignmentRow
+    from edgejoule.schemas.api import AgentRegistration
+    from edgejoule.schemas.manifest import ModelManifest
+
+    with session_factory(make_engine(database_url)).begin() as session:
+        for model_id in ("m2", "m1"):
+            service.add_model(session, ModelManifest.model_validate_json(package(model_id)[0]))
+        for agent, (site, _) in AGENTS.items():
+            service.register_agent(session, AgentRegistration(agent_id=agent, site=site))
+            session.add(AssignmentRow(agent_id=agent, model_id="m1", previous_model_id="m2"))
 
 
 def _edge_scan_plan(session) -> str:

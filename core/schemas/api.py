@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgejoule.schemas.messages import Hardware, ReportedTime
+
 API_PREFIX = "/api/v1"
 SHA256_HEADER = "X-Content-SHA256"
 
@@ -33,7 +35,7 @@ class AgentRegistration(BaseModel):
 
     agent_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     site: str
-    hardware: dict[str, str] = Field(default_factory=dict)
+    hardware: Hardware = Field(default_factory=dict)
 
 
 class AgentRegistered(BaseModel):
@@ -58,6 +60,8 @@ class Assignment(BaseModel):
     package_url: str
     deployment_id: int | None = None
     assigned_at: datetime | None = None
+    broker_url: str | None = Field(None, description="the MQTT broker to publish telemetry to (mqtt://HOST:PORT); "
+                                   "an agent's own setting overrides it")
 
 
 class LoadEvent(BaseModel):
@@ -66,5 +70,5 @@ class LoadEvent(BaseModel):
     agent_id: str
     model_id: str
     outcome: Literal["loaded", "load_failed", "selftest_failed", "rolled_back"]
-    detail: str = ""
-    at: datetime | None = None
+    detail: str = Field("", max_length=2000)
+    at: ReportedTime | None = None

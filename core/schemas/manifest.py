@@ -10,7 +10,7 @@ its training cost (for eCAL), and the sha256 of the file.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,7 +48,7 @@ class EnergyEstimate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     estimator: str = "accelerator"
-    total_uj: float = Field(ge=0)
+    total_uj: float = Field(ge=0, allow_inf_nan=False)
     compute_uj: float = Field(0.0, ge=0)
     weights_uj: float = Field(0.0, ge=0)
     activations_uj: float = Field(0.0, ge=0)
@@ -92,13 +92,14 @@ class ModelManifest(BaseModel):
     family: str = Field(description="model family plugin that built it")
     arch: dict[str, Any] = Field(default_factory=dict)
     layers: list[LayerQuantization] = Field(default_factory=list)
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    inputs: list[TensorSpec] = Field(min_length=1, description="an agent cannot feed a model without one")
+    outputs: list[TensorSpec] = Field(min_length=1)
     normalization: dict[str, Any] = Field(
         default_factory=dict, description="how raw inputs become model inputs and outputs become results "
         "(precoding: PrecoderNormalization)"
     )
-    metrics: dict[str, float] = Field(default_factory=dict, description="on the site's test split")
+    metrics: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="on the site's test split (numbers: NaN is not JSON for the readers)")
     energy: EnergyEstimate
     training_energy_j: float = Field(0.0, ge=0, description="energy spent training and compressing, for eCAL")
     file: str = MODEL_FILE

@@ -35,6 +35,12 @@ def assignment(agent_id: str) -> str:
     return f"{agent_root(agent_id)}/assignment"
 
 
+def agent_client_id(agent_id: str) -> str:
+    """The one MQTT client id an agent's login may connect with: the broker binds it to the login, so no login
+    can take over the registry's session or another agent's."""
+    return f"edge-agent-{agent_id}"
+
+
 def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
     return f"$share/{group}/{topic_filter}"
 
@@ -43,3 +49,5 @@ ALL_TELEMETRY = f"{PREFIX}/agents/+/telemetry"
 ALL_HEARTBEATS = f"{PREFIX}/agents/+/heartbeat"
 ALL_STATUS = f"{PREFIX}/agents/+/status"
 ALL_EVENTS = f"{PREFIX}/agents/+/events"
+# what the registry's ingest subscribes to (each through the shared subscription)
+REGISTRY_INGEST = (ALL_TELEMETRY, ALL_HEARTBEATS, ALL_STATUS, ALL_EVENTS)

@@ -10,9 +10,11 @@ Every meter offers a cumulative reading in microjoules; the agent differences re
 - ``rapl``: Linux powercap (Intel RAPL / AMD): ``energy_uj`` counters of the package domains under
   ``/sys/class/powercap``; a counter that wraps restarts at 0 after ``max_energy_range_uj``.
 - ``ina2xx``: an INA219/INA226/INA260 power monitor on I2C through the kernel's ``ina2xx`` hwmon driver
-  (``power1_input`` in microwatts), integrated over time by the trapezoid rule.
+  (``power1_input`` in microwatts), or an INA3221 (Jetson) through ``ina3221`` (three channels, volts x amps);
+  sampled by a background thread (200 Hz by default) and integrated by the trapezoid rule,
+  :math:`E(t) = \sum_k \tfrac12 (P_{k-1} + P_k)(t_k - t_{k-1}) + P_K (t - t_K)`.
 - ``pi5_pmic``: the Raspberry Pi 5 PMIC rails from ``vcgencmd pmic_read_adc`` (volts x amps per rail),
-  integrated over time.
+  sampled and integrated the same way.
 - ``cpu_time``: no sensor: this process's CPU time times an assumed power per busy core; labelled
   ``estimated`` everywhere it is reported.
 
@@ -25,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -83,36 +86,104 @@ class _PowerIntegrator:
         self._last = (now, power_w)
         return self._total_uj
 
+    def total_at(self, now: float) -> float:
+        """The energy up to ``now``: the trapezoids so far, and the last reading held since it was taken."""
+        if self._last is None:
+            return self._total_uj
+        t0, p0 = self._last
+        return self._total_uj + p0 * max(now - t0, 0.0) * 1e6
 
-class Ina2xxMeter:
-    name = "ina2xx"
+
+class _SampledPowerMeter:
+    """A power sensor read by a background thread at ``sample_hz`` (as fast as the sensor answers, if slower)
+    and integrated by the trapezoid rule, so a window's energy is the integral between its own timestamps,
+    not two readings times its length: short windows and changing loads (one model, then another) are
+    told apart. The thread starts at the first ``read_uj``; ``available`` reads once, without it."""
+
     kind = "measured"
 
-    def __init__(self, root: str | Path = "/sys/class/hwmon") -> None:
-        self.root = Path(root)
+    def __init__(self, sample_hz: float = 200.0) -> None:
+        self.sample_hz = sample_hz
         self._integrator = _PowerIntegrator()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.error: str | None = None  # the last failed reading (the sampler keeps going)
+
+    def power_w(self) -> float:
+        """One reading of the sensor, watts."""
+        raise NotImplementedError
+
+    def available(self) -> bool:
+        try:
+            return self.power_w() >= 0
+        except (OSError, ValueError, subprocess.SubprocessError):  # unreadable, unparsable, or the command failed
+            return False
+
+    def _sample(self) -> None:
+        try:
+            power = self.power_w()
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self.error = str(exc)
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._integrator.add(power, now)
+
+    def _loop(self) -> None:
+        period = 1.0 / self.sample_hz
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due = max(due + period, time.monotonic())  # a slow sensor: as fast as it answers, no burst after
+            self._stop.wait(due - time.monotonic())
+            self._sample()
+
+    def read_uj(self) -> float:
+        if self._thread is None:
+            self._sample()  # the integral starts at this first reading
+            self._thread = threading.Thread(target=self._loop, name=f"{self.name}-sampler", daemon=True)
+            self._thread.start()
+        with self._lock:
+            return self._integrator.total_at(time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+
+class Ina2xxMeter(_SampledPowerMeter):
+    """INA219/INA226/INA260 (``power1_input``, microwatts) and INA3221 (three channels: bus voltage
+    ``inN_input`` in mV times current ``currN_input`` in mA, the Jetson boards' monitor) through hwmon."""
+
+    name = "ina2xx"
+
+    def __init__(self, root: str | Path = "/sys/class/hwmon", sample_hz: float = 200.0) -> None:
+        super().__init__(sample_hz)
+        self.root = Path(root)
+        self._sensor: Path | None = None
 
     def sensor(self) -> Path | None:
         for hwmon in sorted(self.root.glob("hwmon*")):
             try:
-                if (hwmon / "name").read_text().strip().startswith("ina2") and (hwmon / "power1_input").exists():
-                    return hwmon
+                name = (hwmon / "name").read_text().strip()
             except OSError:
                 continue
+            if (name.startswith("ina2") and (hwmon / "power1_input").exists()) or (
+                    name == "ina3221" and (hwmon / "curr1_input").exists()):
+                return hwmon
         return None
 
-    def available(self) -> bool:
-        sensor = self.sensor()
-        try:
-            return sensor is not None and int((sensor / "power1_input").read_text()) >= 0
-        except (OSError, ValueError):  # unreadable (permissions, a driver error) or unparsable reading
-            return False
-
-    def read_uj(self) -> float:
-        sensor = self.sensor()
+    def power_w(self) -> float:
+        sensor = self._sensor or self.sensor()
         if sensor is None:
-            raise OSError("no INA219/INA226/INA260 hwmon sensor found (is the ina2xx driver bound?)")
-        return self._integrator.add(int((sensor / "power1_input").read_text()) / 1e6)
+            raise OSError("no INA219/INA226/INA260/INA3221 hwmon sensor found (is the ina2xx or ina3221 driver bound?)")
+        self._sensor = sensor
+        if (sensor / "power1_input").exists():
+            return int((sensor / "power1_input").read_text()) / 1e6
+        channels = [c for c in (1, 2, 3) if (sensor / f"curr{c}_input").exists()]
+        return sum(int((sensor / f"in{c}_input").read_text()) * int((sensor / f"curr{c}_input").read_text())
+                   for c in channels) / 1e6  # mV x mA = uW
 
 
 def parse_pmic(text: str) -> float:
@@ -126,27 +197,22 @@ def parse_pmic(text: str) -> float:
     return sum(a * volts[rail] for rail, a in amps.items() if rail in volts)
 
 
-class Pi5PmicMeter:
-    name = "pi5_pmic"
-    kind = "measured"
+class Pi5PmicMeter(_SampledPowerMeter):
+    """The Raspberry Pi 5 PMIC through ``vcgencmd pmic_read_adc``: a command per reading (a few ms), so it is
+    sampled as fast as the command answers when that is slower than ``sample_hz``."""
 
-    def __init__(self, command: str = "vcgencmd") -> None:
+    name = "pi5_pmic"
+
+    def __init__(self, command: str = "vcgencmd", sample_hz: float = 200.0) -> None:
+        super().__init__(sample_hz)
         self.command = command
-        self._integrator = _PowerIntegrator()
 
     def available(self) -> bool:
-        if shutil.which(self.command) is None:
-            return False
-        try:
-            return parse_pmic(self._run()) > 0
-        except (OSError, subprocess.SubprocessError):
-            return False
+        return shutil.which(self.command) is not None and super().available()
 
-    def _run(self) -> str:
-        return subprocess.run([self.command, "pmic_read_adc"], capture_output=True, text=True, timeout=5, check=True).stdout
-
-    def read_uj(self) -> float:
-        return self._integrator.add(parse_pmic(self._run()))
+    def power_w(self) -> float:
+        out = subprocess.run([self.command, "pmic_read_adc"], capture_output=True, text=True, timeout=5, check=True)
+        return parse_pmic(out.stdout)
 
 
 class CpuTimeMeter:

@@ -7,12 +7,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
+from sqlalchemy.exc import IntegrityError
 
 from edgejoule.registry import service
 from edgejoule.registry.api.deps import (
     ADMIN,
     SELF_OR_ADMIN,
-    AgentsChangedDep,
+    IngestDep,
     NotifyDep,
     SessionsDep,
     SettingsDep,
@@ -27,11 +28,15 @@ router = APIRouter()
 
 
 @router.post("/agents", status_code=201, dependencies=ADMIN)
-def register(reg: AgentRegistration, sessions: SessionsDep, on_agents_changed: AgentsChangedDep) -> AgentRegistered:
-    """Register an agent; its token is shown once (only a hash is stored)."""
-    with sessions.begin() as session:
-        row, token = service.register_agent(session, fits(reg))
-    on_agents_changed()
+def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep) -> AgentRegistered:
+    """Register an agent; its token is shown once (only a hash is stored) and is its broker password too."""
+    try:
+        with sessions.begin() as session:
+            row, token = service.register_agent(session, fits(reg))
+    except IntegrityError:  # registered by a concurrent request between the check and the commit
+        raise HTTPException(409, f"agent '{reg.agent_id}' is registered already") from None
+    if ingest is not None:
+        ingest.enroll(row.id, token)
     return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
 
 
@@ -52,6 +57,10 @@ def post_heartbeat(agent_id: str, beat: Heartbeat, sessions: SessionsDep) -> Res
     if beat.agent_id != agent_id:
         raise HTTPException(403, "the heartbeat names another agent")
     with sessions.begin() as session:
+        registered = session.get(AgentRow, agent_id)
+        if registered is not None and registered.site != beat.site:  # e.g. an urban model on campus channels
+            raise HTTPException(409, f"agent '{agent_id}' is registered at site '{registered.site}' but configured "
+                                     f"for site '{beat.site}'")
         service.heartbeat(session, fits(beat))
     return Response(status_code=204)
 
@@ -62,7 +71,8 @@ def get_assignment(agent_id: str, sessions: SessionsDep, settings: SettingsDep) 
         row = session.get(AssignmentRow, agent_id)
         if row is None:
             return Response(status_code=204)
-        return service.assignment_of(row, service.get_model(session, row.model_id), settings.public_url)
+        return service.assignment_of(row, service.get_model(session, row.model_id), settings.public_url,
+                                     settings.broker_for_agents)
 
 
 @router.post("/agents/{agent_id}/events", status_code=202, dependencies=SELF_OR_ADMIN)

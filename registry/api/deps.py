@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
@@ -15,8 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edgejoule.registry import service
 from edgejoule.registry.artifacts import ArtifactStore
-from edgejoule.registry.auth import token_hash
-from edgejoule.registry.db import AgentRow
+from edgejoule.registry.gate import Principal
 from edgejoule.registry.ingest import MqttIngest
 from edgejoule.registry.settings import RegistrySettings
 
@@ -39,29 +36,12 @@ CountersDep = Annotated[dict[str, Counter], _from_state("counters")]
 IngestDep = Annotated[MqttIngest | None, _from_state("ingest")]  # None without a broker
 # publishes the agents' new assignments over MQTT (a no-op without a broker)
 NotifyDep = Annotated[Callable[[list[str]], None], _from_state("notify")]
-# runs after an agent is registered (``serve`` rewrites its embedded broker's password file and ACL there)
-AgentsChangedDep = Annotated[Callable[[], None], _from_state("on_agents_changed")]
 
 
-@dataclass(frozen=True)
-class Principal:
-    admin: bool
-    agent_id: str | None = None
-
-
-def principal(settings: SettingsDep, sessions: SessionsDep,
-              credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-    if credentials is None:
-        raise HTTPException(401, "missing credentials: send Authorization: Bearer <token>",
-                            headers={"WWW-Authenticate": "Bearer"})
-    token = credentials.credentials
-    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
-        return Principal(admin=True)
-    with sessions() as session:
-        agent = session.query(AgentRow).filter_by(token_hash=token_hash(token)).one_or_none()
-    if agent is None:
-        raise HTTPException(401, "invalid credentials", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(admin=False, agent_id=agent.id)
+def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """Who sends the request: the gate (``edgejoule.registry.gate``) checked the credentials before the body was
+    read. ``credentials`` is here for the OpenAPI description (the Bearer scheme), not read."""
+    return request.state.principal
 
 
 def require_admin(who: Principal = Depends(principal)) -> Principal:

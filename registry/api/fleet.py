@@ -3,7 +3,6 @@ Pareto front, and a model's eCAL."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -11,15 +10,15 @@ from fastapi import APIRouter, Query
 from edgejoule.registry import fleet as fleet_queries
 from edgejoule.registry import service
 from edgejoule.registry.api.deps import ADMIN, SessionsDep
-from edgejoule.registry.schemas import Ecal, FleetRow, ParetoPoint, SeriesPoint
+from edgejoule.registry.schemas import Ecal, FleetRow, ParetoPoint, QueryTime, SeriesPoint
 
 router = APIRouter(dependencies=ADMIN)
 
 
 @router.get("/fleet")
 def get_fleet(sessions: SessionsDep, group_by: Literal["site", "model", "agent"] = "model", site: str | None = None,
-              model_id: str | None = None, agent_id: str | None = None, since: datetime | None = None,
-              until: datetime | None = None) -> list[FleetRow]:
+              model_id: str | None = None, agent_id: str | None = None, since: QueryTime | None = None,
+              until: QueryTime | None = None) -> list[FleetRow]:
     """Energy per inference (measured and estimated), latency, quality and counts over a time window."""
     with sessions() as session:
         return fleet_queries.fleet(session, group_by, site, model_id, agent_id, since, until)
@@ -27,8 +26,8 @@ def get_fleet(sessions: SessionsDep, group_by: Literal["site", "model", "agent"]
 
 @router.get("/fleet/series")
 def get_series(sessions: SessionsDep, bucket_s: int = Query(300, ge=1, le=30 * 86400), site: str | None = None,
-               model_id: str | None = None, since: datetime | None = None,
-               until: datetime | None = None) -> list[SeriesPoint]:
+               model_id: str | None = None, since: QueryTime | None = None,
+               until: QueryTime | None = None) -> list[SeriesPoint]:
     """Energy per inference and quality per site and model, in time buckets of ``bucket_s`` seconds."""
     with sessions() as session:
         return fleet_queries.series(session, bucket_s, site, model_id, since, until)

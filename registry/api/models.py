@@ -4,6 +4,7 @@ downloads."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
@@ -19,6 +20,7 @@ from edgejoule.schemas.api import SHA256_HEADER
 from edgejoule.schemas.manifest import ModelManifest
 
 TFLITE_MAGIC = b"TFL3"
+log = logging.getLogger("registry")
 
 router = APIRouter()
 
@@ -84,8 +86,12 @@ def get_package(model_id: str, who: CallerDep, sessions: SessionsDep, store: Sto
     with sessions() as session:
         _may_read(who, session, model_id)
         model = service.get_model(session, model_id)
-    return FileResponse(store.path(model.sha256), media_type="application/octet-stream",
-                        headers={SHA256_HEADER: model.sha256})
+    path = store.path(model.sha256)
+    if not path.exists():  # the store lost it (a disk replaced, a backup restored without it): say so, once per ask
+        log.error("the package file of a model is missing", extra={"model_id": model_id, "path": str(path)})
+        raise HTTPException(410, f"the package file of model '{model_id}' is missing from the artifact store; "
+                                 f"upload the package again under a new id")
+    return FileResponse(path, media_type="application/octet-stream", headers={SHA256_HEADER: model.sha256})
 
 
 def _may_read(who: Principal, session: Session, model_id: str) -> None:
