@@ -248,6 +248,23 @@ class EventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class DeadLetterRow(Base):
+    """An MQTT message the ingest refused (malformed, out of range, or not its sender's to send), kept for the
+    admin to read: the newest :data:`DEAD_LETTERS_KEPT`, its payload cut to :data:`DEAD_LETTER_BYTES`."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(String(512))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+DEAD_LETTERS_KEPT = 10_000
+DEAD_LETTER_BYTES = 4096
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

@@ -186,10 +186,13 @@ class MqttIngest:
                 log.exception("could not store %d MQTT messages; retrying", len(batch))
                 if self._stopping.wait(1.0):
                     return False  # the broker redelivers them to the next registry session
-            except Exception:  # a message the database refuses: store the others one by one, drop it
+            except Exception as exc:  # a message the database refuses: store the others one by one, drop it
                 if len(batch) == 1:
                     self.counters["rejected_messages"].inc()
                     log.exception("dropping an MQTT message on %s the database refused", batch[0].topic)
+                    with self.sessions.begin() as session:
+                        service.dead_letter(session, batch[0].topic, f"the database refused it: {type(exc).__name__}",
+                                            batch[0].payload)
                     return True
                 return all([self._store_or_retry([message]) for message in batch])
 
@@ -213,10 +216,15 @@ class MqttIngest:
                             rolled_back.append(agent_id)
                 except (ValidationError, ValueError, service.NotFound) as exc:
                     self.counters["rejected_messages"].inc()
-                    log.warning("dropping a bad message on %s: %s", message.topic, str(exc).splitlines()[0])
+                    reason = _reason(exc)
+                    log.warning("dropping a bad message on %s: %s", message.topic, reason)
+                    service.dead_letter(session, message.topic, reason, message.payload)
             foreign = service.foreign_telemetry(session, telemetry) if telemetry else {}
-            for message_id, problem in foreign.items():
-                log.warning("refusing a telemetry window: %s", problem, extra={"message_id": message_id})
+            for message in telemetry:
+                if problem := foreign.get(message.message_id):
+                    log.warning("refusing a telemetry window: %s", problem, extra={"message_id": message.message_id})
+                    service.dead_letter(session, topics.telemetry(message.agent_id), problem,
+                                        message.model_dump_json(by_alias=True).encode())
             telemetry = [m for m in telemetry if m.message_id not in foreign]
             stored = service.ingest_telemetry_batch(session, telemetry)
         self.counters["foreign"].labels("mqtt").inc(len(foreign))
@@ -237,6 +245,15 @@ class MqttIngest:
         for answer in json.loads(message.payload).get("responses", []):
             if "error" in answer:
                 log.error("the broker refused %s: %s", answer.get("command"), answer["error"])
+
+
+def _reason(exc: Exception) -> str:
+    """One line that says what is wrong with a refused message (a ValidationError's first line says only how
+    many errors it has)."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"invalid {'.'.join(str(part) for part in error['loc']) or 'message'}: {error['msg']}"
+    return str(exc).splitlines()[0]
 
 
 def _own(message, agent_id: str):

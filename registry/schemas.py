@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
 from edgejoule.schemas.messages import within_range
@@ -175,3 +175,15 @@ class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     database: bool = Field(description="the database answered SELECT 1")
     mqtt: bool | None = Field(description="the MQTT ingest's subscriptions are granted; None without a broker")
+
+
+class DeadLetter(BaseModel):
+    """An MQTT message the ingest refused, newest first (``GET /dead-letters``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    topic: str
+    reason: str
+    payload: str = Field(description="the first 4 KiB, invalid UTF-8 escaped")
+    received_at: datetime

@@ -7,20 +7,24 @@ import math
 import re
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, func, select
+from sqlalchemy import JSON, DateTime, delete, func, select
 from sqlalchemy.orm import Session
 
 from edgejoule.registry.auth import new_token, token_hash
 from edgejoule.registry.broker_auth import mosquitto_hash
 from edgejoule.registry.db import (
+    DEAD_LETTER_BYTES,
+    DEAD_LETTERS_KEPT,
     ROLLUP_LEVELS,
     AgentRow,
     AssignmentRow,
+    DeadLetterRow,
     DeploymentRow,
     EventRow,
     ModelRow,
     TelemetryRow,
     TelemetrySeriesRow,
+    utcnow,
 )
 from edgejoule.registry.schemas import utc
 from edgejoule.schemas.api import API_PREFIX, AgentRegistration, Assignment, LoadEvent
@@ -374,3 +378,18 @@ def _add(session: Session, row: type, keys: tuple[str, ...], columns: tuple[str,
         return
     _sqlite_insert(session, table, [*keys, *columns], rows, then=f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
                    + ", ".join(f"{c} = {c} + excluded.{c}" for c in columns))
+
+
+def dead_letter(session: Session, topic: str, reason: str, payload: bytes) -> None:
+    """Keep a refused MQTT message for the admin (``GET /dead-letters``); the oldest go beyond
+    :data:`DEAD_LETTERS_KEPT`. The payload is stored as text that any database takes: cut, and its invalid UTF-8
+    (a lone surrogate's bytes too) escaped."""
+    text = payload[:DEAD_LETTER_BYTES].decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+    session.add(DeadLetterRow(topic=topic[:256], reason=reason[:512], payload=text, received_at=utcnow()))
+    session.flush()
+    newest = session.scalar(select(func.max(DeadLetterRow.id)))
+    session.execute(delete(DeadLetterRow).where(DeadLetterRow.id <= newest - DEAD_LETTERS_KEPT))
+
+
+def dead_letters(session: Session, limit: int) -> list[DeadLetterRow]:
+    return list(session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)))

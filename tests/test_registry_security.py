@@ -70,6 +70,8 @@ def test_forged_telemetry_for_another_site_or_model_stores_nothing(tmp_path, mos
             sites = {r["site"]: r["inferences"] for r in admin.get("/fleet", params={"group_by": "site"}).json()}
             assert set(sites) == {"urban-nlos"}  # campus-los got nothing
             assert metric(registry.url, 'edgejoule_telemetry_foreign_total{via="http"}') == 3
+            letters = admin.get("/dead-letters", params={"limit": 1000}).json()
+            assert len(letters) == 30 and all(json.loads(d["payload"])["agent_id"] == "bs-a" for d in letters)
             client.loop_stop()
     finally:
         registry.stop()
@@ -196,6 +198,12 @@ def test_poison_windows_in_an_mqtt_batch_are_refused_alone_and_counted(tmp_path,
             assert metric(registry.url, "edgejoule_mqtt_messages_rejected_total") == 40
             for path in FLEET_READS:
                 assert admin.get(path).status_code == 200, path
+            # each refused message is kept for the admin, with why, newest first
+            letters = admin.get("/dead-letters", params={"limit": 1000}).json()
+            assert len(letters) == 40 and {d["topic"] for d in letters} == {topics.telemetry("bs-1")}
+            assert sorted(d["payload"] for d in letters) == sorted(poison)
+            assert all(d["reason"].startswith("invalid window_end: ") for d in letters), letters[0]
+            assert [d["id"] for d in letters] == sorted((d["id"] for d in letters), reverse=True)
             client.loop_stop()
     finally:
         registry.stop()

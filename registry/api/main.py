@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edgejoule.registry.api import agents, dashboard, deployments, fleet, health, models, plugins, sites, telemetry
+from edgejoule.registry.api import (
+    agents,
+    dashboard,
+    dead_letters,
+    deployments,
+    fleet,
+    health,
+    models,
+    plugins,
+    sites,
+    telemetry,
+)
 from edgejoule.schemas.api import API_PREFIX
 
 api_router = APIRouter(prefix=API_PREFIX)
-for resource in (models, sites, agents, deployments, telemetry, fleet, plugins):
+for resource in (models, sites, agents, deployments, telemetry, dead_letters, fleet, plugins):
     api_router.include_router(resource.router)
 
 root_router = APIRouter()
