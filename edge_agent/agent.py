@@ -153,6 +153,13 @@ class Agent:
         if self.model_id != before:  # the registry learns at once what we serve now
             self.heartbeat()
 
+    def _adopt_broker(self, url: str) -> None:
+        """Telemetry moves to the broker the registry names (EDGE_AGENT_BROKER_URL, when set, wins and this is never
+        called): the sender switches transport, what waits in the spool goes out over MQTT."""
+        self.mqtt = MqttLink(url, self.settings.agent_id, self.settings.mqtt_username, self.settings.mqtt_password)
+        self.outbox.use(self.mqtt)
+        log.info("telemetry over MQTT at %s, the broker the registry names", url)
+
     def sync(self) -> str:
         """Install the assigned package if it is new. The registry being away changes nothing."""
         try:
@@ -162,6 +169,8 @@ class Agent:
             return f"{exc}; keeping {self.model_id or 'the ZF fallback'}"
         while self._failed_loads:  # packages set aside at start, told once the registry answers
             self._event(self._failed_loads.pop(0))
+        if assignment is not None and assignment.broker_url and self.mqtt is None:
+            self._adopt_broker(assignment.broker_url)
         if assignment is None or assignment.model_id == self.model_id:
             return f"serving {self.model_id or 'the ZF fallback'}"
         incoming = self.settings.data_dir / "incoming.tflite"

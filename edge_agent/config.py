@@ -30,7 +30,8 @@ class AgentSettings(BaseSettings):
     site: str
     registry_url: str = "http://127.0.0.1:8000"
     token: str = Field("", description="the agent's own credential, from registration")
-    broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: telemetry over HTTP only")
+    broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: the broker the registry names in the "
+                                     "assignment, and telemetry over HTTP until it names one")
     mqtt_username: str | None = Field(None, description="MQTT login; default: the agent id, when a token is set")
     mqtt_password: str | None = Field(None, description="default: the token (the registry's broker ACL expects both)")
     meter: str = Field("auto", description="energy meter plugin, or auto (best available)")

@@ -404,6 +404,12 @@ class Outbox:
         if mqtt is not None:
             mqtt.on_ready = self.sender.retry_now
 
+    def use(self, mqtt: MqttLink) -> None:
+        """Deliver over ``mqtt`` from now on (the broker the registry named after the agent started)."""
+        self.mqtt = mqtt
+        mqtt.on_ready = self.sender.retry_now
+        self.sender.transport = mqtt
+
     def submit(self, message: Telemetry) -> int:
         """Queue ``message`` for delivery (returns at once); returns how many windows wait."""
         self.spool.put(message)

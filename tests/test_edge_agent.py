@@ -25,6 +25,7 @@ from edgejoule.plugins.precoding.zf import zf_precoder
 from edgejoule.schemas.manifest import ModelManifest
 from edgejoule.sites import get_site, load_dataset
 from edgejoule.tasks.precoding import sum_rate
+from tests.conftest import wait_for
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
@@ -40,15 +41,6 @@ def agent_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def channels(n: int) -> np.ndarray:
     return load_dataset(get_site("urban-nlos").with_overrides(n_samples=400)).H("test", n)
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_agent_serves_zf_without_torch_while_the_registry_is_away(tmp_path):
@@ -210,6 +202,36 @@ def test_assignment_is_announced_over_mqtt_and_installed(package, tmp_path, mosq
                 assert admin.post("/deployments", json={"site": "urban-nlos", "model_id": model_id}).status_code == 201
             wait_for(agent.mqtt.assignment_changed.is_set)  # no poll would come for an hour
             assert agent.sync() == f"installed {model_id}" and agent.model_id == model_id
+        finally:
+            agent.close()
+    finally:
+        registry.stop()
+
+
+def test_an_agent_without_a_broker_setting_takes_the_one_its_assignment_names(package, tmp_path, mosquitto):
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
+    from tests.fleet import publish, start_registry
+    from tests.test_registry_security import metric
+
+    registry = start_registry(tmp_path / "registry", mosquitto.url)
+    try:
+        with registry.admin() as admin:
+            token = admin.post("/agents", json={"agent_id": "bs-b", "site": "urban-nlos"}).json()["token"]
+            model_id = publish(registry, package)["id"]
+            assert admin.post("/deployments", json={"site": "urban-nlos", "model_id": model_id}).status_code == 201
+        agent = Agent(AgentSettings(agent_id="bs-b", site="urban-nlos", registry_url=registry.url, token=token,
+                                    meter="cpu_time", data_dir=tmp_path / "agent", idle_seconds=0.05,
+                                    window_inferences=50, warmup_inferences=0))
+        try:
+            assert agent.mqtt is None  # nothing configured: HTTP until the registry names a broker
+            agent.start()
+            assert agent.model_id == model_id and agent.mqtt is not None and agent.mqtt.url == mosquitto.url
+            wait_for(agent.mqtt.connected.is_set)
+            agent.once(100)
+            wait_for(lambda: metric(registry.url, 'edgejoule_telemetry_ingested_total{via="mqtt"}') == 2,
+                     what="both windows stored from MQTT")
+            assert metric(registry.url, 'edgejoule_telemetry_ingested_total{via="http"}') == 0
         finally:
             agent.close()
     finally:
