@@ -225,6 +225,12 @@ def test_killed_search_resumes_without_redoing_finished_candidates(tmp_path):
         assert keys.count(key) == 1 and line in results.read_text()
     summary = json.loads(done.stdout)
     assert summary["candidates"] == 81 and Path(summary["chosen_files"]["weights"]).exists()
+    # every classical method at both countings, and the chosen model's standing, also in chosen.json for export
+    assert {e["method"].split()[0] for e in summary["frontier"]} == {"zf", "rzf", "rzf-equal", "mrt", "wmmse", "chosen"}
+    assert all(set(e["energy_uj"]) == {"implemented", "paper"} for e in summary["frontier"])
+    chosen = json.loads(Path(summary["chosen_files"]["info"]).read_text())
+    assert chosen["dominated"] == summary["dominated"] and chosen["family"] == "precoder_structured"
+    assert (summary["dominated"] is None) == (summary["frontier"][-1]["dominated_by"] is None)
 
 
 def test_dask_gives_the_local_results(tmp_path):
@@ -252,3 +258,37 @@ def test_compress_rejects_bad_input_in_one_line(args, message, tmp_path):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _classical(method, tol, sum_rate, implemented, paper):
+    from edgejoule.plugins.search.report import ClassicalPoint
+
+    return ClassicalPoint(method=method, tol=tol, sum_rate=sum_rate, energy_uj=implemented,
+                          energy_uj_by_counting={"implemented": implemented, "paper": paper}, iterations=None)
+
+
+def test_the_report_says_who_wins_even_when_it_is_not_the_dnn():
+    from edgejoule.plugins.search.report import Point, dominated_line, frontier, gain_at_equal_rate, verdict
+
+    reference = [_classical("zf", None, 8.0, 0.0168, 0.0081), _classical("rzf-equal", None, 11.6, 0.0170, 0.0091),
+                 _classical("wmmse", 1e-2, 11.8, 0.5, 100.0), _classical("wmmse", 1e-5, 11.9, 6.8, 489.0)]
+    dnn = Point(c_out=8, d_fcl=512, bits=[2, 2, 2, 2], sum_rate=11.5, sum_rate_std=0.0, energy_uj=0.4, seeds=1)
+    entries = frontier(dnn, reference)
+    assert {e["method"]: e["dominated_by"] for e in entries} == {
+        "zf": None, "rzf-equal": None, "wmmse (tol 0.01)": None, "wmmse (tol 1e-05)": None, "chosen DNN": "rzf-equal"}
+    line = dominated_line(entries[-1], entries)
+    assert line.startswith("the chosen model is dominated: rzf-equal reaches 11.600") and "\n" not in line
+    told = verdict(dnn, reference)
+    # against WMMSE the DNN wins (the loose tolerance is WMMSE's most efficient point reaching 11.5) ...
+    assert told["wmmse"]["method"] == "wmmse (tol 0.01)"
+    assert told["wmmse"]["efficiency_gain"]["implemented"] == pytest.approx((11.5 / 0.4) / (11.8 / 0.5))
+    assert told["wmmse"]["efficiency_gain"]["paper"] == pytest.approx((11.5 / 0.4) / (11.8 / 100.0))
+    # ... against the most efficient classical method reaching its sum rate it loses, and says so in words
+    best = told["most_efficient_classical"]
+    assert best["method"] == "rzf-equal" and best["efficiency_gain"]["implemented"] < 1
+    assert "LESS energy-efficient" in best["words"] and "classical method wins" in best["words"]
+    rows = gain_at_equal_rate([dnn], reference)
+    assert [r["dnn"] is not None for r in rows] == [False, False]  # 11.5 reaches neither WMMSE point
+    beyond = Point(c_out=8, d_fcl=512, bits=[16] * 4, sum_rate=11.95, sum_rate_std=0.0, energy_uj=0.4, seeds=1)
+    assert frontier(beyond, reference)[-1]["dominated_by"] is None
+    assert verdict(beyond, reference)["wmmse"]["words"].startswith("no classical method of this kind reaches")

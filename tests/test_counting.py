@@ -47,17 +47,22 @@ def test_implemented_wmmse_is_the_nu_by_nu_algorithm(n_t, n_u):
     I, B = 7, 20
     gj_mul, gj_div = gauss_jordan(n_u, n_u)
     receivers = (4 * n_u**3 + 2 * n_u**2 + 2 * n_u, 3 * n_u, n_u)  # K X, |G|^2, |direct|^2; u, w; log w
-    system = (2 * n_u + 3 * n_u + 2 * n_u**2 + 2 * n_u**2, 0, 0)  # w u, w |u|^2, D K, diag(c)
-    solve = (n_u**2 + gj_mul + 4 * n_u**3 + 2 * n_u**2, gj_div, 0)  # mu I, Gauss-Jordan, power
-    step = (1 + solve[0] + 1, solve[1], 0)  # mid, solve, bracket check
-    bound = (2 * n_u + n_u, 1, 1)
+    system = (2 * n_u + 3 * n_u + 2 * n_u**2, 0, 0)  # w u, w |u|^2, D K
+    coefficients = (n_u**2 + gj_mul + 4 * n_u**2, gj_div, 0)  # mu I, Gauss-Jordan on [D K + mu I | I], X = inv diag(c)
+    # K X, Y = inv X, the power tr(X^H K X) and its slope -2 Re tr(Y^H K X)
+    solve = (coefficients[0] + 8 * n_u**3 + 4 * n_u**2 + 1, gj_div, 0)
+    # Newton from lo (2 P, P / P_max, its root, the product, the quotient), the secant on P^(-1/2) (a root and a
+    # division at each end, the product, the quotient), the doubled Newton step, lo + RTOL/2 hi, the midpoint
+    candidates = (2 + 1 + 1 + 1 + 1, 2 + 2 + 1, 1 + 2)
+    step = (candidates[0] + 2 * solve[0] + 1, candidates[1] + 2 * solve[1], candidates[2])  # two points, bracket check
+    bound = (2 * n_u + n_u + coefficients[0], 1 + coefficients[1], 1)  # the bound, X at the final upper end
     zf_start = linear(n_t, n_u, False)
     equal_start = linear(n_t, n_u, True)
     start = (4 * n_u**2 * n_t + zf_start[0] - 4 * n_u**2 * n_t - 4 * n_t * n_u**2 + equal_start[0]
              - 4 * n_u**2 * n_t - 4 * n_t * n_u**2 + 2 * receivers[0],
              2 * n_u**2 + zf_start[1] + equal_start[1] + 2 * receivers[1], zf_start[2] + equal_start[2] + 2 * receivers[2])
     finish = (4 * n_t * n_u**2, 2 * n_u**2, 0)  # X / sigma, H^H X
-    expected = [start[i] + finish[i] + I * (system[i] + solve[i] + receivers[i]) + I * (bound[i] + solve[i])
+    expected = [start[i] + finish[i] + I * (system[i] + solve[i] + receivers[i]) + I * bound[i]
                 + I * B * step[i] for i in range(3)]
     ops = plugin_manager.get("baselines", "wmmse").operations(n_t, n_u, iterations=I, bisection_steps=B)
     assert [ops.multiplications, ops.divisions, ops.roots] == expected
@@ -88,7 +93,7 @@ def test_an_uncountable_operation_is_refused():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "magic"], "known: "), (["--method", "zf", "--counting", "folk"], "known: implemented, paper"),
+    (["--method", "magic"], "known for precoding: mrt, rzf, rzf-equal, wmmse, zf"), (["--method", "zf", "--counting", "folk"], "known: implemented, paper"),
     (["--method", "wmmse", "--iterations", "0"], "--iterations must be at least 1"),
     (["--method", "wmmse", "--iterations", "5", "--bisection-steps", "0.5"], "--bisection-steps must be at least 1")])
 def test_bad_energy_input_is_one_line_and_exit_2(args, message):

@@ -4,6 +4,7 @@ stored per layer by ai-edge-quantizer, and run by the LiteRT interpreter against
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,23 @@ def test_cli_publish_uploads_to_the_real_registry(exported, tmp_path):
         assert wrong.returncode == 2 and "refused" in wrong.stderr + wrong.stdout
     finally:
         server.stop()
+
+
+def test_a_dominated_model_is_refused_in_one_line_unless_allowed(exported, tmp_path):
+    """compress writes into chosen.json what dominates the chosen model; export refuses it with exit 2."""
+    chosen, _, _ = exported["int8"]
+    shutil.copytree(chosen.parent, tmp_path / "src")
+    info = json.loads(chosen.read_text())
+    info["dominated"] = ("the chosen model is dominated: rzf-equal reaches 11.631 bit/s/Hz at 0.01696 uJ "
+                         "(implemented), more than the model's 11.2 bit/s/Hz at 0.38 uJ")
+    (tmp_path / "src" / "chosen.json").write_text(json.dumps(info))
+    args = ("export", "--from", str(tmp_path / "src" / "chosen.json"), "--out", str(tmp_path / "pkg"))
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and info["dominated"] in refused.stderr and "--allow-dominated" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "pkg").exists()
+    allowed = run_cli(*args, "--allow-dominated")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "pkg" / "manifest.json").exists()
 
 
 def test_export_runs_from_the_command_line(exported, tmp_path):

@@ -143,7 +143,7 @@ def test_search_of_the_structured_family(tmp_path):
     assert json.loads((tmp_path / "request.json").read_text())["family"] == "precoder_structured"
     # the directory now belongs to this family: a search of another family is refused, in one line
     result = run_cli("compress", "--site", "urban-nlos", "--budget", "smoke", "--c-out", "4", "--d-fcl", "32",
-                     "--bits", "2,16", "--out", str(tmp_path))
+                     "--bits", "2,16", "--family", "precoder_cnn", "--out", str(tmp_path))
     assert result.returncode == 2, result.stderr
     assert "holds a search with family 'precoder_structured'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

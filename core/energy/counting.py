@@ -4,9 +4,13 @@ Two countings exist for every method, and every energy names its counting:
 
 - ``implemented`` (the default): the operations the project's own code performs, read from the code while it
   runs. numpy implementations run on :class:`Counted` arrays, whose ``__array_ufunc__`` prices every ufunc
-  (``@`` included) from its operands' shapes and dtypes; the torch graphs of the DNN families run under a
-  dispatch mode (``edgejoule.plugins.precoding.op_counter``) that prices each aten op with the same table,
-  :data:`PRICES`. A function the table does not know raises, so nothing is left out silently.
+  (``@`` included) from its operands' shapes and dtypes with one table, :func:`price`; a function the table
+  does not know raises, so nothing is left out silently. The classical precoders are counted this way. The DNN
+  families are not yet: under both countings they are priced by eqs. 7-11 on their weight layers (plus the
+  structured family's STRUCT layer, counted by its own formula), and the weightless operations of their
+  exported graphs (input scaling, softmax, the output power renormalization) are counted nowhere
+  (docs/ENERGY.md). Counting them means running the family's torch module under a dispatch mode that maps
+  each aten op onto :func:`price` (``softmax`` is already in the table for it).
 - ``paper``: the operation counts printed in the precoder-compression paper (eqs. 12-14 for the baselines,
   eqs. 7-11 on the weight layers of a DNN), kept to reproduce its Table I.
 

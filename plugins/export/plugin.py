@@ -15,6 +15,8 @@ def export_command(
     compute: str = typer.Option("auto", help="integer (dynamic-range kernels), float (weight-only), or auto: "
                                 "integer if it passes the parity check, else float"),
     model_id: str = typer.Option(None, "--id", help="package id (default: SITE-precoder-SHA)"),
+    allow_dominated: bool = typer.Option(False, "--allow-dominated", help="export a model that a classical method "
+                                         "dominates (more sum rate at less energy; compress's report names it)"),
 ) -> None:
     """Export a compressed precoder to a TFLite model package, checking it against torch."""
     from edgejoule.cli.output import console
@@ -26,7 +28,7 @@ def export_command(
     if not source.exists():
         raise EdgejouleError(f"{source} does not exist: run edgejoule compress first, it writes chosen.json")
     with console.status("converting and checking parity"):
-        manifest = export_precoder(source, out, compute, model_id)  # type: ignore[arg-type]
+        manifest = export_precoder(source, out, compute, model_id, allow_dominated)  # type: ignore[arg-type]
     m = manifest.metrics
     console.print(f"wrote {out} ({manifest.id}, {manifest.size_bytes} bytes): sum rate LiteRT {m['sum_rate_litert']:.4f}"
                   f" vs torch {m['sum_rate_torch']:.4f}; {manifest.energy.total_uj:.4g} uJ estimated per inference")

@@ -143,8 +143,11 @@ def _parity_problem(bits: list[int], out_lite: np.ndarray, out_torch: np.ndarray
     return None
 
 
-def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "auto", model_id: str | None = None) -> ModelManifest:
-    """Turn a compression result (``chosen.json`` + frozen weights, see ``edgejoule.plugins.search.compress``) into a package."""
+def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "auto", model_id: str | None = None,
+                    allow_dominated: bool = False) -> ModelManifest:
+    """Turn a compression result (``chosen.json`` + frozen weights, see ``edgejoule.plugins.search.compress``) into a
+    package. A model that a classical method dominates (more sum rate at less energy, per ``chosen.json``) is
+    refused unless ``allow_dominated``: deploying it would spend more energy for less."""
     import torch
 
     from edgejoule import plugin_manager
@@ -154,7 +157,9 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
         info = json.loads(chosen_json.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EdgejouleError(f"cannot read {chosen_json}: {exc}") from None
-    family_name = info.get("family", "precoder_cnn")
+    if info.get("dominated") and not allow_dominated:
+        raise EdgejouleError(f"{info['dominated']}; not exported (--allow-dominated exports it anyway)")
+    family_name = info.get("family", "precoder_cnn")  # a chosen.json from before families: the template
     model = plugin_manager.get("models", family_name).build(info["arch"])
     model.load_state_dict(torch.load(chosen_json.parent / info["weights"], weights_only=True))
     model.eval()

@@ -14,7 +14,16 @@ from edgejoule import plugin_manager
 from edgejoule.errors import EdgejouleError
 from edgejoule.plugins.search import worker
 from edgejoule.plugins.search.executors import executor
-from edgejoule.plugins.search.space import BUDGETS, Budget, Candidate, Executor, SearchSpace, candidates
+from edgejoule.plugins.search.space import (
+    BUDGETS,
+    DEFAULT_FAMILY,
+    FAMILY_BEFORE_FAMILIES,
+    Budget,
+    Candidate,
+    Executor,
+    SearchSpace,
+    candidates,
+)
 from edgejoule.sites import get_site, load_dataset
 from edgejoule.sites.config import SiteConfig
 
@@ -26,7 +35,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     site: str
-    family: str = Field("precoder_cnn", description="model family of the networks searched (a precoding one)")
+    family: str = Field(DEFAULT_FAMILY, description="model family of the networks searched (a precoding one)")
     space: SearchSpace = SearchSpace()
     budget: str = "default"
     seeds: tuple[int, ...] = (0,)
@@ -118,8 +127,8 @@ def _same_search(request: SearchRequest) -> None:
     except json.JSONDecodeError:
         return  # cut short by a kill before any result: nothing to protect
     for field in ("site", "budget", "family"):
-        # a field written before it existed holds its default (searches before --family were all precoder_cnn)
-        was = before.get(field, SearchRequest.model_fields[field].default)
+        # site and budget were always written; a search from before --family searched the template
+        was = before.get(field, FAMILY_BEFORE_FAMILIES)
         if was != getattr(request, field):
             raise EdgejouleError(f"{request.out_dir} holds a search with {field} '{was}', not "
                                  f"'{getattr(request, field)}'; give another --out to start a new one")

@@ -9,6 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ALLOWED_BITS = (2, 4, 8, 16)
+# the family that reaches WMMSE's sum rate (docs/COMPRESSION.md); precoder_cnn, the paper's Fig. 1 template,
+# stays selectable to reproduce its tables
+DEFAULT_FAMILY = "precoder_structured"
+# what every search was before --family existed: a request.json without the field holds one of these
+FAMILY_BEFORE_FAMILIES = "precoder_cnn"
 
 
 class SearchSpace(BaseModel):
