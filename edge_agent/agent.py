@@ -105,8 +105,7 @@ class Agent:
         self.registry = RegistryClient(settings.registry_url, settings.agent_id, settings.token)
         self.meter = pick_meter(settings.meter, settings.meter_hz)
         self.energy = EnergyAccount(self.meter, settings.idle_seconds)
-        self.mqtt = (MqttLink(settings.broker_url, settings.agent_id, settings.mqtt_username, settings.mqtt_password)
-                     if settings.broker_url else None)
+        self.mqtt = self._mqtt_link(settings.broker_url) if settings.broker_url else None
         # the sender has its own HTTP client: it runs on its own thread
         transport = self.mqtt or HttpTransport(RegistryClient(settings.registry_url, settings.agent_id, settings.token))
         spool = Spool(settings.spool_dir, settings.spool_max_messages, settings.spool_sync)
@@ -153,10 +152,14 @@ class Agent:
         if self.model_id != before:  # the registry learns at once what we serve now
             self.heartbeat()
 
+    def _mqtt_link(self, url: str) -> MqttLink:
+        s = self.settings
+        return MqttLink(url, s.agent_id, s.mqtt_username, s.mqtt_password, s.mqtt_ca_file)
+
     def _adopt_broker(self, url: str) -> None:
         """Telemetry moves to the broker the registry names (EDGE_AGENT_BROKER_URL, when set, wins and this is never
         called): the sender switches transport, what waits in the spool goes out over MQTT."""
-        self.mqtt = MqttLink(url, self.settings.agent_id, self.settings.mqtt_username, self.settings.mqtt_password)
+        self.mqtt = self._mqtt_link(url)
         self.outbox.use(self.mqtt)
         log.info("telemetry over MQTT at %s, the broker the registry names", url)
 

@@ -34,6 +34,8 @@ class AgentSettings(BaseSettings):
                                      "assignment, and telemetry over HTTP until it names one")
     mqtt_username: str | None = Field(None, description="MQTT login; default: the agent id, when a token is set")
     mqtt_password: str | None = Field(None, description="default: the token (the registry's broker ACL expects both)")
+    mqtt_ca_file: Path | None = Field(None, description="the CA that signed an mqtts:// broker's certificate (the "
+                                      "registry's DATA_DIR/broker/tls/ca.crt); default: the system's CAs")
     meter: str = Field("auto", description="energy meter plugin, or auto (best available)")
     source: str = Field("replay", description="replay (the site's test split), npz:PATH (file or directory), "
                                               "http:HOST:PORT, unix:PATH or tcp:HOST:PORT (edge_agent/sources.py)")
@@ -64,7 +66,7 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _mqtt_url(cls, v: str | None) -> str | None:
         if v is not None:
-            check_url(v, ("mqtt",), "mqtt://HOST:PORT")
+            check_url(v, ("mqtt", "mqtts"), "mqtt://HOST:PORT or mqtts://HOST:PORT")
         return v
 
     @field_validator("health")

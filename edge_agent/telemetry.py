@@ -275,7 +275,10 @@ class MqttLink:
     """The agent's MQTT v5 session: a retained status with an "offline" last will, the assignment topic, and
     telemetry delivery (a ``Transport``) that waits for the PUBACK's reason code."""
 
-    def __init__(self, broker_url: str, agent_id: str, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, broker_url: str, agent_id: str, username: str | None = None, password: str | None = None,
+                 ca_file: Path | None = None) -> None:
+        """``mqtts://`` verifies the broker with ``ca_file`` (the registry's ``DATA_DIR/broker/tls/ca.crt``), or with
+        the system's CAs without one."""
         import paho.mqtt.client as mqtt
 
         self.agent_id = agent_id
@@ -299,7 +302,10 @@ class MqttLink:
         self.client.on_publish = self._on_publish
         self.client.on_message = lambda client, userdata, message: self.assignment_changed.set()
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
-        self.client.connect_async(url.hostname or "127.0.0.1", url.port or 1883, keepalive=10)
+        tls = url.scheme == "mqtts"
+        if tls:
+            self.client.tls_set(ca_certs=str(ca_file) if ca_file else None)
+        self.client.connect_async(url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), keepalive=10)
         self.client.loop_start()
 
     def _trouble(self, what: str) -> None:

@@ -72,3 +72,39 @@ def test_the_embedded_broker_serves_tls_with_a_certificate_made_at_first_start(t
         assert registry.broker_url == url and (tls / "ca.crt").read_bytes() == ca
     finally:
         registry.stop()
+
+
+def test_an_agent_reports_over_mqtts_and_trusts_only_the_ca_it_is_given(tmp_path):
+    from edgejoule.edge_agent.agent import Agent
+    from edgejoule.edge_agent.config import AgentSettings
+
+    data = tmp_path / "data"
+    registry = serve(data, "--broker-tls")
+    try:
+        with registry.admin() as admin:
+            token = register(admin, "bs-t")
+
+            def agent(ca_file, name):
+                return Agent(AgentSettings(agent_id="bs-t", site="urban-nlos", registry_url=registry.url, token=token,
+                                           broker_url=registry.broker_url, mqtt_ca_file=ca_file, meter="cpu_time",
+                                           data_dir=tmp_path / name, idle_seconds=0.05, window_inferences=50,
+                                           warmup_inferences=0, shutdown_seconds=1))
+
+            trusting = agent(data / "broker" / "tls" / "ca.crt", "trusting")
+            try:
+                wait_for(trusting.mqtt.connected.is_set, what="the agent's TLS connection")
+                trusting.once(100)
+                wait_for(lambda: sum(r["windows"] for r in admin.get("/fleet", params={"group_by": "site"}).json()) == 2,
+                         what="both windows sent over TLS")
+            finally:
+                trusting.close()
+            untrusting = agent(None, "untrusting")  # the system's CAs do not know the registry's
+            try:
+                untrusting.once(50)
+                time.sleep(1.0)
+                assert not untrusting.mqtt.connected.is_set() and len(untrusting.outbox.spool) == 1
+            finally:
+                untrusting.close()
+            assert sum(r["windows"] for r in admin.get("/fleet", params={"group_by": "site"}).json()) == 2
+    finally:
+        registry.stop()
