@@ -21,7 +21,9 @@ registry_app = typer.Typer(help="Run the registry service.", no_args_is_help=Tru
 agents_app = typer.Typer(help="Agents known to the registry.", no_args_is_help=True)
 
 REGISTRY_OPTION = typer.Option("http://127.0.0.1:8000", "--registry", envvar="EDGEJOULE_REGISTRY_URL")
-TOKEN_OPTION = typer.Option(..., "--token", envvar="EDGEJOULE_ADMIN_TOKEN", help="admin token")
+# the client takes the server's variable too: one variable is enough on the registry's own machine
+ADMIN_TOKEN_VARIABLES = ["EDGEJOULE_ADMIN_TOKEN", "EDGEJOULE_REGISTRY_ADMIN_TOKEN"]
+TOKEN_OPTION = typer.Option(..., "--token", envvar=ADMIN_TOKEN_VARIABLES, help="admin token")
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -101,7 +103,8 @@ def serve(
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "broker-url").write_text(broker_public)
     console.print(f"registry on http://{host}:{port} (database {settings.db_url.split('://')[0]}, broker "
-                  f"{broker_public or 'none'}); admin token in $EDGEJOULE_REGISTRY_ADMIN_TOKEN or {data_dir / 'admin-token'}")
+                  f"{broker_public or 'none'}); admin token in "
+                  f"{'$EDGEJOULE_REGISTRY_ADMIN_TOKEN' if os.environ.get('EDGEJOULE_REGISTRY_ADMIN_TOKEN') else data_dir / 'admin-token'}")
     # uvicorn shuts down gracefully on SIGTERM, restores the handler it found and raises the signal again:
     # with this handler that ends in SystemExit, so the finally below stops the embedded broker
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -276,9 +279,11 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
     t = Table(title=f"energy per inference by {group_by}")
     for col in ("site", "model", "agent", "inferences", "fleet uJ", "dynamic uJ", "model est. uJ", "meter",
                 "p95 ms", "sum rate"):
-        t.add_column(col, justify="right")
+        # ids are what a reader copies into the next command: wrapped, never cut
+        t.add_column(col, justify="left" if col in ("site", "model", "agent") else "right", overflow="fold")
     for r in rows:
-        t.add_row(r["site"], str(r.get("model_id", "")), r.get("agent_id", ""), str(r["inferences"]),
+        model = r.get("model_id", "") if "model_id" not in r or r["model_id"] else "classical fallback"
+        t.add_row(r["site"], model, r.get("agent_id", ""), str(r["inferences"]),
                   _number(r["energy_total_uj"], ".4g") + _estimated(r["meters"]),
                   _number(r["energy_dynamic_uj"], ".4g") + _estimated(r["meters"]),
                   _number(r["estimated_energy_uj"], ".4g"), ", ".join(r["meters"]), _number(r["latency_ms_p95"], ".3f"),

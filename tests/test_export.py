@@ -252,6 +252,12 @@ def test_cli_publish_uploads_to_the_real_registry(exported, tmp_path):
             models = admin.get("/models").json()
             assert [m["id"] for m in models] == [manifest.id]
             assert admin.get(f"/models/{manifest.id}/package").content == (package / "model.tflite").read_bytes()
+        assert f"published {manifest.id} to {server.url} (site {manifest.site}" in result.stdout
+        # the server's variable is enough for the client too
+        again = run_cli("publish", str(package), "--registry", server.url,
+                        env={"EDGEJOULE_REGISTRY_ADMIN_TOKEN": server.admin_token, "EDGEJOULE_ADMIN_TOKEN": ""})
+        assert again.returncode == 2 and "Traceback" not in again.stderr and "{" not in again.stderr
+        assert f"{manifest.id} is already in the registry" in again.stderr and "new --id" in again.stderr
         wrong = run_cli("publish", str(package), "--registry", server.url, "--token", "not-the-admin-token")
         assert wrong.returncode == 2 and "refused" in wrong.stderr + wrong.stdout
     finally:

@@ -216,7 +216,9 @@ def test_migrations_up_down_up_and_cli_client(tmp_path, postgres_server):
     command.upgrade(alembic_config(url), "head")
     server = start_registry(tmp_path / "data", None, url)
     try:
-        env = {"EDGEJOULE_REGISTRY_URL": server.url, "EDGEJOULE_ADMIN_TOKEN": server.admin_token}
+        # the server's own variable serves the client as well
+        env = {"EDGEJOULE_REGISTRY_URL": server.url, "EDGEJOULE_REGISTRY_ADMIN_TOKEN": server.admin_token,
+               "EDGEJOULE_ADMIN_TOKEN": ""}
         with server.admin() as admin:
             upload(admin, *package("m1"))
         added = run_cli("agents", "add", "--agent-id", "bs-9", "--site", "urban-nlos", "--json", env=env)

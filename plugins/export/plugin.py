@@ -38,7 +38,8 @@ def publish_command(
     package: Path = typer.Argument(..., help="package directory (model.tflite + manifest.json)"),
     registry: str = typer.Option("http://127.0.0.1:8000", "--registry", envvar="EDGEJOULE_REGISTRY_URL",
                                  help="registry base URL (like the other registry commands)"),
-    token: str = typer.Option(..., "--token", envvar="EDGEJOULE_ADMIN_TOKEN", help="admin token"),
+    token: str = typer.Option(..., "--token", envvar=["EDGEJOULE_ADMIN_TOKEN", "EDGEJOULE_REGISTRY_ADMIN_TOKEN"],
+                              help="admin token"),
 ) -> None:
     """Upload a model package to the registry (POST /api/v1/models)."""
     import httpx
@@ -59,9 +60,14 @@ def publish_command(
                               timeout=60)
     except httpx.HTTPError as exc:
         raise EdgejouleError(f"cannot reach the registry at {registry}: {exc}") from None
+    if response.status_code == 409:
+        raise EdgejouleError(f"{manifest.id} is already in the registry at {registry}: a package is published once; "
+                             "export the model again with a new --id to publish it as another package")
     if response.status_code >= 400:
-        raise EdgejouleError(f"the registry refused {manifest.id}: {response.status_code} {response.text[:200]}")
-    console.print(f"published {manifest.id} to {registry}: {response.json()}")
+        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith(
+            "application/json") else response.text[:200]
+        raise EdgejouleError(f"the registry refused {manifest.id}: {response.status_code} {detail}")
+    console.print(f"published {manifest.id} to {registry} (site {manifest.site}, sha256 {manifest.sha256[:12]}...)")
 
 
 @hookimpl
