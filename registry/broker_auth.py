@@ -116,6 +116,24 @@ def enroll_command(agent_id: str, token: str) -> str:
     ]})
 
 
+def rotate_command(agent_id: str, token: str) -> str:
+    """An agent's new broker password; the client is disabled and enabled again because mosquitto disconnects a
+    disabled client, so a session logged in with the old token ends now, not at its next reconnect."""
+    return json.dumps({"commands": [
+        {"command": "setClientPassword", "username": agent_id, "password": token},
+        {"command": "disableClient", "username": agent_id},
+        {"command": "enableClient", "username": agent_id},
+    ]})
+
+
+def revoke_command(agent_id: str) -> str:
+    """A revoked agent's login and role removed: mosquitto disconnects a deleted client at once."""
+    return json.dumps({"commands": [
+        {"command": "deleteClient", "username": agent_id},
+        {"command": "deleteRole", "rolename": agent_role(agent_id)["rolename"]},
+    ]})
+
+
 def dynsec_plugin() -> str:
     for place in PLUGIN_PLACES:
         path = Path(place) / "mosquitto_dynamic_security.so"

@@ -202,6 +202,8 @@ def _call(method: str, registry: str, token: str, path: str, answer: Any, **kwar
         detail = response.json().get("detail", response.text) if response.headers.get("content-type", "").startswith(
             "application/json") else response.text
         raise EdgejouleError(f"registry answered {response.status_code}: {detail}")
+    if answer is None:  # 204: nothing to read
+        return None
     try:
         return TypeAdapter(answer).validate_json(response.content)
     except ValidationError as exc:
@@ -223,6 +225,50 @@ def add_agent(agent_id: str = typer.Option(..., "--agent-id"), site: str = typer
         print_json(result.model_dump(mode="json"))
     else:
         typer.echo(f"agent {result.agent_id} at {result.site}: EDGE_AGENT_TOKEN={result.token}")
+
+
+@agents_app.command("list")
+def list_agents(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """The registered agents: site, state, the model each serves, last seen."""
+    from rich.table import Table
+
+    from edgejoule.cli.output import console, print_json
+    from edgejoule.registry.schemas import AgentSummary
+
+    agents = _call("GET", registry, token, "/agents", list[AgentSummary], params={"site": site} if site else None)
+    if as_json:
+        print_json([a.model_dump(mode="json") for a in agents])
+        return
+    table = Table(title="agents")
+    for col in ("agent", "site", "state", "model", "last seen"):
+        table.add_column(col, overflow="fold")
+    for a in agents:
+        table.add_row(a.agent_id, a.site, a.state, a.current_model_id or "classical fallback",
+                      a.last_seen.isoformat(timespec="seconds") if a.last_seen else "never")
+    console.print(table)
+
+
+@agents_app.command("rotate")
+def rotate_agent_token(agent_id: str = typer.Argument(...), registry: str = REGISTRY_OPTION,
+                       token: str = TOKEN_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Replace an agent's token (lost or stolen): the new one is printed once, the old one is refused at once."""
+    from edgejoule.cli.output import print_json
+    from edgejoule.schemas.api import AgentRegistered
+
+    result = _call("POST", registry, token, f"/agents/{agent_id}/token", AgentRegistered)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(f"agent {result.agent_id} at {result.site}: EDGE_AGENT_TOKEN={result.token} (the old token is revoked)")
+
+
+@agents_app.command("revoke")
+def revoke_agent(agent_id: str = typer.Argument(...), registry: str = REGISTRY_OPTION,
+                 token: str = TOKEN_OPTION) -> None:
+    """Revoke an agent: its token and broker login stop working now; its telemetry stays in the fleet's history."""
+    _call("DELETE", registry, token, f"/agents/{agent_id}", None)
+    typer.echo(f"agent {agent_id} revoked")
 
 
 def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:

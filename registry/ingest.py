@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from edgejoule.registry import service
-from edgejoule.registry.broker_auth import CONTROL_RESPONSES, CONTROL_TOPIC, enroll_command
+from edgejoule.registry.broker_auth import CONTROL_RESPONSES, CONTROL_TOPIC
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
@@ -236,10 +236,10 @@ class MqttIngest:
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload, qos=1)
 
-    def enroll(self, agent_id: str, token: str) -> None:
-        """Give a newly registered agent its broker login and role (dynamic-security plugin), while the token is
-        in hand: the registry keeps only its hash. Sent with QoS 1, after a reconnect if the broker is away."""
-        self.client.publish(CONTROL_TOPIC, enroll_command(agent_id, token), qos=1)
+    def control(self, commands: str) -> None:
+        """Send dynamic-security ``commands`` (``broker_auth.enroll_command`` and the like) while a new token is in
+        hand: the registry keeps only its hash. QoS 1, after a reconnect if the broker is away."""
+        self.client.publish(CONTROL_TOPIC, commands, qos=1)
 
     def _control_response(self, message) -> None:
         for answer in json.loads(message.payload).get("responses", []):

@@ -72,6 +72,26 @@ def register_agent(session: Session, reg: AgentRegistration) -> tuple[AgentRow, 
     return row, token
 
 
+def rotate_token(session: Session, agent_id: str) -> str:
+    """A new credential for ``agent_id`` (shown once, like the first): the old one stops working over HTTP now."""
+    agent = session.get(AgentRow, agent_id)
+    if agent is None:
+        raise NotFound(f"unknown agent '{agent_id}'")
+    token = new_token()
+    agent.token_hash, agent.mqtt_password_hash = token_hash(token), mosquitto_hash(token)
+    return token
+
+
+def revoke_agent(session: Session, agent_id: str) -> None:
+    """Forget ``agent_id``: its credential, its assignment. What it reported stays in the fleet's history."""
+    agent = session.get(AgentRow, agent_id)
+    if agent is None:
+        raise NotFound(f"unknown agent '{agent_id}'")
+    if (assignment := session.get(AssignmentRow, agent_id)) is not None:
+        session.delete(assignment)
+    session.delete(agent)
+
+
 def heartbeat(session: Session, beat: Heartbeat) -> None:
     agent = session.get(AgentRow, beat.agent_id)
     if agent is None:

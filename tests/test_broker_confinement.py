@@ -7,6 +7,7 @@ own client id (it can take over neither the registry's session nor another agent
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -134,3 +135,47 @@ def test_agents_learn_the_broker_from_their_assignment(served):
         admin.post("/deployments", json={"site": "urban-nlos", "model_id": "m-broker", "agents": ["bs-a"]}).raise_for_status()
     assignment = as_agent(served.url, served.tokens["bs-a"]).get("/agents/bs-a/assignment").json()
     assert assignment["broker_url"] == served.broker_url  # the embedded broker's, without the registry's login
+
+
+def test_a_rotated_or_revoked_token_stops_working_over_http_and_on_the_broker_at_once(served):
+    env = {"EDGEJOULE_REGISTRY_URL": served.url, "EDGEJOULE_ADMIN_TOKEN": served.admin_token}
+    added = run_cli("agents", "add", "--agent-id", "bs-r", "--site", "campus-los", "--json", env=env)
+    first = json_of(added)["token"]
+    dropped = threading.Event()
+    session, connack = wait_for(lambda: (c := login(served.broker_url, "bs-r", first,
+                                                    topics.agent_client_id("bs-r")))[1] == 0 and c,
+                                what="the agent's login")
+    session.on_disconnect = lambda *args: dropped.set()
+
+    second = json_of(run_cli("agents", "rotate", "bs-r", "--json", env=env))["token"]
+    assert second != first
+    assert dropped.wait(10), "the session logged in with the old token was not ended"
+    session.loop_stop()
+    assert as_agent(served.url, first).get("/agents/bs-r/assignment").status_code == 401
+    assert as_agent(served.url, second).get("/agents/bs-r/assignment").status_code == 204  # nothing assigned yet
+    old, refused = login(served.broker_url, "bs-r", first, topics.agent_client_id("bs-r"))
+    old.loop_stop()
+    assert refused != 0
+    session, connack = login(served.broker_url, "bs-r", second, topics.agent_client_id("bs-r"))
+    assert connack == 0
+    listed = {a["agent_id"]: a for a in json_of(run_cli("agents", "list", "--json", env=env))}
+    assert listed["bs-r"]["site"] == "campus-los"
+
+    dropped.clear()
+    session.on_disconnect = lambda *args: dropped.set()
+    revoked = run_cli("agents", "revoke", "bs-r", env=env)
+    assert revoked.returncode == 0 and "bs-r revoked" in revoked.stdout, revoked.stderr
+    assert dropped.wait(10), "the revoked agent's session was not ended"
+    session.loop_stop()
+    assert as_agent(served.url, second).get("/agents/bs-r/assignment").status_code == 401
+    gone, refused = login(served.broker_url, "bs-r", second, topics.agent_client_id("bs-r"))
+    gone.loop_stop()
+    assert refused != 0
+    assert "bs-r" not in {a["agent_id"] for a in json_of(run_cli("agents", "list", "--json", env=env))}
+    again = run_cli("agents", "revoke", "bs-r", env=env)
+    assert again.returncode == 2 and "unknown agent 'bs-r'" in again.stderr and "Traceback" not in again.stderr
+
+
+def json_of(result) -> dict | list:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -19,6 +19,7 @@ from edgejoule.registry.api.deps import (
     SettingsDep,
     fits,
 )
+from edgejoule.registry.broker_auth import enroll_command, revoke_command, rotate_command
 from edgejoule.registry.db import AgentRow, AssignmentRow
 from edgejoule.registry.schemas import AgentSummary, RolledBack, utc
 from edgejoule.schemas.api import AgentRegistered, AgentRegistration, Assignment, LoadEvent
@@ -36,8 +37,31 @@ def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep) -
     except IntegrityError:  # registered by a concurrent request between the check and the commit
         raise HTTPException(409, f"agent '{reg.agent_id}' is registered already") from None
     if ingest is not None:
-        ingest.enroll(row.id, token)
+        ingest.control(enroll_command(row.id, token))
     return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
+
+
+@router.post("/agents/{agent_id}/token", dependencies=ADMIN)
+def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> AgentRegistered:
+    """A new token for a lost or stolen one (shown once); the old one is refused from now on, over HTTP and on
+    the broker, where a session logged in with it is ended."""
+    with sessions.begin() as session:
+        token = service.rotate_token(session, agent_id)
+        site = session.get(AgentRow, agent_id).site
+    if ingest is not None:
+        ingest.control(rotate_command(agent_id, token))
+    return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id, mqtt_password=token)
+
+
+@router.delete("/agents/{agent_id}", status_code=204, dependencies=ADMIN)
+def revoke(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> Response:
+    """Revoke an agent: its token is refused, its broker login deleted (its session ends), its assignment dropped;
+    its telemetry stays. The id can be registered again, with a new token."""
+    with sessions.begin() as session:
+        service.revoke_agent(session, agent_id)
+    if ingest is not None:
+        ingest.control(revoke_command(agent_id))
+    return Response(status_code=204)
 
 
 @router.get("/agents", dependencies=ADMIN)
