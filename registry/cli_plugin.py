@@ -52,7 +52,7 @@ def serve(
                                        help="embedded broker: per-agent logins (agent id + token, the agent's "
                                             "default) and an ACL, or anonymous (any local process may publish "
                                             "as any agent; development only)"),
-    no_broker: bool = typer.Option(False, help="no MQTT at all (telemetry over HTTP only)"),
+    no_broker: bool = typer.Option(False, "--no-broker", help="no MQTT at all (telemetry over HTTP only)"),
     broker_port: int = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_PORT",
                                     help="embedded broker's port; default: chosen once, kept in DATA_DIR/broker/port"),
     broker_tls: bool = typer.Option(False, "--broker-tls", help="embedded broker: TLS (mqtts://), with a CA and "
@@ -271,18 +271,22 @@ def revoke_agent(agent_id: str = typer.Argument(...), registry: str = REGISTRY_O
     typer.echo(f"agent {agent_id} revoked")
 
 
-def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
+def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+           as_json: bool = typer.Option(False, "--json")) -> None:
     """The model packages in the registry."""
     from rich.table import Table
 
-    from edgejoule.cli.output import console
-
-    table = Table(title="models")
-    for col in ("id", "site", "task", "version", "alias", "estimated uJ", "sum rate"):
-        table.add_column(col)
+    from edgejoule.cli.output import console, print_json
     from edgejoule.registry.schemas import ModelSummary
 
-    for m in _call("GET", registry, token, "/models", list[ModelSummary], params={"site": site} if site else None):
+    listed = _call("GET", registry, token, "/models", list[ModelSummary], params={"site": site} if site else None)
+    if as_json:
+        print_json([m.model_dump(mode="json") for m in listed])
+        return
+    table = Table(title="models")
+    for col in ("id", "site", "task", "version", "alias", "estimated uJ", "sum rate"):
+        table.add_column(col, overflow="fold")
+    for m in listed:
         table.add_row(m.id, m.site, m.task, str(m.version), m.alias or "", f"{m.estimated_energy_uj:.4g}",
                       _number(m.metrics.get("sum_rate"), ".3f"))
     console.print(table)
@@ -291,14 +295,19 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
 def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
            fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="share of the site's agents first"),
            agents: str = typer.Option(None, help="comma-separated agent ids instead of a fraction"),
-           registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION) -> None:
+           registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+           as_json: bool = typer.Option(False, "--json")) -> None:
     """Deploy a model to a site's agents (staged with --fraction)."""
+    from edgejoule.cli.output import print_json
     from edgejoule.registry.schemas import DeploymentRequest, DeploymentResult
 
     chosen = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
     body = DeploymentRequest(site=site, model_id=model_id, fraction=fraction, agents=chosen)
     result = _call("POST", registry, token, "/deployments", DeploymentResult, json=body.model_dump(mode="json"))
-    typer.echo(f"deployment {result.deployment_id}: {model_id} -> {', '.join(result.agents) or 'no agents'}")
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        typer.echo(f"deployment {result.deployment_id}: {model_id} -> {', '.join(result.agents) or 'no agents'}")
 
 
 def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), site: str = typer.Option(None),

@@ -42,6 +42,8 @@ def test_sites_list_and_generate():
     summary = json.loads(generated.stdout)
     assert summary["samples"] == 6000 and summary["positions"] == 2016
     assert 27 < summary["average_snr_db"] < 30
+    plain = run_cli("sites", "generate", "campus-los", env={"COLUMNS": "200"})
+    assert plain.stdout.startswith("campus-los: 6000 channels at 2016 user positions") and "{" not in plain.stdout
 
 
 def test_baseline_run_json():

@@ -235,6 +235,9 @@ def test_migrations_up_down_up_and_cli_client(tmp_path, postgres_server):
         assert table.returncode == 0 and "bs-9" in table.stdout and " - " in table.stdout, table.stderr
         listed = run_cli("models", env=env)
         assert listed.returncode == 0 and "m1" in listed.stdout, listed.stderr
+        assert [m["id"] for m in json.loads(run_cli("models", "--json", env=env).stdout)] == ["m1"]
+        redeployed = run_cli("deploy", "m1", "--site", "urban-nlos", "--json", env=env)
+        assert json.loads(redeployed.stdout)["agents"] == ["bs-9"], redeployed.stderr
         refused = run_cli("deploy", "m1", "--site", "campus-los", env=env)
         assert refused.returncode == 2 and "409" in refused.stderr + refused.stdout
         bad = run_cli("deploy", "m1", "--site", "urban-nlos", "--fraction", "0", env=env)

@@ -56,7 +56,10 @@ def generate(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(summary)
     else:
-        console.print(summary)
+        splits = ", ".join(f"{n} {k}" for k, n in summary["splits"].items())
+        console.print(f"{name}: {summary['samples']} channels at {summary['positions']} user positions ({splits}), "
+                      f"average SNR {summary['average_snr_db']:.1f} dB, P_max {ds.p_max:g} W, "
+                      f"noise {ds.noise_power:.3g} W")
 
 
 @app.command()
