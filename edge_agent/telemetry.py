@@ -370,6 +370,7 @@ class MqttLink:
                 info.wait_for_publish(PUBLISH_TIMEOUT_S)
             except (RuntimeError, ValueError):  # the connection went down meanwhile: the last will says it
                 pass
+        self.connected.clear()  # our own hang-up is no trouble to warn about
         self.client.disconnect()
         self.client.loop_stop()
 
