@@ -28,6 +28,7 @@ from edgejoule.plugins.precoding.precoder_training import (  # noqa: E402
     unit_noise_channels,
 )
 from edgejoule.plugins.quantization.lsq import LsqFakeQuant, freeze, lsq_fake_quant, quant_range, weight_steps  # noqa: E402
+from edgejoule.plugins.search import worker  # noqa: E402
 from edgejoule.plugins.search.pareto import pareto_front  # noqa: E402
 from edgejoule.plugins.search.search import SearchRequest, run_search  # noqa: E402
 from edgejoule.plugins.search.space import SearchSpace  # noqa: E402
@@ -192,6 +193,10 @@ def test_search_writes_every_candidate_and_resumes(tmp_path):
     assert energies[(2, 2, 2, 2)] < energies[(16, 16, 16, 16)]
     again = run_search(request)  # nothing left to do: no line is added
     assert len(again) == 16 and (tmp_path / "results.jsonl").read_text().splitlines() == lines
+    # rows of an edgejoule that priced DNNs by eqs. 7-11 alone get both countings, as a new search would have
+    old = [{k: v for k, v in r.items() if k != "energy_uj_by_counting"} for r in rows]
+    filled = worker.with_both_countings(old, request.family, request.resolved_site())
+    assert [r["energy_uj_by_counting"] for r in filled] == [r["energy_uj_by_counting"] for r in rows]
 
 
 def test_fp_pretraining_runs_the_largest_architecture_first(tmp_path):

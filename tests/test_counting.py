@@ -76,7 +76,8 @@ def test_paper_counting_reproduces_table_i():
 
     assert round(energy("--method", "zf"), 5) == 0.00809
     assert round(energy("--method", "wmmse", "--iterations", "92.8"), 1) == 258.6
-    dnn = run_cli("energy", "dnn", "--cout", "64", "--dfcl", "1024", "--bits", "16,16,16,16", "--json")
+    dnn = run_cli("energy", "dnn", "--cout", "64", "--dfcl", "1024", "--bits", "16,16,16,16", "--counting", "paper",
+                  "--json")
     assert round(json.loads(dnn.stdout)["energy"]["total_uj"], 2) == 51.73
 
 

@@ -1,4 +1,5 @@
-"""``edgejoule energy``: energy per inference of baselines (eqs. 12-14) and DNNs (eqs. 7-11)."""
+"""``edgejoule energy``: energy per inference of baselines (eqs. 12-14) and DNNs (eqs. 7-11), under a counting
+(:mod:`edgejoule.energy.counting`)."""
 
 from __future__ import annotations
 
@@ -81,27 +82,46 @@ def dnn(
     nu: int = typer.Option(4, min=1),
     activation_bits: int = typer.Option(16, help="activation bits (16: weights-only quantization, as the paper)"),
     model: str = typer.Option("precoder_cnn", help="model family"),
+    counting: str = typer.Option("implemented", help="implemented (eqs. 7-11 on the weight layers plus the "
+                                 "weightless ops of the exported graph, counted as it runs) or paper (eqs. 7-11 on "
+                                 "the layers the family describes)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11)."""
+    """Energy of one inference of a precoder DNN, with E_C, E_W, E_A per layer (eqs. 7-11) under a counting."""
+    chosen = check_counting(counting)
     family = plugin_manager.get("models", model)
     if family.task != "precoding":
         raise EdgejouleError(f"'{model}' is a {family.task} model; --model takes a precoder family: "
                              f"{', '.join(plugin_manager.names('models', task='precoding'))}")
-    layers = family.describe({"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu})
-    weight_bits = family.layer_bits(parse_bits(bits, len(family.layer_names)))
+    arch = {"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu}
+    weight_bits = parse_bits(bits, len(family.layer_names))
     if activation_bits not in ALLOWED_BITS:
         raise EdgejouleError(f"--activation-bits must be in {{2,4,8,16}}, got {activation_bits}")
-    energy = plugin_manager.get("energy_estimators", "accelerator").estimate(layers, weight_bits, activation_bits)
+    # implemented: the weight layers (the family's first layers), then the weightless ops as one last entry
+    layers = family.describe(arch)[: None if chosen == "paper" else len(family.layer_names)]
+    energy = family.energy(arch, weight_bits, activation_bits, counting=chosen)
+    weightless = None
+    if chosen == "implemented":
+        weightless = {"operations": family.weightless_operations(arch).model_dump(),
+                      "energy": energy.layers[-1].model_dump()}
     if as_json:
-        print_json({"model": model, "arch": {"c_out": cout, "d_fcl": dfcl, "n_t": nt, "n_u": nu},
-                    "layers": [layer.model_dump() for layer in layers], "energy": energy.model_dump()})
+        # energy.layers lists the layers of "layers"; the weightless ops are their own entry, in the totals
+        print_json({"model": model, "counting": chosen, "arch": arch,
+                    "layers": [layer.model_dump() for layer in layers],
+                    "energy": energy.model_dump() | {"layers": [e.model_dump() for e in energy.layers[: len(layers)]]},
+                    "weightless": weightless})
         return
-    table = Table(title=f"{model} C_out={cout} D_FCL={dfcl} bits={bits}: {energy.total_uj:.4g} uJ")
+    table = Table(title=f"{model} C_out={cout} D_FCL={dfcl} bits={bits} ({chosen} counting): {energy.total_uj:.4g} uJ")
     for col in ("layer", "bits", "MACs", "E_C (uJ)", "E_W (uJ)", "E_A (uJ)"):
         table.add_column(col, justify="right")
-    for layer, e in zip(layers, energy.layers):
-        table.add_row(layer.name, str(e.bits), f"{layer.macs:,}", f"{e.compute_pj / 1e6:.4g}",
-                      f"{e.weights_pj / 1e6:.4g}", f"{e.activations_pj / 1e6:.4g}")
+    for name, macs, e in zip([layer.name for layer in layers] + ["weightless ops"],
+                             [f"{layer.macs:,}" for layer in layers] + ["(counted)"], energy.layers):
+        table.add_row(name, str(e.bits), macs, f"{e.compute_pj / 1e6:.4g}", f"{e.weights_pj / 1e6:.4g}",
+                      f"{e.activations_pj / 1e6:.4g}")
     table.add_row("total", "", "", f"{energy.compute_uj:.4g}", f"{energy.weights_uj:.4g}", f"{energy.activations_uj:.4g}")
     console.print(table)
+    if weightless:
+        ops = weightless["operations"]
+        console.print(f"weightless ops of the exported graph: {ops['multiplications']:,.0f} multiplications, "
+                      f"{ops['divisions']:,.0f} divisions, {ops['roots']:,.0f} roots, {ops['memory']:,.0f} memory "
+                      "accesses at 16 bits")

@@ -5,14 +5,16 @@ Two countings exist for every method, and every energy names its counting:
 - ``implemented`` (the default): the operations the project's own code performs, read from the code while it
   runs. numpy implementations run on :class:`Counted` arrays, whose ``__array_ufunc__`` prices every ufunc
   (``@`` included) from its operands' shapes and dtypes with one table, :func:`price`; a function the table
-  does not know raises, so nothing is left out silently. The classical precoders are counted this way. The DNN
-  families are not yet: under both countings they are priced by eqs. 7-11 on their weight layers (plus the
-  structured family's STRUCT layer, counted by its own formula), and the weightless operations of their
-  exported graphs (input scaling, softmax, the output power renormalization) are counted nowhere
-  (docs/ENERGY.md). Counting them means running the family's torch module under a dispatch mode that maps
-  each aten op onto :func:`price` (``softmax`` is already in the table for it).
+  does not know raises, so nothing is left out silently. The classical precoders are counted this way. A DNN
+  family is eqs. 7-11 on its weight layers (their MACs at their bit widths) plus the weightless operations of
+  its exported graph (input scaling, softmax, the structured family's STRUCT layer with its Gauss-Jordan
+  divisions and square roots, the output power renormalization), counted by running that graph once on a
+  batch of one under a torch dispatch mode that maps each aten op onto :func:`price`
+  (``edgejoule.plugins.precoding.op_counter``; ops inside the weight layers are eqs. 7-11's and are skipped,
+  so nothing is counted twice) and priced at 16 bits by :func:`operations_energy`.
 - ``paper``: the operation counts printed in the precoder-compression paper (eqs. 12-14 for the baselines,
-  eqs. 7-11 on the weight layers of a DNN), kept to reproduce its Table I.
+  eqs. 7-11 on the layers a DNN family describes, the structured family's STRUCT layer by its formula), kept
+  to reproduce its Table I.
 
 Categories (per inference):
 

@@ -2,7 +2,8 @@ r"""Export a precoder to a model package and check it against the torch model it
 
 The exported graph is the whole serving map: the raw real and imaginary planes of a channel H in, the
 precoder's planes at the power budget out. Around the real-valued core of the network
-(:meth:`PrecoderCNN.forward_real`) it scales the input by one constant and the output to ``P_max``:
+(:meth:`PrecoderCNN.forward_real`) it scales the input by one constant and the output to ``P_max``
+(:meth:`PrecoderCNN.served`, which the ``implemented`` energy counting runs too):
 
 .. math::
 
@@ -86,14 +87,12 @@ def converter_output_to_stderr() -> Iterator[None]:
 
 def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
     """The module that is exported: raw planes of H ``[B, 2, N_U, N_T]`` -> W's planes ``[B, 2, N_T, N_U]``
-    at ``p_max_w`` (the equations above), around ``model.forward_real``."""
+    at ``p_max_w`` (the equations above), the model's own ``served`` map with the site's constants (the same
+    computation ``edgejoule.plugins.precoding.op_counter`` counts)."""
     import torch
 
     factor = normalization.input_scale / math.sqrt(normalization.noise_power_w)
     amplitude = math.sqrt(normalization.p_max_w)
-    # the smallest normal float32 power: any output with a power at all is scaled exactly, and an all-zero
-    # one is multiplied by a finite number (0 * inf would be NaN)
-    floor = float(torch.finfo(torch.float32).tiny)
 
     class PrecoderGraph(torch.nn.Module):
         def __init__(self, net: Any) -> None:
@@ -101,9 +100,7 @@ def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
             self.net = net
 
         def forward(self, planes: Any) -> Any:
-            out = self.net.forward_real(planes * factor)
-            power = torch.sum(out * out, dim=(1, 2, 3), keepdim=True)
-            return out * (amplitude * torch.rsqrt(torch.clamp_min(power, floor)))
+            return self.net.served(planes, factor, amplitude)
 
     return PrecoderGraph(model).eval()
 

@@ -11,14 +11,23 @@ The output is reshaped to :math:`W \in \mathbb{C}^{N_T \times N_U}` and scaled t
 :math:`P_{max}` (eq. 5 with equality). Search space of the paper: C_out in {8, 16, 32, 64}, D_FCL in
 {512, 1024}. :meth:`PrecoderCNNFamily.describe` gives the layers' MACs, weights and activations under the
 counting conventions of :mod:`edgejoule.energy.accelerator` without building the network; torch is imported only
-by :meth:`PrecoderCNNFamily.build`.
+by :meth:`PrecoderCNNFamily.build` and :meth:`PrecoderCNNFamily.weightless_operations`.
+
+Energy under the two countings (:mod:`edgejoule.energy.counting`, :meth:`PrecoderCNNFamily.energy`):
+``paper`` is eqs. 7-11 on the layers :meth:`describe` lists; ``implemented`` is eqs. 7-11 on the weight layers
+(their MACs at their bit widths) plus the weightless operations of the exported graph (the scalings, and
+whatever a family computes outside its weight layers), read from the computation by
+:mod:`edgejoule.plugins.precoding.op_counter` and priced at 16 bits by
+:func:`edgejoule.energy.counting.operations_energy`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
-from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec, dnn_energy
+from edgejoule.energy.accelerator import PJ_PER_UJ, EnergyBreakdown, LayerSpec, dnn_energy
+from edgejoule.energy.counting import Counting, OperationCount, operations_layer
 from edgejoule.hookspecs import hookimpl
 from edgejoule.plugins.precoding.precoder_arch import KERNEL, LAYER_NAMES, PrecoderArch
 
@@ -53,16 +62,44 @@ class PrecoderCNNFamily:
         """The weight bits of every layer :meth:`describe` lists, from those of [CONV, FCL1, FCL2, FCL3]."""
         return list(bits)
 
-    def energy(self, arch: Mapping[str, Any] | PrecoderArch, bits: Sequence[int],
-               activation_bits: int = 16) -> EnergyBreakdown:
-        """Eq. 7 of one inference with ``bits`` for [CONV, FCL1, FCL2, FCL3]."""
-        return dnn_energy(self.describe(arch), self.layer_bits(bits), activation_bits)
+    def energy(self, arch: Mapping[str, Any] | PrecoderArch, bits: Sequence[int], activation_bits: int = 16,
+               counting: Counting = "paper") -> EnergyBreakdown:
+        """One inference with ``bits`` for [CONV, FCL1, FCL2, FCL3]: eq. 7 on the layers :meth:`describe` lists
+        (``paper``), or on the weight layers plus the counted weightless operations as one more 16-bit layer,
+        ``weightless`` (``implemented``; module docstring). ``paper`` is the default because the breakdowns a
+        search row and a package's manifest carry are eqs. 7-11's; what shows an energy names its counting."""
+        if counting == "paper":
+            return dnn_energy(self.describe(arch), self.layer_bits(bits), activation_bits)
+        weight_layers = self.describe(arch)[: len(self.layer_names)]
+        layers = [*dnn_energy(weight_layers, list(bits), activation_bits).layers,
+                  operations_layer("weightless", self.weightless_operations(arch))]
+        return EnergyBreakdown(compute_uj=sum(e.compute_pj for e in layers) / PJ_PER_UJ,
+                               weights_uj=sum(e.weights_pj for e in layers) / PJ_PER_UJ,
+                               activations_uj=sum(e.activations_pj for e in layers) / PJ_PER_UJ, layers=layers)
+
+    def weightless_operations(self, arch: Mapping[str, Any] | PrecoderArch) -> OperationCount:
+        """The operations of one inference of the exported graph outside the weight layers, counted while it runs
+        (:func:`edgejoule.plugins.precoding.op_counter.weightless_operations`)."""
+        return _weightless_operations(self, self.arch(arch))
 
     def build(self, arch: Mapping[str, Any] | PrecoderArch) -> Any:
         from edgejoule.plugins.precoding.precoder_net import PrecoderCNN
 
         a = self.arch(arch)
         return PrecoderCNN(a, outputs=self.outputs(a))
+
+
+@functools.lru_cache(maxsize=64)
+def _weightless_operations(family: PrecoderCNNFamily, arch: PrecoderArch) -> OperationCount:
+    """Cached per family and architecture: every candidate of a search with the same architecture has the same
+    count, whatever its bits."""
+    import torch
+
+    from edgejoule.plugins.precoding.op_counter import weightless_operations
+
+    with torch.device("meta"):  # shapes only: no weights allocated or multiplied
+        model = family.build(arch)
+    return weightless_operations(model)
 
 
 @hookimpl

@@ -14,7 +14,8 @@ class PrecoderCNN(nn.Module):
 
     The real-valued core :meth:`forward_real` is what gets trained and quantized; scaling the input by
     ``input_scale`` and the output to the power budget happen around it (:meth:`forward`; the exported graph
-    wraps the core with both, ``plugins/export/tflite.py``).
+    wraps the core with both in :meth:`served`, which ``plugins/export/tflite.py`` converts and
+    :mod:`edgejoule.plugins.precoding.op_counter` counts).
     """
 
     def __init__(self, arch: PrecoderArch, outputs: int, input_scale: float = 1.0) -> None:
@@ -55,6 +56,18 @@ class PrecoderCNN(nn.Module):
         z = self.drop(self.act(self.bn1(self.fc1(z.flatten(1)))))
         z = self.drop(self.act(self.bn2(self.fc2(z))))
         return self.fc3(z)
+
+    def served(self, planes: torch.Tensor, factor: float, amplitude: float) -> torch.Tensor:
+        r"""The exported graph's computation (``plugins/export/tflite.py``, eq. 5 met with equality): raw planes
+        of H ``[B, 2, N_U, N_T]`` -> W's planes ``[B, 2, N_T, N_U]`` with
+        :math:`W = a\, \mathrm{out} / \sqrt{\max(\|\mathrm{out}\|_F^2, \epsilon)}`, out the core on the planes
+        times ``factor`` (:math:`s_{in}/\sigma`), ``amplitude`` :math:`a = \sqrt{P_{max}}`."""
+        out = self.forward_real(planes * factor)
+        power = torch.sum(out * out, dim=(1, 2, 3), keepdim=True)
+        # the smallest normal float32 power: any output with a power at all is scaled exactly, and an all-zero
+        # one is multiplied by a finite number (0 * inf would be NaN)
+        floor = float(torch.finfo(torch.float32).tiny)
+        return out * (amplitude * torch.rsqrt(torch.clamp_min(power, floor)))
 
     def forward(self, H: torch.Tensor, p_max: torch.Tensor | float = 1.0) -> torch.Tensor:
         x = torch.stack([H.real, H.imag], 1).float() * self.input_scale

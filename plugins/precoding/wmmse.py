@@ -74,7 +74,6 @@ from edgejoule.interfaces import BaselineResult
 from edgejoule.plugins.precoding.zf import (
     at_equal_powers,
     at_total_power,
-    column_powers,
     gauss_jordan_solve,
     gram,
     precode,

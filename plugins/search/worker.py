@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgejoule import plugin_manager
+from edgejoule.energy.counting import COUNTINGS
 from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
 from edgejoule.plugins.search.space import Budget, Candidate
 from edgejoule.sites import load_dataset
@@ -44,6 +45,22 @@ def _huge_pages() -> None:
 
 def candidate_arch(c: Candidate, site: SiteConfig) -> PrecoderArch:
     return PrecoderArch(c_out=c.c_out, d_fcl=c.d_fcl, n_t=site.n_antennas, n_u=site.n_users)
+
+
+def energies_by_counting(family: str, arch: PrecoderArch, bits: Any) -> dict[str, float]:
+    """Energy per inference of one candidate under each counting (a search row's ``energy_uj_by_counting``)."""
+    models = plugin_manager.get("models", family)
+    return {c: models.energy(arch, list(bits), counting=c).total_uj for c in COUNTINGS}
+
+
+def with_both_countings(rows: list[dict[str, Any]], family: str, site: SiteConfig) -> list[dict[str, Any]]:
+    """``rows``, those stored by an edgejoule that priced DNNs by eqs. 7-11 alone given their energy under each
+    counting, so that a search directory of an earlier version still reports."""
+    for row in rows:
+        if "energy_uj_by_counting" not in row:
+            arch = PrecoderArch(c_out=row["c_out"], d_fcl=row["d_fcl"], n_t=site.n_antennas, n_u=site.n_users)
+            row["energy_uj_by_counting"] = energies_by_counting(family, arch, row["bits"])
+    return rows
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,14 +134,15 @@ def fine_tune(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint
     frozen, _ = freeze(model)
     with torch.inference_mode():
         rates = evaluate(frozen, H_test, ds.p_max)
-    energy = models.energy(arch, candidate.bits)
+    energy = models.energy(arch, candidate.bits)  # the breakdown of the row: eqs. 7-11 on the described layers (paper)
+    by_counting = energies_by_counting(family, arch, candidate.bits)
     if save_to is not None:
         torch.save(frozen.state_dict(), save_to)
     return {
         "key": candidate.key, "c_out": candidate.c_out, "d_fcl": candidate.d_fcl, "bits": list(candidate.bits),
         "seed": candidate.seed, "sum_rate": float(np.mean(rates)), "energy_uj": energy.total_uj,
         "compute_uj": energy.compute_uj, "weights_uj": energy.weights_uj, "activations_uj": energy.activations_uj,
-        "seconds": time.perf_counter() - started,
+        "energy_uj_by_counting": by_counting, "seconds": time.perf_counter() - started,
     }
 
 
