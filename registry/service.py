@@ -72,14 +72,14 @@ def register_agent(session: Session, reg: AgentRegistration) -> tuple[AgentRow, 
     return row, token
 
 
-def rotate_token(session: Session, agent_id: str) -> str:
+def rotate_token(session: Session, agent_id: str) -> tuple[AgentRow, str]:
     """A new credential for ``agent_id`` (shown once, like the first): the old one stops working over HTTP now."""
     agent = session.get(AgentRow, agent_id)
     if agent is None:
         raise NotFound(f"unknown agent '{agent_id}'")
     token = new_token()
     agent.token_hash, agent.mqtt_password_hash = token_hash(token), mosquitto_hash(token)
-    return token
+    return agent, token
 
 
 def revoke_agent(session: Session, agent_id: str) -> None:

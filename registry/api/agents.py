@@ -46,8 +46,8 @@ def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> Age
     """A new token for a lost or stolen one (shown once); the old one is refused from now on, over HTTP and on
     the broker, where a session logged in with it is ended."""
     with sessions.begin() as session:
-        token = service.rotate_token(session, agent_id)
-        site = session.get(AgentRow, agent_id).site
+        agent, token = service.rotate_token(session, agent_id)
+        site = agent.site
     if ingest is not None:
         ingest.control(rotate_command(agent_id, token))
     return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id, mqtt_password=token)
