@@ -21,16 +21,24 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgejoule import plugin_manager
+from edgejoule.baselines import method_energy_uj
 from edgejoule.edge_agent.config import AgentSettings
 from edgejoule.edge_agent.measure import EnergyAccount, WindowResult
-from edgejoule.edge_agent.packages import LoadedPackage, PackageRejected, PackageStore, check_quality
+from edgejoule.edge_agent.packages import (
+    InstalledMethod,
+    Loaded,
+    LoadedPackage,
+    PackageRejected,
+    PackageStore,
+    check_quality,
+)
 from edgejoule.edge_agent.registry_client import RegistryClient, RegistryRefused, RegistryUnavailable
 from edgejoule.edge_agent.service import AgentHealth
 from edgejoule.edge_agent.sources import Request, open_source
 from edgejoule.edge_agent.telemetry import HttpTransport, MqttLink, Outbox, Spool
 from edgejoule.errors import EdgejouleError
 from edgejoule.runtime import complex_of
-from edgejoule.schemas.api import LoadEvent
+from edgejoule.schemas.api import Assignment, LoadEvent
 from edgejoule.schemas.messages import Heartbeat, Telemetry
 from edgejoule.sites import get_site
 from edgejoule.sites.config import SiteConfig
@@ -76,11 +84,11 @@ def runtime_version() -> str:
     return "none"
 
 
-def serving_path(package: LoadedPackage | None, site: SiteConfig) -> Callable[[np.ndarray], np.ndarray]:
+def serving_path(package: Loaded | None, site: SiteConfig) -> Callable[[np.ndarray], np.ndarray]:
     """``h -> planes``: the precoder's real and imaginary planes ``[1, 2, N_T, N_U]`` from the package's serving
-    path, else from ZF; a new array per call."""
+    path (or the assigned method's), else from ZF; a new array per call."""
     if package is not None:
-        return package.runtime.serve
+        return package.serve
     zf = plugin_manager.get("baselines", "zf")
 
     def serve(h: np.ndarray) -> np.ndarray:
@@ -118,10 +126,10 @@ class Agent:
         self.source: Iterable[Request] | None = None
         self._failed_loads: list[LoadEvent] = []
         self._check_channels: np.ndarray | None = None
-        self.package: LoadedPackage | None = self._load_current()
+        self.package: Loaded | None = self._load_current()
         self._warmup_left = settings.warmup_inferences
 
-    def _load_current(self) -> LoadedPackage | None:
+    def _load_current(self) -> Loaded | None:
         """The installed package; on any failure it is set aside and the previous one (or ZF) is served."""
         while True:
             try:
@@ -129,8 +137,7 @@ class Agent:
             except PackageRejected as exc:
                 model_id = self.store.set_aside()
                 self.package_problem = f"installed package {model_id} unusable, set aside: {exc}"
-                log.error("%s; serving %s", self.package_problem,
-                          (m.id if (m := self.store.manifest()) else None) or "the ZF fallback")
+                log.error("%s; serving %s", self.package_problem, self._installed_or_fallback())
                 self._failed_loads.append(self._load_event(model_id, "load_failed", str(exc)))
 
     # -- assignment ----------------------------------------------------------------------------------
@@ -176,6 +183,8 @@ class Agent:
             self._adopt_broker(assignment.broker_url)
         if assignment is None or assignment.model_id == self.model_id:
             return f"serving {self.model_id or 'the ZF fallback'}"
+        if assignment.method is not None:
+            return self._install_method(assignment)
         incoming = self.settings.data_dir / "incoming.tflite"
         try:
             manifest = self.registry.manifest(assignment)
@@ -198,13 +207,39 @@ class Agent:
         finally:
             incoming.unlink(missing_ok=True)
 
-    def _check(self, package: LoadedPackage) -> None:
-        """The self-test's quality check: the sum rate on the site's check channels against the manifest's."""
+    def _install_method(self, assignment: Assignment) -> str:
+        """Serve the classical method the registry assigned: checked by the same self-test as a package, its energy
+        per inference under the ``implemented`` counting estimated on the site's check channels (what the fleet
+        shows as its estimate beside the meter's reading)."""
+        assert assignment.method is not None
+        try:
+            estimate = method_energy_uj(assignment.method, self._channels(), self.site.noise_power_w,
+                                        self.site.tx_power_w)
+            method = InstalledMethod(target=assignment.method, n_users=self.site.n_users,
+                                     n_antennas=self.site.n_antennas, noise_power_w=self.site.noise_power_w,
+                                     p_max_w=self.site.tx_power_w, estimated_energy_uj=estimate)
+            self.package, self.package_problem = self.store.install_method(method), None
+        except (EdgejouleError, OSError) as exc:
+            self.last_error = str(exc)
+            self._event(self._load_event(assignment.model_id, "load_failed", str(exc)))
+            return f"rejected {assignment.model_id}: {exc}; keeping {self.model_id or 'the ZF fallback'}"
+        self._warmup_left = self.settings.warmup_inferences
+        self._event(self._load_event(assignment.model_id, "loaded", ""))
+        return f"serving {assignment.model_id}"
+
+    def _channels(self) -> np.ndarray:
+        """The site's check channels: a new package's sum rate and a method's energy estimate are taken on them."""
         if self._check_channels is None:
             from edgejoule.sites import load_dataset
 
             self._check_channels = load_dataset(self.site).H("test", CHECK_CHANNELS)
-        check_quality(package, self._check_channels, self.site.noise_power_w)
+        return self._check_channels
+
+    def _check(self, package: Loaded) -> None:
+        """The self-test's quality check of a package: the sum rate on the site's check channels against the
+        manifest's (a method makes no claim to check)."""
+        if isinstance(package, LoadedPackage):
+            check_quality(package, self._channels(), self.site.noise_power_w)
 
     def _load_event(self, model_id: str, outcome: str, detail: str) -> LoadEvent:
         return LoadEvent(agent_id=self.settings.agent_id, model_id=model_id, outcome=outcome, detail=detail[:2000],
@@ -216,9 +251,15 @@ class Agent:
         except EdgejouleError as exc:
             log.warning("could not report %s of %s: %s", event.outcome, event.model_id, exc)
 
+    def _installed_or_fallback(self) -> str:
+        try:
+            return self.store.installed_id() or "the ZF fallback"
+        except PackageRejected:
+            return "the ZF fallback"
+
     @property
     def model_id(self) -> str | None:
-        return self.package.manifest.id if self.package else None
+        return self.package.id if self.package else None
 
     # -- serving -------------------------------------------------------------------------------------
     def precode(self, H: np.ndarray) -> np.ndarray:
@@ -278,16 +319,15 @@ class Agent:
         precoders.clear()
         return total
 
-    def _telemetry(self, package: LoadedPackage | None, r: WindowResult, started_at: datetime,
+    def _telemetry(self, package: Loaded | None, r: WindowResult, started_at: datetime,
                    mean_sum_rate: float) -> Telemetry:
-        manifest = package.manifest if package else None
         p50, p95, p99 = r.percentiles((50, 95, 99))
         return Telemetry(
-            agent_id=self.settings.agent_id, site=self.settings.site, model_id=manifest.id if manifest else None,
-            fallback=None if manifest else "zf", window_start=started_at, window_end=datetime.now(timezone.utc),
+            agent_id=self.settings.agent_id, site=self.settings.site, model_id=package.id if package else None,
+            fallback=None if package else "zf", window_start=started_at, window_end=datetime.now(timezone.utc),
             inferences=r.inferences, meter=self.meter.name, meter_kind=self.meter.kind,
             energy_total_uj=r.total_uj_per_inference, energy_dynamic_uj=r.dynamic_uj_per_inference,
-            idle_power_w=r.idle_power_w, estimated_energy_uj=manifest.energy.total_uj if manifest else None,
+            idle_power_w=r.idle_power_w, estimated_energy_uj=package.estimated_energy_uj if package else None,
             latency_ms_p50=p50, latency_ms_p95=p95, latency_ms_p99=p99,
             quality={"sum_rate": mean_sum_rate},
         )
@@ -311,7 +351,7 @@ class Agent:
     # -- health --------------------------------------------------------------------------------------
     def _beat(self) -> Heartbeat:
         try:
-            previous = m.id if (m := self.store.manifest("previous")) else None
+            previous = self.store.installed_id("previous")
         except PackageRejected:
             previous = None
         return Heartbeat(agent_id=self.settings.agent_id, site=self.settings.site, runtime=runtime_version(),

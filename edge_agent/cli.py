@@ -96,7 +96,7 @@ def status() -> None:
     packages: dict[str, str | None] = {}
     for which in ("current", "previous"):
         try:
-            packages[f"{which}_model"] = m.id if (m := store.manifest(which)) else None
+            packages[f"{which}_model"] = store.installed_id(which)
         except PackageRejected as exc:  # the agent sets it aside at its next start
             packages[f"{which}_model"], packages[f"{which}_problem"] = None, str(exc)
     meter = pick_meter(settings.meter)
@@ -110,7 +110,8 @@ def status() -> None:
 
 @app.command()
 def bench(seconds: float = typer.Option(10.0, "--seconds", min=0.5, help="how long to run the loop"),
-          method: str = typer.Option("current", help="'current' (the installed package, else ZF) or 'zf'")) -> None:
+          method: str = typer.Option("current", help="'current' (the installed package or method, else ZF), 'zf', or "
+                                     "a classical method: rzf, rzf-equal, mrt, wmmse, 'method:wmmse(tol=0.01)'")) -> None:
     """A tight loop on the current model (or ZF) on the site's test channels: energy per inference with the
     idle power subtracted, and its spread over the loop's windows (for comparing models on one device)."""
     from edgejoule.edge_agent.bench import run_bench

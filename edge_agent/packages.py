@@ -1,8 +1,9 @@
-"""Installed model packages: verified before use, swapped atomically, the previous one kept for rollback.
+"""What the agent serves, installed: model packages, verified before use, swapped atomically, the previous one
+kept for rollback; or a classical method the registry assigned (``method:rzf-equal``), kept the same way.
 
-Layout under the packages directory: ``current/`` and ``previous/`` (each ``model.tflite`` +
-``manifest.json``), and ``staging-*`` while a new package is checked. A package is installed only after
-its size, sha256 and TFLite magic match and its self-test passes; a failure leaves ``current`` untouched.
+Layout under the packages directory: ``current/`` and ``previous/`` (each ``model.tflite`` + ``manifest.json``,
+or ``method.json`` for a method), and ``staging-*`` while a new one is checked. A package is installed only
+after its size, sha256 and TFLite magic match and its self-test passes; a failure leaves ``current`` untouched.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgejoule.baselines import served_method
 from edgejoule.errors import EdgejouleError, first_problem
-from edgejoule.runtime import PrecoderRuntime
+from edgejoule.runtime import PrecoderRuntime, complex_of
 from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
+from edgejoule.schemas.targets import MethodTarget
 
 TFLITE_MAGIC = b"TFL3"
 
@@ -29,10 +32,76 @@ class PackageRejected(EdgejouleError):
     """A package failed verification, loading or its self-test; nothing was changed."""
 
 
+METHOD_FILE = "method.json"
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
 @dataclass
 class LoadedPackage:
     manifest: ModelManifest
     runtime: PrecoderRuntime
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def serve(self) -> Callable[[np.ndarray], np.ndarray]:
+        return self.runtime.serve
+
+    @property
+    def estimated_energy_uj(self) -> float:
+        return self.manifest.energy.total_uj
+
+
+class InstalledMethod(BaseModel):
+    """``method.json``, a method's manifest: the method, the site's constants it is served with, and its energy per
+    inference under the ``implemented`` counting on the site's check channels, computed when it was installed
+    (WMMSE's iterations depend on the channels)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: MethodTarget
+    n_users: int = Field(ge=1)
+    n_antennas: int = Field(ge=1)
+    noise_power_w: float = Field(gt=0)
+    p_max_w: float = Field(gt=0)
+    estimated_energy_uj: float | None = None
+
+
+@dataclass
+class LoadedMethod:
+    """A classical method as the agent serves it: ``serve`` is ``h -> W``'s planes, like a package's runtime."""
+
+    installed: InstalledMethod
+    serve: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def id(self) -> str:
+        return self.installed.target.id
+
+    @property
+    def estimated_energy_uj(self) -> float | None:
+        return self.installed.estimated_energy_uj
+
+    def precode(self, H: np.ndarray) -> np.ndarray:
+        """``serve`` over a batch, as :meth:`PrecoderRuntime.precode`."""
+        return complex_of(np.concatenate([self.serve(h) for h in H]))
+
+
+Loaded = LoadedPackage | LoadedMethod
+
+
+def method_serving(installed: InstalledMethod) -> Callable[[np.ndarray], np.ndarray]:
+    """``h`` [N_U, N_T] -> the method's precoder as float32 planes ``[1, 2, N_T, N_U]``, the shape a package serves."""
+    precode = served_method(installed.target)
+    noise_power_w, p_max_w = installed.noise_power_w, installed.p_max_w
+
+    def serve(h: np.ndarray) -> np.ndarray:
+        W = precode(h[None], noise_power_w, p_max_w)
+        return np.stack((W.real, W.imag), 1).astype(np.float32)
+
+    return serve
 
 
 def verify_file(manifest: ModelManifest, path: Path) -> None:
@@ -52,29 +121,33 @@ def verify_file(manifest: ModelManifest, path: Path) -> None:
 #: normalized twice (a manifest that says ``in_graph: false`` for a graph that normalizes) loses 13 %
 QUALITY_FLOOR = 0.92
 
-#: ``(package) -> None``: a check the caller adds to the self-test (the agent's: quality on its site's channels)
-Check = Callable[[LoadedPackage], None]
+#: ``(package or method) -> None``: a check the caller adds to the self-test (the agent's: quality on its site's
+#: channels)
+Check = Callable[["Loaded"], None]
 
 
-def self_test(package: LoadedPackage, check: Check | None = None) -> None:
+def self_test(loaded: Loaded, check: Check | None = None) -> None:
     """One inference on a random channel: the output must be finite and spend the power budget; then ``check``.
     Any exception on the way (a manifest without inputs, a graph that fails to run) is a rejection."""
     try:
-        spec = package.manifest.inputs[0].shape
-        n_u, n_t = spec[-2], spec[-1]
+        if isinstance(loaded, LoadedMethod):
+            m = loaded.installed
+            n_u, n_t, noise_power, p_max = m.n_users, m.n_antennas, m.noise_power_w, m.p_max_w
+        else:
+            n_u, n_t = loaded.manifest.inputs[0].shape[-2:]
+            noise_power, p_max = loaded.runtime.noise_power, loaded.runtime.p_max
         rng = np.random.default_rng(0)
-        scale = np.sqrt(package.runtime.noise_power)
-        H = (rng.normal(size=(1, n_u, n_t)) + 1j * rng.normal(size=(1, n_u, n_t))) * scale
-        W = package.runtime.precode(H)
+        H = (rng.normal(size=(1, n_u, n_t)) + 1j * rng.normal(size=(1, n_u, n_t))) * np.sqrt(noise_power)
+        W = complex_of(loaded.serve(H[0].astype(np.complex64)))
         power = float(np.sum(np.abs(W) ** 2))
-        if not np.all(np.isfinite(W)) or not np.isclose(power, package.runtime.p_max, rtol=1e-3):
-            raise PackageRejected(f"{package.manifest.id}: self-test failed (output not finite or power {power:.3g} W)")
+        if not np.all(np.isfinite(W)) or not np.isclose(power, p_max, rtol=1e-3):
+            raise PackageRejected(f"{loaded.id}: self-test failed (output not finite or power {power:.3g} W)")
         if check is not None:
-            check(package)
+            check(loaded)
     except PackageRejected:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a broken package raises, it must not stop the agent
-        raise PackageRejected(f"{package.manifest.id}: self-test failed: {type(exc).__name__}: {exc}") from None
+        raise PackageRejected(f"{loaded.id}: self-test failed: {type(exc).__name__}: {exc}") from None
 
 
 def check_quality(package: LoadedPackage, H: np.ndarray, noise_power_w: float) -> None:
@@ -114,17 +187,36 @@ class PackageStore:
 
     def manifest(self, which: str = "current") -> ModelManifest | None:
         """The manifest of ``which`` (None if there is none); one that cannot be read is a ``PackageRejected``."""
-        path = self.root / which / MANIFEST_FILE
+        return self._read(which, MANIFEST_FILE, ModelManifest)
+
+    def method(self, which: str = "current") -> InstalledMethod | None:
+        """The method installed as ``which``, if a method is; one that cannot be read is a ``PackageRejected``."""
+        return self._read(which, METHOD_FILE, InstalledMethod)
+
+    def _read(self, which: str, name: str, schema: type[Schema]) -> Schema | None:
+        path = self.root / which / name
         if not path.exists():
             return None
         try:
-            return ModelManifest.model_validate_json(path.read_text())
+            return schema.model_validate_json(path.read_text())
         except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             reason = first_problem(exc).removeprefix(": ") if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
-            raise PackageRejected(f"{which}/{MANIFEST_FILE} is unreadable: {reason}") from None
+            raise PackageRejected(f"{which}/{name} is unreadable: {reason}") from None
 
-    def load(self, directory: Path | None = None) -> LoadedPackage | None:
+    def installed_id(self, which: str = "current") -> str | None:
+        """What ``which`` holds: a package's id or a method's target id (None if empty)."""
+        if (method := self.method(which)) is not None:
+            return method.target.id
+        return m.id if (m := self.manifest(which)) else None
+
+    def load(self, directory: Path | None = None) -> Loaded | None:
         directory = directory or self.current_dir
+        method = self.method(directory.name)
+        if method is not None:
+            try:
+                return LoadedMethod(method, method_serving(method))
+            except EdgejouleError as exc:  # a method this agent's plugins do not (or no longer) offer
+                raise PackageRejected(f"{method.target.id}: {exc}") from None
         manifest = self.manifest(directory.name)
         if manifest is None:
             return None
@@ -137,11 +229,13 @@ class PackageStore:
     def set_aside(self) -> str:
         """Move an unusable ``current`` to ``rejected/`` (kept for diagnosis, replacing the one before) and make
         ``previous`` current; returns the rejected package's id, as far as its manifest can be read."""
-        try:  # a truncated or mangled manifest usually still names its package
-            found = re.search(r'"id"\s*:\s*"([^"]{1,200})"', (self.current_dir / MANIFEST_FILE).read_text())
-        except OSError:
+        try:  # a truncated or mangled manifest usually still names its package (or method)
+            text = next((self.current_dir / name).read_text() for name in (MANIFEST_FILE, METHOD_FILE)
+                        if (self.current_dir / name).exists())
+            found = re.search(r'"(id|name)"\s*:\s*"([^"]{1,200})"', text)
+        except (OSError, StopIteration):
             found = None
-        model_id = found.group(1) if found else "unknown"
+        model_id = "unknown" if found is None else found.group(2) if found.group(1) == "id" else f"method:{found.group(2)}"
         rejected = self.root / "rejected"
         shutil.rmtree(rejected, ignore_errors=True)
         os.replace(self.current_dir, rejected)
@@ -152,15 +246,28 @@ class PackageStore:
         """Verify, load and self-test ``model_file`` (with ``check``); only then make it current (the old one ->
         previous)."""
         verify_file(manifest, model_file)
-        staging = self.root / f"staging-{manifest.id}"
+
+        def write(staging: Path) -> None:
+            shutil.copy(model_file, staging / MODEL_FILE)
+            (staging / MANIFEST_FILE).write_text(manifest.to_json())
+
+        return self._install(manifest.id, write, check)  # type: ignore[return-value]
+
+    def install_method(self, method: InstalledMethod, check: Check | None = None) -> LoadedMethod:
+        """Make ``method`` current after its self-test, the way a package is installed (so it survives a restart and
+        a rollback has somewhere to go)."""
+        return self._install(method.target.id, lambda staging: (staging / METHOD_FILE).write_text(
+            method.model_dump_json()), check)  # type: ignore[return-value]
+
+    def _install(self, name: str, write: Callable[[Path], None], check: Check | None) -> Loaded:
+        staging = self.root / ("staging-" + re.sub(r"[^A-Za-z0-9._-]", "_", name))  # method:wmmse(tol=0.01): no ':' in paths
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
-            shutil.copy(model_file, staging / MODEL_FILE)
-            (staging / MANIFEST_FILE).write_text(manifest.to_json())
-            package = self.load(staging)
-            assert package is not None
-            self_test(package, check)
+            write(staging)
+            loaded = self.load(staging)
+            assert loaded is not None
+            self_test(loaded, check)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from edgejoule.errors import EdgejouleError, first_problem
 from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
+from edgejoule.schemas.http import CONTENT_DIGEST_HEADER, digest_sha256, problem_detail
 from edgejoule.schemas.manifest import ModelManifest
 from edgejoule.schemas.messages import Heartbeat
 
@@ -32,6 +33,9 @@ class RegistryClient:
         self.base_url = base_url
         self.http = httpx.Client(base_url=base_url.rstrip("/") + API_PREFIX, timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        # the last assignment read and its ETag: a poll that finds it unchanged gets a 304 and no body
+        self._assignment: Assignment | None = None
+        self._etag: str | None = None
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -41,11 +45,7 @@ class RegistryClient:
         if response.status_code >= 500:
             raise RegistryUnavailable(f"registry at {self.base_url} answered {response.status_code} on {path}")
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                detail = str(body.get("detail", body) if isinstance(body, dict) else body)[:300]
-            except ValueError:
-                detail = response.text[:300]
+            detail = problem_detail(response.headers.get("content-type", ""), response.content)[:300]
             raise RegistryRefused(f"registry at {self.base_url} refused {method} {path}: {response.status_code} {detail}",
                                   response.status_code)
         return response
@@ -54,8 +54,15 @@ class RegistryClient:
         self._request("POST", f"/agents/{self.agent_id}/heartbeat", content=beat.model_dump_json(by_alias=True))
 
     def assignment(self) -> Assignment | None:
-        response = self._request("GET", f"/agents/{self.agent_id}/assignment")
-        return None if response.status_code == 204 else Assignment.model_validate(response.json())
+        """The current assignment, None without one. Each poll sends the ETag of the last one read
+        (If-None-Match); the registry answers 304 while it is unchanged, and that one is returned again."""
+        response = self._request("GET", f"/agents/{self.agent_id}/assignment",
+                                 headers={"If-None-Match": self._etag} if self._etag else None)
+        if response.status_code == 304:
+            return self._assignment
+        self._assignment = None if response.status_code == 204 else Assignment.model_validate(response.json())
+        self._etag = response.headers.get("ETag") if self._assignment is not None else None
+        return self._assignment
 
     def manifest(self, assignment: Assignment) -> ModelManifest:
         """The assigned package's manifest. One this agent cannot read (a newer schema, a field it does not
@@ -81,11 +88,15 @@ class RegistryClient:
                             raise EdgejouleError(f"package larger than the {max_bytes}-byte limit")
                         digest.update(chunk)
                         f.write(chunk)
-                announced = response.headers.get(SHA256_HEADER)
+                # RFC 9530's Content-Digest, and the X-Content-SHA256 of registries before it
+                announced = {header: value for header, value in (
+                    (CONTENT_DIGEST_HEADER, digest_sha256(response.headers.get(CONTENT_DIGEST_HEADER, ""))),
+                    (SHA256_HEADER, response.headers.get(SHA256_HEADER))) if value}
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"download interrupted: {exc}") from None
-        if announced and announced != digest.hexdigest():
-            raise EdgejouleError("downloaded bytes do not match the registry's X-Content-SHA256 header")
+        for header, value in announced.items():
+            if value != digest.hexdigest():
+                raise EdgejouleError(f"downloaded bytes do not match the registry's {header} header")
         return digest.hexdigest()
 
     def event(self, event: LoadEvent) -> None:

@@ -8,33 +8,37 @@ app from ``EDGEJOULE_REGISTRY_*`` for ``uvicorn --factory`` and gunicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from starlette.datastructures import State
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgejoule.registry import service
+from edgejoule.registry import rollouts, service
 from edgejoule.registry.api.main import api_router, root_router
 from edgejoule.registry.artifacts import ArtifactStore
-from edgejoule.registry.db import AssignmentRow, ModelRow, make_engine, session_factory
-from edgejoule.registry.gate import RequestGate
+from edgejoule.registry.db import AssignmentRow, make_engine, session_factory
+from edgejoule.registry.gate import RequestGate, problem_response
 from edgejoule.registry.ingest import MqttIngest, TlsClient
 from edgejoule.registry.logs import configure
 from edgejoule.registry.migrate import upgrade
 from edgejoule.registry.schemas import PROBLEMS
 from edgejoule.registry.settings import RegistrySettings
 from edgejoule.schemas import topics
+from edgejoule.schemas.http import PROBLEM_JSON, ValidationProblem
 
 log = logging.getLogger("registry")
-SERVICE_ERRORS = {service.NotFound: 404, service.Conflict: 409}
+SERVICE_ERRORS = {service.NotFound: 404, service.Conflict: 409, service.Invalid: 422}
 
 
 def create_app(settings: RegistrySettings) -> FastAPI:
@@ -42,9 +46,12 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     app.state.settings = settings
     app.state.notify = partial(_announce, app.state)
     app.state.metrics, app.state.counters = _metrics()
+    app.openapi = partial(_openapi_with_problems, app, app.openapi)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for error in SERVICE_ERRORS:
         app.add_exception_handler(error, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
     # the last one added runs first: the gate (credentials, body caps, NUL) before the request log
     app.middleware("http")(_log_requests)
     app.add_middleware(RequestGate)
@@ -83,7 +90,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # what exists now (modules, table metadata, the engine) lives as long as the process: keep it out of the
     # collector's full passes, which otherwise add tens of ms now and then to a large fleet query
     gc.freeze()
+    # gated rollouts continue from their rows in the database, also after a restart
+    evaluation = asyncio.create_task(rollouts.evaluate_every(state.sessions, settings.rollout_interval_s, state.notify))
     yield
+    evaluation.cancel()
     if state.ingest is not None:
         state.ingest.stop()
     engine.dispose()
@@ -112,19 +122,44 @@ def _announce(state: State, agent_ids: list[str]) -> None:
         for agent_id in agent_ids:
             row = session.get(AssignmentRow, agent_id)
             if row is not None:
-                payload = service.assignment_of(row, session.get(ModelRow, row.model_id), state.settings.public_url,
+                payload = service.assignment_of(session, row, state.settings.public_url,
                                                 state.settings.broker_for_agents)
                 state.ingest.publish(topics.assignment(agent_id), payload.model_dump_json())
 
 
+def _openapi_with_problems(app: FastAPI, generate: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """FastAPI's document, with every error answer under ``application/problem+json``, the media type the
+    handlers below answer with (FastAPI files an error's model under the route's own media type: JSON, or the
+    text of ``/metrics``)."""
+    if app.openapi_schema is None:
+        for operation in (op for path in generate()["paths"].values() for op in path.values()):
+            for status, answer in operation.get("responses", {}).items():
+                if status[0] in "45" and answer.get("content"):
+                    answer["content"] = {PROBLEM_JSON: next(iter(answer["content"].values()))}
+    return app.openapi_schema
+
+
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 as FastAPI's, without echoing the input back: a NaN in it is not JSON (that was a 500)."""
-    errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=422)
+    """422 naming each place that does not match the schema, without echoing the input back (a NaN in it is not
+    JSON: that was a 500); ``detail`` is the first of them, the one line a client shows."""
+    errors = [ValidationProblem.model_validate(error) for error in exc.errors()]
+    first = errors[0]
+    detail = f"{'.'.join(map(str, first.loc))}: {first.msg}" + (f" (and {len(errors) - 1} more)" if errors[1:] else "")
+    return problem_response(422, detail, errors=errors)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=SERVICE_ERRORS[type(exc)])
+    return problem_response(SERVICE_ERRORS[type(exc)], str(exc))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """The routes' own refusals (HTTPException) and the router's (404 no such path, 405 method)."""
+    return problem_response(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 in the same shape; what went wrong is in the log (``_log_requests``), not told to the caller."""
+    return problem_response(500, "the registry failed on this request; its log has the details")
 
 
 async def _log_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

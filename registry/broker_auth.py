@@ -13,7 +13,8 @@ each agent has a role of its own naming its topics literally.
 
 An agent's MQTT password is its registry token; the registry keeps only mosquitto's PBKDF2-SHA512 form of it
 (salt, hash, iterations: what the plugin's file holds), so it can rewrite the configuration at any time without
-knowing a secret. At registration, while the token is in hand, the registry sends the plugin the new login.
+knowing a secret. A running broker gets logins over the plugin's control topic, which (mosquitto 2.0) takes a
+password only in clear: at registration or rotation, while the token is in hand, ``broker_sync`` sends it.
 """
 
 from __future__ import annotations
@@ -106,32 +107,46 @@ def dynsec_config(agents: dict[str, str], registry_hash: str, registry_user: str
     }
 
 
-def enroll_command(agent_id: str, token: str) -> str:
-    """What the registry publishes on ``CONTROL_TOPIC`` when it registers an agent: its role and login."""
+def create_login_commands(agent_id: str, token: str) -> list[dict[str, Any]]:
+    """A new agent's role and login. The plugin's control API (mosquitto 2.0) takes a password only in clear, so
+    this needs the token: the registry holds it in memory until the broker confirms (``broker_sync``)."""
     role = agent_role(agent_id)
-    return json.dumps({"commands": [
+    return [
         {"command": "createRole", **role},
         {"command": "createClient", "username": agent_id, "password": token,
          "clientid": topics.agent_client_id(agent_id), "roles": [{"rolename": role["rolename"]}]},
-    ]})
+    ]
 
 
-def rotate_command(agent_id: str, token: str) -> str:
-    """An agent's new broker password; the client is disabled and enabled again because mosquitto disconnects a
+def set_password_commands(agent_id: str, token: str) -> list[dict[str, Any]]:
+    """An existing login's new password; the client is disabled and enabled again because mosquitto disconnects a
     disabled client, so a session logged in with the old token ends now, not at its next reconnect."""
-    return json.dumps({"commands": [
+    return [
         {"command": "setClientPassword", "username": agent_id, "password": token},
         {"command": "disableClient", "username": agent_id},
         {"command": "enableClient", "username": agent_id},
-    ]})
+    ]
 
 
-def revoke_command(agent_id: str) -> str:
+def delete_login_commands(agent_id: str) -> list[dict[str, Any]]:
     """A revoked agent's login and role removed: mosquitto disconnects a deleted client at once."""
-    return json.dumps({"commands": [
+    return [
         {"command": "deleteClient", "username": agent_id},
         {"command": "deleteRole", "rolename": agent_role(agent_id)["rolename"]},
-    ]})
+    ]
+
+
+def agent_logins(clients: list[dict[str, Any]]) -> set[str]:
+    """The agents' logins among a verbose ``listClients`` answer: those bound to an agent's client id. The
+    registry's own login and any login an operator added for something else are not the registry's to touch."""
+    return {c["username"] for c in clients
+            if c["username"] != REGISTRY_USER and c.get("clientid") == topics.agent_client_id(c["username"])}
+
+
+def token_matches(token: str, password_hash: str) -> bool:
+    """Whether ``token`` is the one ``password_hash`` (``mosquitto_hash``) was made from."""
+    _, _, _, salt, _ = password_hash.split("$")
+    return secrets.compare_digest(mosquitto_hash(token, base64.b64decode(salt)), password_hash)
 
 
 def dynsec_plugin() -> str:

@@ -11,11 +11,14 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from edgejoule.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import httpx
 
 registry_app = typer.Typer(help="Run the registry service.", no_args_is_help=True)
 agents_app = typer.Typer(help="Agents known to the registry.", no_args_is_help=True)
@@ -187,27 +190,52 @@ def migrate(database_url: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_DAT
 
 def _call(method: str, registry: str, token: str, path: str, answer: Any, **kwargs: Any) -> Any:
     """The registry's answer to one request, read as ``answer`` (a type of ``edgejoule.registry.schemas``)."""
-    import httpx
-    from pydantic import TypeAdapter, ValidationError
-
-    from edgejoule.errors import EdgejouleError, first_problem
     from edgejoule.schemas.api import API_PREFIX
 
+    response = _send(method, f"{registry.rstrip('/')}{API_PREFIX}{path}", registry, token, **kwargs)
+    return None if answer is None else _read(response, answer, f"{method} {path}")  # None: a 204, nothing to read
+
+
+def _listed(registry: str, token: str, path: str, item: Any, params: dict[str, str] | None = None) -> list[Any]:
+    """Every row of a paged list answer: its pages one after the other, following each ``Link: rel="next"``."""
+    from edgejoule.schemas.api import API_PREFIX
+
+    rows: list[Any] = []
+    url: str | None = f"{registry.rstrip('/')}{API_PREFIX}{path}"
+    while url is not None:
+        response = _send("GET", url, registry, token, params=params)
+        rows += _read(response, list[item], f"GET {path}")
+        following = response.links.get("next", {}).get("url")
+        url, params = (str(response.url.join(following)) if following else None), None  # the link carries them
+    return rows
+
+
+def _send(method: str, url: str, registry: str, token: str, **kwargs: Any) -> httpx.Response:
+    """One request; an error answer becomes one line: its status and the problem's ``detail`` (RFC 9457)."""
+    import httpx
+
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.schemas.http import problem_detail
+
     try:
-        response = httpx.request(method, f"{registry.rstrip('/')}{API_PREFIX}{path}", timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        response = httpx.request(method, url, timeout=30, headers={"Authorization": f"Bearer {token}"}, **kwargs)
     except httpx.HTTPError as exc:
         raise EdgejouleError(f"cannot reach the registry at {registry}: {exc}") from None
     if response.status_code >= 400:
-        detail = response.json().get("detail", response.text) if response.headers.get("content-type", "").startswith(
-            "application/json") else response.text
+        detail = problem_detail(response.headers.get("content-type", ""), response.content)
         raise EdgejouleError(f"registry answered {response.status_code}: {detail}")
-    if answer is None:  # 204: nothing to read
-        return None
+    return response
+
+
+def _read(response: httpx.Response, answer: Any, request: str) -> Any:
+    from pydantic import TypeAdapter, ValidationError
+
+    from edgejoule.errors import EdgejouleError, first_problem
+
     try:
         return TypeAdapter(answer).validate_json(response.content)
     except ValidationError as exc:
-        raise EdgejouleError(f"the registry's answer to {method} {path} is not what this client reads "
+        raise EdgejouleError(f"the registry's answer to {request} is not what this client reads "
                              f"({first_problem(exc)}): are the registry and this edgejoule the same version?") from None
 
 
@@ -236,7 +264,7 @@ def list_agents(site: str = typer.Option(None), registry: str = REGISTRY_OPTION,
     from edgejoule.cli.output import console, print_json
     from edgejoule.registry.schemas import AgentSummary
 
-    agents = _call("GET", registry, token, "/agents", list[AgentSummary], params={"site": site} if site else None)
+    agents = _listed(registry, token, "/agents", AgentSummary, {"site": site} if site else None)
     if as_json:
         print_json([a.model_dump(mode="json") for a in agents])
         return
@@ -279,7 +307,7 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
     from edgejoule.cli.output import console, print_json
     from edgejoule.registry.schemas import ModelSummary
 
-    listed = _call("GET", registry, token, "/models", list[ModelSummary], params={"site": site} if site else None)
+    listed = _listed(registry, token, "/models", ModelSummary, {"site": site} if site else None)
     if as_json:
         print_json([m.model_dump(mode="json") for m in listed])
         return
@@ -292,22 +320,48 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
     console.print(table)
 
 
-def deploy(model_id: str = typer.Argument(...), site: str = typer.Option(...),
+def deploy(model_id: str = typer.Argument(None, help="the package to deploy (or --method)"),
+           site: str = typer.Option(...),
+           method: str = typer.Option(None, help="deploy a classical method instead: zf, rzf, rzf-equal, mrt, wmmse"),
+           option: list[str] = typer.Option([], "--option", help="the method's option as KEY=VALUE, e.g. tol=0.01 "
+                                            "(repeat)"),
            fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="share of the site's agents first"),
            agents: str = typer.Option(None, help="comma-separated agent ids instead of a fraction"),
            registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Deploy a model to a site's agents (staged with --fraction)."""
+    """Deploy a model package, or a classical method (--method), to a site's agents (staged with --fraction). The
+    agents serve a method under the model id method:NAME, measured and reported like a package."""
     from edgejoule.cli.output import print_json
     from edgejoule.registry.schemas import DeploymentRequest, DeploymentResult
 
+    target = _deploy_target(model_id, method, option)
     chosen = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
-    body = DeploymentRequest(site=site, model_id=model_id, fraction=fraction, agents=chosen)
+    body = DeploymentRequest(site=site, model_id=target, fraction=fraction, agents=chosen)
     result = _call("POST", registry, token, "/deployments", DeploymentResult, json=body.model_dump(mode="json"))
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:
-        typer.echo(f"deployment {result.deployment_id}: {model_id} -> {', '.join(result.agents) or 'no agents'}")
+        typer.echo(f"deployment {result.deployment_id}: {result.model_id} -> {', '.join(result.agents) or 'no agents'}")
+
+
+def _deploy_target(model_id: str | None, method: str | None, options: list[str]) -> str:
+    """A package id, or the target id of ``method`` with its ``KEY=VALUE`` options (the registry checks both)."""
+    from edgejoule.errors import EdgejouleError
+    from edgejoule.schemas.targets import parse_target
+
+    if (model_id is None) == (method is None):
+        raise EdgejouleError("name a package or give --method, not both")
+    if method is None:
+        if options:
+            raise EdgejouleError("--option goes with --method")
+        return model_id  # type: ignore[return-value]
+    if any("=" not in item for item in options):
+        raise EdgejouleError("--option takes KEY=VALUE, e.g. --option tol=0.01")
+    spelled = f"method:{method}" + (f"({','.join(options)})" if options else "")
+    try:
+        return parse_target(spelled).id  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise EdgejouleError(str(exc)) from None
 
 
 def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), site: str = typer.Option(None),
@@ -321,7 +375,7 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
 
     params = {"group_by": group_by} | ({"site": site} if site else {})
     rows = _call("GET", registry, token, "/fleet", list[FleetRow], params=params)
-    agents = _call("GET", registry, token, "/agents", list[AgentSummary], params={"site": site} if site else None)
+    agents = _listed(registry, token, "/agents", AgentSummary, {"site": site} if site else None)
     if as_json:
         print_json({"groups": rows, "agents": [a.model_dump(mode="json") for a in agents]})  # rows: plain dicts
         return
@@ -346,6 +400,34 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
     console.print(t)
 
 
+def compare(site: str = typer.Option(..., help="the site whose models and methods to compare"),
+            registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """What the site's agents measured for each model and classical method side by side, and the verdict in words:
+    does the DNN beat the classical methods served on the same site, and at what energy (implemented counting)."""
+    from rich.table import Table
+
+    from edgejoule.cli.output import console, print_json
+    from edgejoule.registry.schemas import FleetRow
+    from edgejoule.registry.verdict import verdict
+
+    rows = _call("GET", registry, token, "/fleet", list[FleetRow], params={"group_by": "model", "site": site})
+    found = verdict(site, rows)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    t = Table(title=f"{site}: what its agents served, best sum rate first")
+    for col in ("model or method", "inferences", "sum rate", "% of WMMSE", "est. uJ (implemented)", "metered uJ",
+                "p95 ms"):
+        t.add_column(col, justify="left" if col == "model or method" else "right", overflow="fold")
+    for s in found.served:
+        t.add_row(s.name, str(s.inferences), f"{s.sum_rate:.3f}", _number(s.percent_of_wmmse, ".1f"),
+                  _number(s.estimated_uj, ".4g"), _number(s.measured_uj, ".4g") + (" est." if s.measured_is_estimate else ""),
+                  _number(s.latency_ms_p95, ".3f"))
+    console.print(t)
+    typer.echo(found.sentence)
+
+
 def _estimated(meters: list[str]) -> str:
     """The mark for a group one of whose meters only estimates (no sensor): its figure is not a measurement."""
     return " est." if any(m.endswith("(estimated)") for m in meters) else ""
@@ -363,3 +445,4 @@ def register_commands(cli) -> None:
     cli.command("models")(models)
     cli.command("deploy")(deploy)
     cli.command("fleet")(fleet)
+    cli.command("compare")(compare)

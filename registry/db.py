@@ -79,17 +79,18 @@ class DeploymentRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
-    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    model_id: Mapped[str] = mapped_column(String(128), doc="a package id or a method target (method:rzf)")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class AssignmentRow(Base):
-    """Which model each agent should run; ``previous_model_id`` is where a rollback goes."""
+    """Which model (package or classical method, :mod:`edgejoule.schemas.targets`) each agent should run;
+    ``previous_model_id`` is where a rollback goes."""
 
     __tablename__ = "assignments"
 
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
-    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    model_id: Mapped[str] = mapped_column(String(128))
     previous_model_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     deployment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -287,3 +288,54 @@ def make_engine(url: str) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class RolloutRow(Base):
+    """A gated rollout of ``candidate`` on a site against its ``incumbent`` (``edgejoule.registry.rollouts``): the
+    request as written (stages, gate, minimum sample, confidence, timeout) and where it stands, so a restarted
+    registry continues it. ``active_site`` is the site while the rollout runs or is paused and NULL after: its
+    unique key is what allows one rollout per site at a time, on both databases, even between registry workers."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    active_site: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    candidate: Mapped[str] = mapped_column(String(128))
+    incumbent: Mapped[str] = mapped_column(String(128))
+    stages: Mapped[list] = mapped_column(JSON, doc="fractions of the site's agents, increasing, the last 1.0")
+    agent_order: Mapped[list] = mapped_column(JSON, doc="the site's agents in the order stages take them")
+    gate: Mapped[str] = mapped_column(String(256))
+    quality_metric: Mapped[str] = mapped_column(String(64))
+    min_inferences: Mapped[int] = mapped_column(Integer)
+    min_windows: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[float] = mapped_column(Float)
+    timeout_s: Mapped[float] = mapped_column(Float, doc="per stage")
+    on_timeout: Mapped[str] = mapped_column(String(16))
+    started_by: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), doc="running, paused, promoted, rolled_back, aborted, reverted")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stage: Mapped[int] = mapped_column(Integer, doc="index into stages")
+    stage_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="the stage's timeout, moved by pauses")
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    events_after: Mapped[int] = mapped_column(Integer, doc="load events with a larger id count against the candidate")
+    looks: Mapped[int] = mapped_column(Integer, default=0, doc="gate looks taken in this stage")
+    look_windows: Mapped[int] = mapped_column(Integer, default=0, doc="the smaller side's windows at the last look")
+    readings: Mapped[dict | None] = mapped_column(JSON, nullable=True, doc="the gate's latest reading")
+
+
+class RolloutEventRow(Base):
+    """A step of a rollout: started, a stage entered, a gate decision with its readings, paused, resumed, ended."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stage: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    readings: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -7,7 +7,9 @@ checked from the headers alone, before a byte of the body is read; a declared le
 once and a body that grows past it (chunked) as soon as it does (413). JSON bodies (the API has no other kind
 except uploads, which are multipart) are read whole, under ``max_json_bytes``, and refused with 422 if they
 hold NUL, which PostgreSQL cannot store, or are not strict JSON (a lone surrogate such as ``\\ud800``, which no
-UTF-8 column can hold, turned every fleet answer into a 500); the app then gets the same bytes."""
+UTF-8 column can hold, turned every fleet answer into a 500); the app then gets the same bytes.
+
+Its refusals, like every error answer of the app (``problem_response``), are RFC 9457 problem details."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgejoule.registry.auth import token_hash
 from edgejoule.registry.db import AgentRow
 from edgejoule.schemas.api import API_PREFIX
+from edgejoule.schemas.http import PROBLEM_JSON, ValidationProblem, problem
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,15 @@ class Refused(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"detail": self.detail}, status_code=self.status, headers=self.headers)
+        return problem_response(self.status, self.detail, self.headers)
+
+
+def problem_response(status: int, detail: str, headers: dict[str, str] | None = None,
+                     errors: list[ValidationProblem] | None = None) -> JSONResponse:
+    """An error answer as RFC 9457 problem details: the gate's refusals and the app's errors alike (app.py), so a
+    client reads one shape whichever layer refused."""
+    body = problem(status, detail, errors).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def authenticate(state, authorization: str | None) -> Principal:

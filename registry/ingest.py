@@ -12,7 +12,6 @@ acknowledged, and ``message_id`` keeps the store free of duplicates.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -24,7 +23,8 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from edgejoule.registry import service
-from edgejoule.registry.broker_auth import CONTROL_RESPONSES, CONTROL_TOPIC
+from edgejoule.registry.broker_auth import CONTROL_RESPONSES
+from edgejoule.registry.broker_sync import BrokerLogins
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import LoadEvent
 from edgejoule.schemas.messages import AgentState, Heartbeat, Telemetry
@@ -79,6 +79,8 @@ class MqttIngest:
         # messages flow only once the broker granted the shared subscriptions, which a connection alone does not say
         self.subscribed = threading.Event()
         self._ingest_mid: int | None = None
+        # agents' broker logins kept in step with the agents table (dynamic-security control topic)
+        self.logins = BrokerLogins(sessions, self.publish)
         self.inbox: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="mqtt-ingest-writer", daemon=True)
@@ -93,6 +95,7 @@ class MqttIngest:
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False, properties=properties)
         self.client.loop_start()
         self._writer.start()
+        self.logins.start()
 
     def stop(self) -> None:
         """Store and acknowledge what has arrived, then disconnect. The session stays in the broker, which queues
@@ -115,6 +118,7 @@ class MqttIngest:
             ending = Properties(PacketTypes.DISCONNECT)
             ending.SessionExpiryInterval = 0
         self._stopping.set()
+        self.logins.stop()
         self._writer.join(30)
         self.client.disconnect(properties=ending)
         self.client.loop_stop()
@@ -124,7 +128,7 @@ class MqttIngest:
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == CONTROL_RESPONSES:
-            self._control_response(message)
+            self.logins.answer(message.payload)
         elif not self._stopping.is_set():
             self.inbox.put(message)
 
@@ -133,7 +137,7 @@ class MqttIngest:
             log.error("MQTT connection refused: %s", reason_code)
             return
         _, self._ingest_mid = client.subscribe([(f, 1) for f in self._filters()])
-        client.subscribe(CONTROL_RESPONSES, 1)  # answers to enroll(); a broker without the plugin refuses it
+        client.subscribe(CONTROL_RESPONSES, 1)  # the login commands' answers; a broker without the plugin refuses it
         self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -142,12 +146,15 @@ class MqttIngest:
             if refused:
                 log.warning("the broker refused the registry its dynamic-security control topic: agents registered "
                             "now get no broker login until `edgejoule registry broker-auth` rewrites its files")
+            else:
+                self.logins.connected()
         elif refused:
             log.error("MQTT subscription refused: %s", ", ".join(str(code) for code in refused))
         else:
             self.subscribed.set()
 
     def _on_disconnect(self, *args, **kwargs) -> None:
+        self.logins.disconnected()
         self.connected.clear()
         self.subscribed.clear()
 
@@ -235,16 +242,6 @@ class MqttIngest:
 
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload, qos=1)
-
-    def control(self, commands: str) -> None:
-        """Send dynamic-security ``commands`` (``broker_auth.enroll_command`` and the like) while a new token is in
-        hand: the registry keeps only its hash. QoS 1, after a reconnect if the broker is away."""
-        self.client.publish(CONTROL_TOPIC, commands, qos=1)
-
-    def _control_response(self, message) -> None:
-        for answer in json.loads(message.payload).get("responses", []):
-            if "error" in answer:
-                log.error("the broker refused %s: %s", answer.get("command"), answer["error"])
 
 
 def _reason(exc: Exception) -> str:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
+from edgejoule.registry.rollout_gate import GateResult, parse_policy
+from edgejoule.schemas.http import Problem
 from edgejoule.schemas.messages import within_range
 
 
@@ -35,25 +37,14 @@ def _queried(moment: datetime) -> datetime:
 QueryTime = Annotated[datetime, AfterValidator(_queried)]
 
 
-class ValidationProblem(BaseModel):
-    type: str
-    loc: list[str | int]
-    msg: str
-
-
-class Problem(BaseModel):
-    """Every 4xx answer: what was wrong and how to fix it; for a request that does not match the API's schema,
-    the list of what did not match (the input is not echoed back)."""
-
-    detail: str | list[ValidationProblem]
-
-
-PROBLEMS = {status: {"model": Problem} for status in (401, 403, 404, 409, 410, 413, 422)}
+# every error answer is a problem (RFC 9457); the OpenAPI names its media type (``_openapi_with_problems`` in app.py)
+PROBLEMS = {status: {"model": Problem} for status in (400, 401, 403, 404, 409, 410, 413, 422, 500)}
 
 
 class DeploymentRequest(BaseModel):
     site: str
-    model_id: str
+    model_id: str = Field(max_length=128, description="a package id, or a classical method: method:NAME or "
+                          "method:NAME(key=value,...), e.g. method:rzf-equal, method:wmmse(tol=0.01)")
     fraction: float = Field(1.0, gt=0, le=1, description="share of the site's agents (staged rollout)")
     agents: list[str] | None = Field(None, description="exactly these agents instead of a fraction")
 
@@ -61,7 +52,7 @@ class DeploymentRequest(BaseModel):
 class DeploymentResult(BaseModel):
     deployment_id: int
     site: str
-    model_id: str
+    model_id: str = Field(description="what was deployed; a method in its canonical spelling")
     agents: list[str]
 
 
@@ -187,3 +178,102 @@ class DeadLetter(BaseModel):
     reason: str
     payload: str = Field(description="the first 4 KiB, invalid UTF-8 escaped")
     received_at: datetime
+
+
+def _stages(stages: list[float]) -> list[float]:
+    if not all(0 < f <= 1 for f in stages) or any(b <= a for a, b in zip(stages, stages[1:])) or stages[-1] != 1:
+        raise ValueError("stages are increasing fractions of the site's agents in (0, 1], the last 1 (e.g. 0.1,0.5,1)")
+    return stages
+
+
+def _gate(text: str) -> str:
+    """The gate in one spelling (``quality>=0.99,energy<=1``), after ``parse_policy`` read it."""
+    return ",".join(str(c) for c in parse_policy(text))
+
+
+class RolloutRequest(BaseModel):
+    """``POST /rollouts``: a gated rollout of ``candidate`` on ``site`` against what its agents serve now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = Field(min_length=1, max_length=128, description="a package id or a method (method:rzf-equal)")
+    site: str = Field(min_length=1, max_length=64)
+    stages: Annotated[list[float], AfterValidator(_stages)] = Field(
+        [0.1, 0.5, 1.0], min_length=1, max_length=20, description="fractions of the site's agents, in order")
+    gate: Annotated[str, AfterValidator(_gate)] = Field(
+        "quality>=0.99,energy<=1.0", max_length=256,
+        description="criteria on candidate/incumbent ratios: quality, energy (per inference), latency (p95)")
+    quality_metric: str = Field("sum_rate", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                description="the telemetry quality metric the gate's 'quality' reads")
+    min_inferences: int = Field(1000, ge=1, le=2**31 - 1, description="per side, before any decision")
+    min_windows: int = Field(5, ge=2, le=10**6, description="per side, before any decision")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="of each decision against noise")
+    timeout_s: float = Field(3600.0, gt=0, le=366 * 86400, description="per stage; then on_timeout is done")
+    on_timeout: Literal["rollback", "promote"] = "rollback"
+    started_by: str = Field("admin", min_length=1, max_length=64, description="who asked, for the history")
+
+
+class RolloutAction(BaseModel):
+    """Pause, resume, abort or roll back, with why (kept in the rollout's events)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=500)
+
+
+class RolloutEvent(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: UtcDatetime
+    stage: int
+    kind: str = Field(description="started, stage, passed, failed, timed_out, paused, resumed, promoted, "
+                                  "rolled_back, aborted, reverted")
+    reason: str
+    readings: GateResult | None = Field(description="the gate's reading behind a decision")
+
+
+RolloutState = Literal["running", "paused", "promoted", "rolled_back", "aborted", "reverted"]
+
+
+class Rollout(BaseModel):
+    """A rollout as it stands, with its events (oldest first)."""
+
+    id: int
+    site: str
+    candidate: str
+    incumbent: str
+    state: RolloutState
+    reason: str = Field(description="why it ended (empty while it runs: see readings)")
+    stage: int = Field(description="index into stages")
+    stages: list[float]
+    canaries: list[str] = Field(description="the agents serving the candidate at this stage")
+    agent_order: list[str] = Field(description="the site's agents in the order the stages take them")
+    gate: str
+    quality_metric: str
+    min_inferences: int
+    min_windows: int
+    confidence: float
+    timeout_s: float
+    on_timeout: Literal["rollback", "promote"]
+    started_by: str
+    started_at: UtcDatetime
+    stage_started_at: UtcDatetime
+    deadline: UtcDatetime
+    ended_at: UtcDatetime | None
+    readings: GateResult | None = Field(description="the gate's latest reading")
+    events: list[RolloutEvent]
+
+
+class ServedPeriod(BaseModel):
+    target: str = Field(description="the package or method the site's agents served")
+    since: UtcDatetime | None = Field(description="None: before the first rollout the registry knows of")
+    until: UtcDatetime | None = Field(description="None: still serving")
+    how: str = Field(description="what made it the site's")
+
+
+class SiteHistory(BaseModel):
+    """``GET /sites/{site}/history``: what served when, and every rollout (newest first)."""
+
+    site: str
+    served: list[ServedPeriod]
+    rollouts: list[Rollout]

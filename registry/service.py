@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, DateTime, delete, func, select
 from sqlalchemy.orm import Session
 
+from edgejoule.baselines import checked_method
+from edgejoule.errors import EdgejouleError
 from edgejoule.registry.auth import new_token, token_hash
 from edgejoule.registry.broker_auth import mosquitto_hash
 from edgejoule.registry.db import (
@@ -30,6 +32,7 @@ from edgejoule.registry.schemas import utc
 from edgejoule.schemas.api import API_PREFIX, AgentRegistration, Assignment, LoadEvent
 from edgejoule.schemas.manifest import ModelManifest
 from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.schemas.targets import parse_target
 
 FAILED_OUTCOMES = {"load_failed", "selftest_failed"}
 
@@ -40,6 +43,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """HTTP 404."""
+
+
+class Invalid(Exception):
+    """The request names something that cannot be (HTTP 422): an unknown method, options it does not take."""
 
 
 def get_model(session: Session, model_id: str) -> ModelRow:
@@ -106,11 +113,27 @@ def set_state(session: Session, agent_id: str, state: str, at: datetime) -> None
         agent.state, agent.last_seen = state, at
 
 
-def deploy(session: Session, site: str, model_id: str, fraction: float = 1.0, agents: list[str] | None = None) -> tuple[DeploymentRow, list[str]]:
-    """Assign ``model_id`` to a site's agents: the named ones, or the first ``fraction`` of them (by id)."""
-    model = get_model(session, model_id)
+def check_target(session: Session, site: str, target: str) -> str:
+    """``target`` as it is stored: a package trained for ``site``, or a classical method (checked by one run on a
+    probe channel) in its canonical spelling. An unknown package is NotFound, one of another site a Conflict, a
+    method that cannot be served Invalid."""
+    try:
+        method = parse_target(target)
+        if method is not None:
+            checked_method(method)
+            return method.id
+    except (ValueError, EdgejouleError) as exc:
+        raise Invalid(str(exc)) from None
+    model = get_model(session, target)
     if model.site != site:
-        raise Conflict(f"model '{model_id}' was trained for site '{model.site}', not '{site}'")
+        raise Conflict(f"model '{target}' was trained for site '{model.site}', not '{site}'")
+    return target
+
+
+def deploy(session: Session, site: str, target: str, fraction: float = 1.0, agents: list[str] | None = None) -> tuple[DeploymentRow, list[str]]:
+    """Assign ``target`` (a package id or a method, :mod:`edgejoule.schemas.targets`) to a site's agents: the named
+    ones, or the first ``fraction`` of them (by id)."""
+    target = check_target(session, site, target)
     site_agents = sorted(session.scalars(select(AgentRow.id).where(AgentRow.site == site)))
     if agents is not None:
         unknown = sorted(set(agents) - set(site_agents))
@@ -119,26 +142,31 @@ def deploy(session: Session, site: str, model_id: str, fraction: float = 1.0, ag
         targets = sorted(agents)
     else:
         targets = site_agents[: math.ceil(fraction * len(site_agents))]
-    deployment = DeploymentRow(site=site, model_id=model_id)
+    deployment = DeploymentRow(site=site, model_id=target)
     session.add(deployment)
     session.flush()
     for agent_id in targets:
         current = session.get(AssignmentRow, agent_id)
         if current is None:
-            session.add(AssignmentRow(agent_id=agent_id, model_id=model_id, deployment_id=deployment.id))
-        elif current.model_id != model_id:
-            current.previous_model_id, current.model_id = current.model_id, model_id
+            session.add(AssignmentRow(agent_id=agent_id, model_id=target, deployment_id=deployment.id))
+        elif current.model_id != target:
+            current.previous_model_id, current.model_id = current.model_id, target
             current.deployment_id, current.assigned_at = deployment.id, datetime.now(timezone.utc)
     return deployment, targets
 
 
-def assignment_of(row: AssignmentRow, model: ModelRow, base_url: str, broker_url: str | None) -> Assignment:
-    """What an agent is told to run, with the URLs of the package under ``base_url`` (empty: relative), and the
-    broker to report to."""
-    return Assignment(agent_id=row.agent_id, model_id=model.id, version=model.version, sha256=model.sha256,
-                      size_bytes=model.size_bytes, manifest_url=f"{base_url}{API_PREFIX}/models/{model.id}/manifest",
-                      package_url=f"{base_url}{API_PREFIX}/models/{model.id}/package", deployment_id=row.deployment_id,
-                      assigned_at=row.assigned_at, broker_url=broker_url)
+def assignment_of(session: Session, row: AssignmentRow, base_url: str, broker_url: str | None) -> Assignment:
+    """What an agent is told to run: a package with its URLs under ``base_url`` (empty: relative), or a method;
+    and the broker to report to."""
+    common = dict(agent_id=row.agent_id, model_id=row.model_id, deployment_id=row.deployment_id,
+                  assigned_at=row.assigned_at, broker_url=broker_url)
+    method = parse_target(row.model_id)
+    if method is not None:
+        return Assignment(**common, method=method)
+    model = get_model(session, row.model_id)
+    return Assignment(**common, version=model.version, sha256=model.sha256, size_bytes=model.size_bytes,
+                      manifest_url=f"{base_url}{API_PREFIX}/models/{model.id}/manifest",
+                      package_url=f"{base_url}{API_PREFIX}/models/{model.id}/package")
 
 
 def rollback(session: Session, agent_id: str) -> AssignmentRow:
@@ -410,6 +438,3 @@ def dead_letter(session: Session, topic: str, reason: str, payload: bytes) -> No
     newest = session.scalar(select(func.max(DeadLetterRow.id)))
     session.execute(delete(DeadLetterRow).where(DeadLetterRow.id <= newest - DEAD_LETTERS_KEPT))
 
-
-def dead_letters(session: Session, limit: int) -> list[DeadLetterRow]:
-    return list(session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)))

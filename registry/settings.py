@@ -36,6 +36,7 @@ class RegistrySettings(BaseSettings):
     public_url: str = Field("", description="prefix for package URLs given to agents (default: relative)")
     public_broker_url: str = Field("", description="the broker URL agents are told in their assignment (default: "
                                    "broker_url without its user)")
+    rollout_interval_s: float = Field(10.0, gt=0, description="how often the gates of running rollouts are read")
     log_level: str = Field("INFO", description="level of the JSON-lines logs on stderr (app_from_env)")
 
     @property

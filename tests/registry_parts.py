@@ -56,3 +56,11 @@ def register(admin: httpx.Client, agent_id: str, site: str = "urban-nlos") -> st
 def send(client: httpx.Client, path: str, message) -> httpx.Response:
     """POST a pydantic message as the agent does (its own JSON, by alias)."""
     return client.post(path, content=message.model_dump_json(by_alias=True), headers={"Content-Type": "application/json"})
+
+
+def window_now(agent_id: str, model_id: str | None, later_s: float = 0.0, **values) -> Telemetry:
+    """A 10-second window ending now (or ``later_s`` seconds from now), otherwise as :func:`window`: a rollout's
+    gate reads the windows that end after its stage began."""
+    end = datetime.now(timezone.utc) + timedelta(seconds=later_s)
+    return window(agent_id, model_id, 0, **values).model_copy(
+        update={"window_start": end - timedelta(seconds=10), "window_end": end})

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -188,3 +189,15 @@ def test_bench_prints_energy_per_inference_with_its_spread(tmp_path):
     bench = json.loads(result.stdout)
     assert bench["method"] == "zf" and bench["meter_kind"] == "estimated" and bench["inferences"] > 10
     assert bench["dynamic_uj_per_inference"] > 0 and bench["dynamic_uj_spread"] >= 0
+
+
+def test_bench_measures_a_classical_method_as_the_agent_would_serve_it(tmp_path):
+    """A method that is not deployed is measured on this device beside the installed package; a bad one is one line."""
+    run = partial(subprocess.run, capture_output=True, text=True, env=agent_env(tmp_path), timeout=120)
+    result = run([EDGE_AGENT, "bench", "--seconds", "1", "--method", "wmmse(tol=0.01)"])
+    assert result.returncode == 0, result.stderr
+    bench = json.loads(result.stdout)
+    assert bench["method"] == "method:wmmse(tol=0.01)" and bench["inferences"] > 10 and bench["dynamic_uj_per_inference"] > 0
+    for bad, says in [("nope", "unknown baseline 'nope'"), ("rzf(", "is not a method target")]:
+        result = run([EDGE_AGENT, "bench", "--seconds", "1", "--method", bad])
+        assert result.returncode == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

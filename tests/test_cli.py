@@ -80,3 +80,10 @@ def test_version_is_the_package_version():
 
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"edgejoule {__version__}"
+
+
+def test_flags_in_the_help_take_no_value():
+    """typer's rich help printed ``--json <bool>`` (and ``--help <bool>``) as if a flag took a value."""
+    result = run_cli("models", "--help", env={"COLUMNS": "160"})
+    assert result.returncode == 0 and "--json" in result.stdout and "<str>" in result.stdout
+    assert "<bool>" not in result.stdout, result.stdout

@@ -238,6 +238,25 @@ def test_killed_search_resumes_without_redoing_finished_candidates(tmp_path):
     assert (summary["dominated"] is None) == (summary["frontier"][-1]["dominated_by"] is None)
 
 
+def test_compress_says_what_it_does_when_its_output_is_not_a_terminal(tmp_path):
+    """Piped or logged, compress prints a line per step (a bar draws nothing there), says that it resumes what an
+    earlier run left in the directory and on how many test samples it evaluates, and does not set a small network
+    beside the paper's 64x1024 Table II."""
+    space = SearchSpace(c_out=(4,), d_fcl=(32,), bits=(16,))
+    run_search(SearchRequest(site="urban-nlos", out_dir=tmp_path, workers=1, space=space, budget="smoke"))
+    result = run_cli("compress", "--site", "urban-nlos", "--budget", "smoke", "--c-out", "4", "--d-fcl", "32",
+                     "--bits", "8,16", "--workers", "1", "--out", str(tmp_path), env={"COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())  # a table's title wraps to the table's width
+    assert f"resuming {tmp_path}: 1 of 16 candidates are done there already" in out
+    assert "candidates: 16/16" in out and "WMMSE reference curve on 200 test samples" in out
+    assert out.count("candidates: ") < 8  # its start, its end and one line per 15 s, not one per candidate
+    assert "4x32 (the paper's Table II is 64x1024: not comparable)" in out
+    assert "cf. paper Table II" not in out and "paper energy" not in out
+    assert ("sum rates on 200 test samples of urban-nlos (budget smoke); edgejoule baseline run uses the whole test "
+            "split") in out
+
+
 def test_dask_gives_the_local_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,

@@ -95,6 +95,15 @@ def test_distill_cli_end_to_end_with_export_to_litert(tmp_path) -> None:
     assert missing.returncode == 2 and "not a finished distill run" in missing.stderr
 
 
+def test_distill_says_how_long_it_will_train_before_it_starts(tmp_path) -> None:
+    res = _cli(["distill", "--teacher", "4x1", "--student", "4x1", "--n-sc", "12", "--teacher-steps", "2",
+                "--student-steps", "1", "--eval-slots", "2", "--sinr", "10", "--out", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("training 4 steps (2 of the teacher, 2 per student: distilled and from scratch), "
+                                 "then 2 slots per SINR point"), res.stderr
+    assert "--teacher-steps, --student-steps and --eval-slots make it shorter" in res.stderr
+
+
 @pytest.mark.parametrize("args", [["--teacher", "32"], ["--task", "mimo"], ["--sinr", "a,b"], ["--modulation", "8psk"]])
 def test_distill_cli_refuses_bad_input(args: list[str]) -> None:
     res = _cli(["distill", *args])

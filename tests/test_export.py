@@ -253,6 +253,13 @@ def test_cli_publish_uploads_to_the_real_registry(exported, tmp_path):
             assert [m["id"] for m in models] == [manifest.id]
             assert admin.get(f"/models/{manifest.id}/package").content == (package / "model.tflite").read_bytes()
         assert f"published {manifest.id} to {server.url} (site {manifest.site}" in result.stdout
+        other = tmp_path / "other"
+        shutil.copytree(package, other)
+        (other / "manifest.json").write_text(manifest.model_copy(update={"id": "other"}).to_json())
+        as_json = run_cli("publish", str(other), "--registry", server.url, "--token", server.admin_token, "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert json.loads(as_json.stdout) == {"id": "other", "site": manifest.site, "task": "precoding",
+                                              "version": 2, "sha256": manifest.sha256}
         # the server's variable is enough for the client too
         again = run_cli("publish", str(package), "--registry", server.url,
                         env={"EDGEJOULE_REGISTRY_ADMIN_TOKEN": server.admin_token, "EDGEJOULE_ADMIN_TOKEN": ""})
@@ -282,9 +289,21 @@ def test_a_dominated_model_is_refused_in_one_line_unless_allowed(exported, tmp_p
 
 
 def test_export_runs_from_the_command_line(exported, tmp_path):
+    """The converter's chatter (some forty lines, a failed .so load among them) goes to OUT/convert.log, which
+    the command names; the package id is on the last line, or in the JSON with --json."""
     chosen, _, _ = exported["int8"]
     result = run_cli("export", "--from", str(chosen), "--out", str(tmp_path / "pkg"), "--id", "cli-int8")
     assert result.returncode == 0, result.stderr
     manifest = ModelManifest.model_validate_json((tmp_path / "pkg" / "manifest.json").read_text())
     assert manifest.id == "cli-int8" and "sum rate LiteRT" in result.stdout
     assert manifest.size_bytes == (tmp_path / "pkg" / "model.tflite").stat().st_size
+    log = tmp_path / "pkg" / "convert.log"
+    assert log.stat().st_size > 0 and f"converter output: {log}" in result.stdout
+    assert len(result.stdout.splitlines()) == 3 and result.stdout.splitlines()[-1].startswith(
+        f"wrote {tmp_path / 'pkg'}: package cli-int8 (")
+    assert result.stderr.strip() == "", result.stderr  # nothing of the converter on the terminal
+    as_json = run_cli("export", "--from", str(chosen), "--out", str(tmp_path / "pkg2"), "--id", "cli-json", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["package"] == str(tmp_path / "pkg2") and answer["log"] == str(tmp_path / "pkg2" / "convert.log")
+    assert ModelManifest.model_validate(answer["manifest"]).id == "cli-json"

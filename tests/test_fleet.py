@@ -7,7 +7,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -272,6 +271,7 @@ def test_dashboard_renders_in_headless_chromium(registry, tmp_path):
                            f"--user-data-dir={tmp_path / 'profile2'}", "--virtual-time-budget=5000", "--dump-dom",
                            f"{registry.url}/#token={registry.admin_token}"], capture_output=True, text=True, timeout=90)
     assert "dash-1" in dump.stdout  # the agents table was filled from the API
+    assert "1 agent, 0 models with telemetry, 0 sites" in dump.stdout
 
 
 def test_metrics_and_health(registry):

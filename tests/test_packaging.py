@@ -78,7 +78,9 @@ def test_wheel_holds_one_package_with_every_file(wheel):
     assert expected - packaged == set(), "missing from the wheel"
     assert packaged - expected == set(), "in the wheel but not in the repository"
     # the files a test of the editable install would never miss: not Python, or in a folder without __init__.py
-    assert {"edgejoule/registry/dashboard.html", "edgejoule/registry/migrations/script.py.mako",
+    assert {"edgejoule/registry/dashboard.html", "edgejoule/registry/static/uPlot.iife.min.js",
+            "edgejoule/registry/static/uPlot.min.css", "edgejoule/registry/static/uPlot.LICENSE.txt",
+            "edgejoule/registry/migrations/script.py.mako",
             "edgejoule/registry/migrations/versions/0001_initial_schema.py"} <= packaged
 
 

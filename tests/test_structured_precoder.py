@@ -173,7 +173,8 @@ def test_export_runs_the_structure_in_litert(bits, tmp_path):
     chosen = make_chosen(tmp_path / "src", bits, family="precoder_structured")
     manifest = export_precoder(chosen, tmp_path / "pkg", model_id="tiny-structured")
     assert (manifest.family, manifest.plugins) == ("precoder_structured", ["precoder_structured"])
-    assert manifest.energy.total_uj == pytest.approx(FAMILY.energy(TINY_ARCH, bits).total_uj)
+    assert manifest.energy.counting == "implemented"
+    assert manifest.energy.total_uj == pytest.approx(FAMILY.energy(TINY_ARCH, bits, counting="implemented").total_uj)
     ds = load_dataset(get_site("urban-nlos"))
     H = ds.H("test", 100)
     W = PrecoderRuntime(tmp_path / "pkg" / "model.tflite", manifest.normalization).precode(H)

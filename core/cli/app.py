@@ -7,6 +7,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperOption
 
 from edgejoule import __version__
 from edgejoule.cli import baselines, demo, energy, plugins_cmd, sites
@@ -15,6 +16,17 @@ from edgejoule.errors import EdgejouleError
 from edgejoule.plugin_manager import get_manager
 
 EXIT_USER_ERROR = 2
+_typer_display_type = TyperOption.display_type_rich
+
+
+def _display_type(option: TyperOption, ctx: typer.Context) -> str | None:
+    """The value an option takes, in the rich help: none for a flag. typer 0.29 prints a flag's Python type
+    (``--json <bool>``, even ``--help <bool>``) as if it took a value; set here once, for every command and every
+    plugin's, rather than a metavar on each flag."""
+    return None if option.is_flag else _typer_display_type(option, ctx)
+
+
+TyperOption.display_type_rich = _display_type  # type: ignore[method-assign]
 
 
 def build_app() -> typer.Typer:

@@ -22,9 +22,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgejoule.schemas.messages import Hardware, ReportedTime
+from edgejoule.schemas.targets import MethodTarget
 
 API_PREFIX = "/api/v1"
 SHA256_HEADER = "X-Content-SHA256"
@@ -47,21 +48,33 @@ class AgentRegistered(BaseModel):
 
 
 class Assignment(BaseModel):
-    """Which model an agent should run now."""
+    """Which model an agent should run now: a package (``sha256``, ``size_bytes`` and the two URLs) or a classical
+    method (``method``; ``model_id`` is its target id, e.g. ``method:rzf-equal``)."""
 
     model_config = ConfigDict(protected_namespaces=())
 
     agent_id: str
     model_id: str
-    version: int
-    sha256: str
-    size_bytes: int
-    manifest_url: str
-    package_url: str
+    version: int | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    manifest_url: str | None = None
+    package_url: str | None = None
+    method: MethodTarget | None = None
     deployment_id: int | None = None
     assigned_at: datetime | None = None
     broker_url: str | None = Field(None, description="the MQTT broker to publish telemetry to (mqtt://HOST:PORT); "
                                    "an agent's own setting overrides it")
+
+    @model_validator(mode="after")
+    def _package_or_method(self) -> Assignment:
+        package = (self.sha256, self.size_bytes, self.manifest_url, self.package_url)
+        if self.method is not None:
+            if any(v is not None for v in package) or self.model_id != self.method.id:
+                raise ValueError("a method assignment names no package, and its model_id is the method's id")
+        elif any(v is None for v in package):
+            raise ValueError("a package assignment needs sha256, size_bytes, manifest_url and package_url")
+        return self
 
 
 class LoadEvent(BaseModel):

@@ -48,6 +48,8 @@ class EnergyEstimate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     estimator: str = "accelerator"
+    counting: Literal["implemented", "paper"] = Field(
+        "paper", description="the counting rule of edgejoule.energy.counting (packages exported before it: paper)")
     total_uj: float = Field(ge=0, allow_inf_nan=False)
     compute_uj: float = Field(0.0, ge=0)
     weights_uj: float = Field(0.0, ge=0)

@@ -31,9 +31,9 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 
@@ -83,6 +83,38 @@ def converter_output_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextmanager
+def converter_output_logged(log: Path) -> Iterator[TextIO]:
+    """Everything the converter and the quantizer print, C++ included (file descriptors 1 and 2), Python's
+    warnings and logs too, written to ``log`` instead of the terminal: some forty lines per export, among them
+    a failed ``.so`` load that reads like an error and is not one. Yields the terminal's stderr, for what the
+    command itself shows meanwhile. An export refused before the converter said anything (a dominated model)
+    leaves no log, nor the directory made for it."""
+    made = not log.parent.exists()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[1]), "w")
+    with log.open("w") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with redirect_stdout(sink), redirect_stderr(sink):
+                yield terminal
+        finally:
+            for stream in (sys.stdout, sys.stderr, sink):
+                stream.flush()
+            for fd, original in enumerate(saved, start=1):
+                os.dup2(original, fd)
+                os.close(original)
+            terminal.close()
+            if log.stat().st_size == 0:
+                log.unlink()
+                if made and not any(log.parent.iterdir()):
+                    log.parent.rmdir()
 
 
 def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
@@ -157,7 +189,8 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
     if info.get("dominated") and not allow_dominated:
         raise EdgejouleError(f"{info['dominated']}; not exported (--allow-dominated exports it anyway)")
     family_name = info.get("family", "precoder_cnn")  # a chosen.json from before families: the template
-    model = plugin_manager.get("models", family_name).build(info["arch"])
+    family = plugin_manager.get("models", family_name)
+    model = family.build(info["arch"])
     model.load_state_dict(torch.load(chosen_json.parent / info["weights"], weights_only=True))
     model.eval()
     bits = list(info["bits"])
@@ -195,6 +228,8 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
         if all(b >= 16 for b in bits):
             mode = "float"  # no layer is stored as integers, so no integer kernel runs whatever the recipe said
         digest = sha256_file(final)
+        # the manifest's estimate is the one counting every method is compared by (the fleet's "model est.")
+        energy = family.energy(info["arch"], bits, counting="implemented")
         manifest = ModelManifest(
             id=model_id or f"{site.name}-precoder-{digest[:12]}",
             site=site.name, task="precoding", family=family_name, arch=info["arch"],
@@ -203,8 +238,8 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
             outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im of W, N_T, N_U")],
             normalization=normalization.model_dump(),
             metrics={"sum_rate": info["metrics"]["sum_rate"], "sum_rate_litert": rate_lite, "sum_rate_torch": rate_torch},
-            energy=EnergyEstimate(total_uj=info["energy"]["energy_uj"], compute_uj=info["energy"]["compute_uj"],
-                                  weights_uj=info["energy"]["weights_uj"], activations_uj=info["energy"]["activations_uj"]),
+            energy=EnergyEstimate(counting="implemented", total_uj=energy.total_uj, compute_uj=energy.compute_uj,
+                                  weights_uj=energy.weights_uj, activations_uj=energy.activations_uj),
             training_energy_j=float(info.get("training_energy_j", 0.0)),
             sha256=digest, size_bytes=final.stat().st_size, plugins=[family_name],
             runtime=f"ai-edge-litert>=2.3 ({mode} compute)",

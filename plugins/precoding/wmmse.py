@@ -406,6 +406,11 @@ class WMMSE:
             operations=wmmse_operations(n_t, n_u, result.iterations, result.bisections, result.bisection_steps, init),
             bisection_steps=result.bisection_steps)
 
+    def precode(self, H: np.ndarray, noise_power: np.ndarray | float, p_max: np.ndarray | float, tol: float = 1e-5,
+                max_iterations: int = 500, init: Init = "best") -> np.ndarray:
+        """The precoders alone, as the edge agent serves the method: :meth:`run` without its operation count."""
+        return wmmse(H, noise_power, p_max, tol=tol, max_iterations=max_iterations, init=init).precoders
+
     def op_count(self, n_t: int, n_u: int, iterations: float | None = None) -> float:
         """The ``paper`` counting: eq. 12 alone, as Table I prices WMMSE."""
         if iterations is None:

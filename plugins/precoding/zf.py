@@ -130,11 +130,20 @@ class LinearPrecoder:
 
     def __init__(self, name: str, precoder: Callable[..., np.ndarray], paper_count: Callable[[int, int], float]) -> None:
         self.name, self._precoder, self._paper_count = name, precoder, paper_count
+        # the operations per (N_T, N_U), counted once: they depend on the shapes, not on the channel
+        self._counted: dict[tuple[int, int], OperationCount] = {}
+
+    def precode(self, H: np.ndarray, noise_power: np.ndarray | float, p_max: np.ndarray | float) -> np.ndarray:
+        """The precoders alone, as the edge agent serves the method: what :meth:`run` computes, uncounted."""
+        return self._precoder(H, noise_power, p_max)
 
     def run(self, H: np.ndarray, noise_power: np.ndarray | float, p_max: np.ndarray | float) -> BaselineResult:
         W = self._precoder(H, noise_power, p_max)
         n_u, n_t = H.shape[-2:]
-        ops = count_call(self._precoder, H[:1], noise_power=np.ravel(noise_power)[:1], p_max=np.ravel(p_max)[:1])
+        ops = self._counted.get((n_t, n_u))
+        if ops is None:
+            ops = self._counted[n_t, n_u] = count_call(self._precoder, H[:1], noise_power=np.ravel(noise_power)[:1],
+                                                        p_max=np.ravel(p_max)[:1])
         return BaselineResult(output=W, iterations=None, macs_per_sample=np.full(len(W), self._paper_count(n_t, n_u)),
                               operations=np.tile(ops.as_row(), (len(W), 1)))
 

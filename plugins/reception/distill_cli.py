@@ -43,7 +43,7 @@ def distill_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Distil a compact DeepRx-style receiver from a teacher; BER vs SINR, energy and MACs, table and plot."""
-    from edgejoule.cli.output import console, print_json, progress_bar
+    from edgejoule.cli.output import console, errors, print_json, progress_bar
     from edgejoule.tasks.detection import constellation
 
     if task not in TASKS:
@@ -69,6 +69,11 @@ def distill_command(
         sinr_db=sinrs, eval_slots=eval_slots, seed=seed, teacher_from=teacher_from, checkpoint_every=checkpoint_every,
     )
     out_dir = out or Path("runs") / f"distill-{task}"
+    if not as_json:  # the README's example runs for minutes: say so before the first step, not after
+        errors.print(f"training {progress_units(req)} steps ({0 if teacher_from else teacher_steps} of the teacher, "
+                     f"{2 * student_steps} per student: distilled and from scratch), then {eval_slots} slots per SINR "
+                     f"point for each receiver: minutes on a few CPU cores (the README's example takes over 3); "
+                     f"--teacher-steps, --student-steps and --eval-slots make it shorter", highlight=False)
     with progress_bar("training (steps)", progress_units(req), enabled=not as_json) as advance:
         result = run_distill(req, out_dir, advance)
     packages = _export(out_dir, export) if export else []

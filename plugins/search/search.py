@@ -28,6 +28,7 @@ from edgejoule.sites import get_site, load_dataset
 from edgejoule.sites.config import SiteConfig
 
 Progress = Callable[[str, int, int], None]
+RESULTS_FILE = "results.jsonl"
 """Called with (phase, done, total)."""
 
 
@@ -93,7 +94,7 @@ def run_search(request: SearchRequest, progress: Progress | None = None) -> list
     (out / "fp").mkdir(parents=True, exist_ok=True)
     (out / "request.json").write_text(request.model_dump_json(indent=2))
     load_dataset(site)  # generate and cache once, before the workers read it
-    store = ResultStore(out / "results.jsonl")
+    store = ResultStore(out / RESULTS_FILE)
     todo = [c for c in candidates(request.space, request.seeds) if c.key not in store.results]
     total = request.space.size() * len(request.seeds)
     archs = {c.arch_key: c for c in todo}

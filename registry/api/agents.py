@@ -3,10 +3,11 @@ rollbacks. An agent acts only as itself; listing, registering and rolling back n
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from edgejoule.registry import service
@@ -19,7 +20,7 @@ from edgejoule.registry.api.deps import (
     SettingsDep,
     fits,
 )
-from edgejoule.registry.broker_auth import enroll_command, revoke_command, rotate_command
+from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
 from edgejoule.registry.db import AgentRow, AssignmentRow
 from edgejoule.registry.schemas import AgentSummary, RolledBack, utc
 from edgejoule.schemas.api import AgentRegistered, AgentRegistration, Assignment, LoadEvent
@@ -37,7 +38,7 @@ def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep) -
     except IntegrityError:  # registered by a concurrent request between the check and the commit
         raise HTTPException(409, f"agent '{reg.agent_id}' is registered already") from None
     if ingest is not None:
-        ingest.control(enroll_command(row.id, token))
+        ingest.logins.issued(row.id, token)  # held until the broker confirms the login
     return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
 
 
@@ -49,7 +50,7 @@ def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> Age
         agent, token = service.rotate_token(session, agent_id)
         site = agent.site
     if ingest is not None:
-        ingest.control(rotate_command(agent_id, token))
+        ingest.logins.issued(agent_id, token)
     return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id, mqtt_password=token)
 
 
@@ -60,20 +61,25 @@ def revoke(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> Response:
     with sessions.begin() as session:
         service.revoke_agent(session, agent_id)
     if ingest is not None:
-        ingest.control(revoke_command(agent_id))
+        ingest.logins.changed()  # the login goes with the row: the database is the truth
     return Response(status_code=204)
 
 
-@router.get("/agents", dependencies=ADMIN)
-def list_agents(sessions: SessionsDep, settings: SettingsDep, site: str | None = None) -> list[AgentSummary]:
+@router.get("/agents", dependencies=ADMIN, responses=PAGED)
+def list_agents(sessions: SessionsDep, settings: SettingsDep, request: Request, response: Response,
+                site: str | None = None, limit: Limit = 100, cursor: Cursor = None) -> list[AgentSummary]:
+    """The agents by id, a page at a time (``Link`` to the next)."""
     with sessions() as session:
         q = session.query(AgentRow)
         if site:
             q = q.filter_by(site=site)
+        if (start := after(cursor, (str,))) is not None:
+            q = q.filter(AgentRow.id > start[0])
+        agents = page(q.order_by(AgentRow.id).limit(limit + 1).all(), limit, lambda a: [a.id], request, response)
         stale = datetime.now(timezone.utc) - timedelta(seconds=settings.offline_after_s)
         return [{"agent_id": a.id, "site": a.site, "state": _state(a, stale), "current_model_id": a.current_model_id,
                  "runtime": a.runtime, "hardware": a.hardware, "plugins": a.plugins,
-                 "last_seen": a.last_seen} for a in q.order_by(AgentRow.id)]
+                 "last_seen": a.last_seen} for a in agents]
 
 
 @router.post("/agents/{agent_id}/heartbeat", status_code=204, dependencies=SELF_OR_ADMIN)
@@ -89,14 +95,24 @@ def post_heartbeat(agent_id: str, beat: Heartbeat, sessions: SessionsDep) -> Res
     return Response(status_code=204)
 
 
-@router.get("/agents/{agent_id}/assignment", response_model=Assignment | None, dependencies=SELF_OR_ADMIN)
-def get_assignment(agent_id: str, sessions: SessionsDep, settings: SettingsDep) -> Any:
+@router.get("/agents/{agent_id}/assignment", response_model=Assignment | None, dependencies=SELF_OR_ADMIN,
+            responses={204: {"description": "no assignment: the agent serves its classical fallback"},
+                       304: {"description": "unchanged since the ETag sent in If-None-Match"}})
+def get_assignment(agent_id: str, sessions: SessionsDep, settings: SettingsDep, response: Response,
+                   if_none_match: Annotated[str | None, Header(description="the ETag of the assignment the agent "
+                                                                            "holds")] = None) -> Any:
+    """The agent's assignment. Agents poll it: its ETag names its content, so a poll that sends the ETag back
+    (If-None-Match) is answered 304 without a body while nothing changed."""
     with sessions() as session:
         row = session.get(AssignmentRow, agent_id)
         if row is None:
             return Response(status_code=204)
-        return service.assignment_of(row, service.get_model(session, row.model_id), settings.public_url,
-                                     settings.broker_for_agents)
+        assignment = service.assignment_of(session, row, settings.public_url, settings.broker_for_agents)
+    etag = f'"{hashlib.sha256(assignment.model_dump_json().encode()).hexdigest()[:32]}"'
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return assignment
 
 
 @router.post("/agents/{agent_id}/events", status_code=202, dependencies=SELF_OR_ADMIN)
@@ -117,6 +133,11 @@ def manual_rollback(agent_id: str, sessions: SessionsDep, notify: NotifyDep) -> 
         model_id = service.rollback(session, agent_id).model_id
     notify([agent_id])
     return RolledBack(agent_id=agent_id, model_id=model_id)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match against the current ETag (RFC 9110 13.1.2: a list, ``*``, weak comparison)."""
+    return any(tag.strip().removeprefix("W/") in ("*", etag) for tag in if_none_match.split(","))
 
 
 def _state(agent: AgentRow, stale: datetime) -> str:

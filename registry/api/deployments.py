@@ -1,4 +1,5 @@
-"""Deployments: a model to a site's agents, all of them, a fraction first (staged rollout), or a list."""
+"""Deployments: a model (a package, or a classical method such as ``method:rzf-equal``) to a site's agents, all of
+them, a fraction first (staged rollout), or a list."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def create_deployment(body: DeploymentRequest, sessions: SessionsDep, notify: No
     """Assign a model to a site's agents: all, a fraction first (staged rollout), or a list."""
     with sessions.begin() as session:
         deployment, agents = service.deploy(session, body.site, body.model_id, body.fraction, body.agents)
-        result = DeploymentResult(deployment_id=deployment.id, site=body.site, model_id=body.model_id, agents=agents)
+        result = DeploymentResult(deployment_id=deployment.id, site=body.site, model_id=deployment.model_id,
+                                  agents=agents)
     notify(agents)
     return result

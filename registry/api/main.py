@@ -13,13 +13,14 @@ from edgejoule.registry.api import (
     health,
     models,
     plugins,
+    rollouts,
     sites,
     telemetry,
 )
 from edgejoule.schemas.api import API_PREFIX
 
 api_router = APIRouter(prefix=API_PREFIX)
-for resource in (models, sites, agents, deployments, telemetry, dead_letters, fleet, plugins):
+for resource in (models, sites, agents, deployments, rollouts, telemetry, dead_letters, fleet, plugins):
     api_router.include_router(resource.router)
 
 root_router = APIRouter()

@@ -6,17 +6,20 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from sqlalchemy import tuple_
 from sqlalchemy.orm import Session
 
 from edgejoule.errors import first_problem
 from edgejoule.registry import service
 from edgejoule.registry.api.deps import ADMIN, CallerDep, CountersDep, Principal, SessionsDep, SettingsDep, StoreDep
+from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
 from edgejoule.registry.db import AliasRow, AssignmentRow, ModelRow
 from edgejoule.registry.schemas import ModelSummary, UploadedModel
 from edgejoule.schemas.api import SHA256_HEADER
+from edgejoule.schemas.http import CONTENT_DIGEST_HEADER, content_digest
 from edgejoule.schemas.manifest import ModelManifest
 
 TFLITE_MAGIC = b"TFL3"
@@ -61,17 +64,23 @@ async def upload_model(settings: SettingsDep, sessions: SessionsDep, store: Stor
     return result
 
 
-@router.get("/models", dependencies=ADMIN)
-def list_models(sessions: SessionsDep, site: str | None = None) -> list[ModelSummary]:
+@router.get("/models", dependencies=ADMIN, responses=PAGED)
+def list_models(sessions: SessionsDep, request: Request, response: Response, site: str | None = None,
+                limit: Limit = 100, cursor: Cursor = None) -> list[ModelSummary]:
+    """The packages by site and version, a page at a time (``Link`` to the next)."""
+    order = (ModelRow.site, ModelRow.version, ModelRow.id)
     with sessions() as session:
         q = session.query(ModelRow)
         if site:
             q = q.filter_by(site=site)
+        if (start := after(cursor, (str, int, str))) is not None:
+            q = q.filter(tuple_(*order) > tuple_(*start))
+        models = page(q.order_by(*order).limit(limit + 1).all(), limit, lambda m: [m.site, m.version, m.id],
+                      request, response)
         aliases = {(a.model_id): a.name for a in session.query(AliasRow)}
         return [{"id": m.id, "site": m.site, "task": m.task, "family": m.family, "version": m.version,
                  "estimated_energy_uj": m.estimated_energy_uj, "metrics": m.manifest.get("metrics", {}),
-                 "alias": aliases.get(m.id), "created_at": m.created_at}
-                for m in q.order_by(ModelRow.site, ModelRow.version)]
+                 "alias": aliases.get(m.id), "created_at": m.created_at} for m in models]
 
 
 @router.get("/models/{model_id}/manifest")
@@ -91,7 +100,9 @@ def get_package(model_id: str, who: CallerDep, sessions: SessionsDep, store: Sto
         log.error("the package file of a model is missing", extra={"model_id": model_id, "path": str(path)})
         raise HTTPException(410, f"the package file of model '{model_id}' is missing from the artifact store; "
                                  f"upload the package again under a new id")
-    return FileResponse(path, media_type="application/octet-stream", headers={SHA256_HEADER: model.sha256})
+    # RFC 9530's Content-Digest for any HTTP client; X-Content-SHA256 for agents that predate it
+    return FileResponse(path, media_type="application/octet-stream",
+                        headers={CONTENT_DIGEST_HEADER: content_digest(model.sha256), SHA256_HEADER: model.sha256})
 
 
 def _may_read(who: Principal, session: Session, model_id: str) -> None:
