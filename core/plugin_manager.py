@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,7 @@ from edgejoule.interfaces import (
     ModelFamily,
     Quantizer,
 )
+from edgejoule.settings import Settings
 
 log = logging.getLogger("edgejoule.plugins")
 
@@ -109,7 +109,7 @@ class PluginManager:
 
     # -- loading -------------------------------------------------------------------------------------
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        disabled = {n.strip() for n in os.environ.get("EDGEJOULE_DISABLE_PLUGINS", "").split(",") if n.strip()}
+        disabled = Settings().disabled_plugins
         for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
             if ep.name in disabled or ep.name in self.infos:
                 continue

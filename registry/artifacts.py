@@ -16,6 +16,10 @@ class ArtifactStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
+    def remove(self, sha256: str) -> None:
+        """Delete the file of ``sha256`` (gone already: nothing to do)."""
+        self.path(sha256).unlink(missing_ok=True)
+
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)

@@ -320,6 +320,22 @@ def models(site: str = typer.Option(None), registry: str = REGISTRY_OPTION, toke
     console.print(table)
 
 
+def unpublish(model_id: str = typer.Argument(..., help="the package to delete from the registry"),
+              registry: str = REGISTRY_OPTION, token: str = TOKEN_OPTION,
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Delete a model package from the registry (refused while an agent is assigned it, an alias names it or a
+    rollout compares it). The fleet's history keeps naming it."""
+    from edgejoule.cli.output import print_json
+    from edgejoule.registry.schemas import DeletedModel
+
+    deleted = _call("DELETE", registry, token, f"/models/{model_id}", DeletedModel)
+    if as_json:
+        print_json(deleted.model_dump(mode="json"))
+        return
+    cleared = f"; no rollback to it any more for {', '.join(deleted.rollback_cleared)}" if deleted.rollback_cleared else ""
+    typer.echo(f"deleted {deleted.id}{cleared}")
+
+
 def deploy(model_id: str = typer.Argument(None, help="the package to deploy (or --method)"),
            site: str = typer.Option(...),
            method: str = typer.Option(None, help="deploy a classical method instead: zf, rzf, rzf-equal, mrt, wmmse"),
@@ -374,7 +390,7 @@ def fleet(group_by: str = typer.Option("agent", help="site, model or agent"), si
     from edgejoule.registry.schemas import AgentSummary, FleetRow
 
     params = {"group_by": group_by} | ({"site": site} if site else {})
-    rows = _call("GET", registry, token, "/fleet", list[FleetRow], params=params)
+    rows = _listed(registry, token, "/fleet", FleetRow, params)
     agents = _listed(registry, token, "/agents", AgentSummary, {"site": site} if site else None)
     if as_json:
         print_json({"groups": rows, "agents": [a.model_dump(mode="json") for a in agents]})  # rows: plain dicts
@@ -411,7 +427,7 @@ def compare(site: str = typer.Option(..., help="the site whose models and method
     from edgejoule.registry.schemas import FleetRow
     from edgejoule.registry.verdict import verdict
 
-    rows = _call("GET", registry, token, "/fleet", list[FleetRow], params={"group_by": "model", "site": site})
+    rows = _listed(registry, token, "/fleet", FleetRow, {"group_by": "model", "site": site})
     found = verdict(site, rows)
     if as_json:
         print_json(found.model_dump(mode="json"))
@@ -443,6 +459,7 @@ def register_commands(cli) -> None:
     cli.add_typer(registry_app, name="registry")
     cli.add_typer(agents_app, name="agents")
     cli.command("models")(models)
+    cli.command("unpublish")(unpublish)
     cli.command("deploy")(deploy)
     cli.command("fleet")(fleet)
     cli.command("compare")(compare)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from edgejoule.hookspecs import hookimpl
-from edgejoule.registry.cli_plugin import REGISTRY_OPTION, TOKEN_OPTION, _call
+from edgejoule.registry.cli_plugin import REGISTRY_OPTION, TOKEN_OPTION, _call, _listed
 
 if TYPE_CHECKING:
     from edgejoule.registry.schemas import Rollout
@@ -73,7 +73,7 @@ def status(rollout_id: int = typer.Argument(None, help="one rollout; default: th
     if rollout_id is not None:
         _show(_call("GET", registry, token, f"/rollouts/{rollout_id}", Rollout), as_json)
         return
-    listed = _call("GET", registry, token, "/rollouts", list[Rollout], params={"site": site} if site else None)
+    listed = _listed(registry, token, "/rollouts", Rollout, {"site": site} if site else None)
     newest = list({r.site: r for r in reversed(listed)}.values())
     if as_json:
         print_json([r.model_dump(mode="json") for r in newest])

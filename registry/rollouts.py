@@ -201,10 +201,13 @@ def describe(session: Session, row: RolloutRow) -> Rollout:
                    events=[RolloutEvent.model_validate(e) for e in events])
 
 
-def listed(session: Session, site: str | None, limit: int) -> list[Rollout]:
+def listed(session: Session, site: str | None, limit: int, before: int | None = None) -> list[Rollout]:
+    """Up to ``limit`` rollouts, newest first; with ``before``, those older than that id (the next page)."""
     query = select(RolloutRow).order_by(RolloutRow.id.desc()).limit(limit)
     if site is not None:
         query = query.where(RolloutRow.site == site)
+    if before is not None:
+        query = query.where(RolloutRow.id < before)
     return [describe(session, row) for row in session.scalars(query)]
 
 

@@ -68,6 +68,11 @@ class UploadedModel(BaseModel):
     sha256: str
 
 
+class DeletedModel(BaseModel):
+    id: str
+    rollback_cleared: list[str] = Field(description="agents that had it as their previous model: no rollback now")
+
+
 class ModelSummary(BaseModel):
     id: str
     site: str

@@ -19,11 +19,13 @@ from edgejoule.registry.db import (
     DEAD_LETTERS_KEPT,
     ROLLUP_LEVELS,
     AgentRow,
+    AliasRow,
     AssignmentRow,
     DeadLetterRow,
     DeploymentRow,
     EventRow,
     ModelRow,
+    RolloutRow,
     TelemetryRow,
     TelemetrySeriesRow,
     utcnow,
@@ -67,6 +69,35 @@ def add_model(session: Session, manifest: ModelManifest) -> ModelRow:
                    manifest=manifest.model_dump(mode="json", by_alias=True))
     session.add(row)
     return row
+
+
+def delete_model(session: Session, model_id: str) -> tuple[ModelRow, list[str]]:
+    """Forget a package: refused (Conflict, naming what holds it) while an agent is assigned it, an alias names it
+    or a running rollout compares it; where it is an agent's previous model, that rollback target is cleared (a
+    rollback could not install it any more). Returns the row (its file may be shared: see ``unused_sha256``) and the
+    agents whose rollback target was cleared. Deployments and telemetry keep naming it: they are history."""
+    model = get_model(session, model_id)
+    serving = sorted(session.scalars(select(AssignmentRow.agent_id).where(AssignmentRow.model_id == model_id)))
+    aliases = sorted(session.scalars(select(AliasRow.name).where(AliasRow.model_id == model_id)))
+    rollouts = sorted(session.scalars(select(RolloutRow.id).where(
+        RolloutRow.active_site.is_not(None), (RolloutRow.candidate == model_id) | (RolloutRow.incumbent == model_id))))
+    held = [f"assigned to {', '.join(serving)}"] if serving else []
+    held += [f"aliased as {', '.join(aliases)}"] if aliases else []
+    held += [f"compared by rollout {', '.join(map(str, rollouts))}"] if rollouts else []
+    if held:
+        raise Conflict(f"model '{model_id}' is {'; '.join(held)}: deploy another model (or remove the alias, end the "
+                       f"rollout) first")
+    previous = list(session.scalars(select(AssignmentRow).where(AssignmentRow.previous_model_id == model_id)))
+    for assignment in previous:
+        assignment.previous_model_id = None
+    session.delete(model)
+    return model, sorted(a.agent_id for a in previous)
+
+
+def unused_sha256(session: Session, sha256: str) -> bool:
+    """Whether no stored model names this file any more (the artifact store is content-addressed: two packages
+    with the same bytes share one file)."""
+    return session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.sha256 == sha256)) == 0
 
 
 def register_agent(session: Session, reg: AgentRegistration) -> tuple[AgentRow, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIR: dict[str, str] = CONFIG["tool"]["setuptools"]["package-dir"]
+# The install profiles, each with its constraints file (constraints/refresh.sh); constraints/all.txt is the full,
+# tested environment that ./run installs, the only one holding the convert toolchain and its caps.
+CONSTRAINTS = ROOT / "constraints"
+PROFILES = ("edge", "registry", "train")
 
 
 def source_files() -> dict[str, Path]:
@@ -118,17 +123,34 @@ def test_editable_install_maps_each_package_to_its_folder():
         assert Path(importlib.import_module(package).__file__).parent == ROOT / folder, package
 
 
-def test_the_edge_install_runs_the_agent_without_torch(wheel, tmp_path):
-    """`pip install "edgejoule[edge]"` as the README gives it, into a fresh venv with the project's constraints:
-    the agent and the CLI start, the classical baselines load, and torch is nowhere in the environment."""
-    venv = tmp_path / "edge-venv"
+def profile_venv(wheel: Path, venv: Path, profile: str) -> dict[str, str]:
+    """``pip install -c constraints/PROFILE.txt "edgejoule[PROFILE]"`` as the README gives it, from the wheel into a
+    fresh venv (pip's cache makes the second run quick); returns the environment to run its commands with."""
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
     install = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "-c",
-                              str(ROOT / "constraints.txt"), f"{wheel}[edge]"],
+                              str(CONSTRAINTS / f"{profile}.txt"), f"{wheel}[{profile}]"],
                              capture_output=True, text=True, timeout=600, env=env)
     assert install.returncode == 0, install.stderr[-2000:]
+    return env
+
+
+def pins(profile: str) -> dict[str, str]:
+    """A constraints file's pins, by canonical name (``typing_extensions`` and ``typing-extensions`` are one)."""
+    found = {}
+    for line in (CONSTRAINTS / f"{profile}.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return found
+
+
+def test_the_edge_install_runs_the_agent_without_torch(wheel, tmp_path):
+    """The `edge` profile with its constraints: the agent and the CLI start, the classical baselines load, and
+    torch is nowhere in the environment."""
+    venv = tmp_path / "edge-venv"
+    env = profile_venv(wheel, venv, "edge")
     assert subprocess.run([venv / "bin" / "edge-agent", "--help"], capture_output=True, timeout=60,
                           cwd=tmp_path, env=env).returncode == 0
     listed = subprocess.run([venv / "bin" / "edgejoule", "plugins", "--json"], capture_output=True, text=True,
@@ -140,3 +162,60 @@ def test_the_edge_install_runs_the_agent_without_torch(wheel, tmp_path):
                               "print(u.find_spec('torch') is None, u.find_spec('fastapi') is None)"],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert missing.stdout.split() == ["True", "True"], missing.stderr
+
+
+def test_the_registry_install_gets_the_current_pydantic(wheel, tmp_path):
+    """The `registry` profile with its constraints: the service's CLI and app load, without torch, and the convert
+    toolchain's caps (typing-extensions < 4.13, hence pydantic 2.11) do not reach it."""
+    venv = tmp_path / "registry-venv"
+    env = profile_venv(wheel, venv, "registry")
+    cli = subprocess.run([venv / "bin" / "edgejoule", "registry", "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env=env)
+    assert cli.returncode == 0 and "serve" in cli.stdout, cli.stderr
+    code = ("import importlib.util as u, json, pydantic, typing_extensions, importlib.metadata as m, "
+            "edgejoule.registry.app; print(json.dumps({'pydantic': pydantic.VERSION, "
+            "'typing_extensions': m.version('typing_extensions'), 'torch': u.find_spec('torch') is not None, "
+            "'litert_torch': u.find_spec('litert_torch') is not None}))")
+    probe = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path, env=env)
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert not found["torch"] and not found["litert_torch"], found
+    assert version_tuple(found["pydantic"]) >= (2, 12), found
+    assert version_tuple(found["typing_extensions"]) >= (4, 13), found
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def test_only_the_full_constraints_carry_the_convert_toolchain():
+    """The profiles without `convert` pin neither its packages nor its caps; the full set (what ./run installs)
+    holds them, and every file agrees with pyproject's own pins."""
+    convert = {"litert-torch", "ai-edge-quantizer"}
+    for profile in PROFILES:
+        found = pins(profile)
+        assert convert.isdisjoint(found), profile
+        assert version_tuple(found["pydantic"]) >= (2, 12), (profile, found["pydantic"])
+        assert version_tuple(found["typing-extensions"]) >= (4, 13), (profile, found["typing-extensions"])
+    full = pins("all")
+    assert convert <= set(full)
+    extras = CONFIG["project"]["optional-dependencies"]
+    exact = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", req).groups() for group in extras.values()
+                 for req in group if re.fullmatch(r"[A-Za-z0-9_.-]+==\S+", req))
+    for profile in [*PROFILES, "all"]:
+        found = pins(profile)
+        for name, version in exact.items():
+            assert found.get(name, version) == version, (profile, name)
+
+
+def test_the_train_profile_pins_the_torch_the_run_script_installs():
+    """No fresh venv with torch here (minutes); the train profile pins the very torch ./run and pyproject name."""
+    run = re.search(r'pip install -q "torch==([^"]+)"', (ROOT / "run").read_text())
+    assert run, "the run script installs torch==X first"
+    assert pins("train")["torch"] == run.group(1) == pins("all")["torch"]
+    assert f"torch=={run.group(1)}" in CONFIG["project"]["optional-dependencies"]["train"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"pip install torch=={run.group(1)} --index-url https://download.pytorch.org/whl/cpu" in readme
+    for profile in [*PROFILES, "all"]:
+        assert f"-c constraints/{profile}.txt" in readme, profile

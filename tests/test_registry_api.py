@@ -46,6 +46,35 @@ def test_packages_versions_aliases_and_download(registry):
         assert admin.get("/models/nope/manifest").status_code == 404
 
 
+def test_a_package_is_deleted_only_when_nothing_holds_it(registry):
+    artifacts = registry.data_dir / "artifacts"
+    with registry.admin() as admin:
+        files = {}
+        for model_id in ("old", "new", "kept"):
+            files[model_id] = package(model_id)
+            upload(admin, *files[model_id]).raise_for_status()
+        token = register(admin, "bs-1")
+        for model_id in ("old", "new"):  # bs-1 serves new, and would roll back to old
+            admin.post("/deployments", json={"site": "urban-nlos", "model_id": model_id}).raise_for_status()
+        admin.put("/sites/urban-nlos/aliases/production", json={"model_id": "kept"}).raise_for_status()
+        for model_id, says in [("new", "is assigned to bs-1"), ("kept", "is aliased as production")]:
+            refused = admin.delete(f"/models/{model_id}")
+            assert refused.status_code == 409 and says in refused.json()["detail"], refused.text
+        assert as_agent(registry.url, token).delete("/models/old").status_code == 403
+        assert admin.delete("/models/nope").status_code == 404
+        deleted = admin.delete("/models/old")
+        assert deleted.status_code == 200 and deleted.json() == {"id": "old", "rollback_cleared": ["bs-1"]}
+        assert admin.get("/models/old/manifest").status_code == 404
+        assert [m["id"] for m in admin.get("/models").json()] == ["new", "kept"]
+        assert admin.post("/agents/bs-1/rollback").status_code == 409  # nothing to roll back to any more
+        assert as_agent(registry.url, token).get("/agents/bs-1/assignment").json()["model_id"] == "new"
+    stored = {p.name for p in artifacts.rglob("*") if p.is_file()}
+    assert stored == {hashlib.sha256(files[m][1]).hexdigest() for m in ("new", "kept")}  # old's file is gone
+    env = {"EDGEJOULE_REGISTRY_URL": registry.url, "EDGEJOULE_ADMIN_TOKEN": registry.admin_token}
+    refused = run_cli("unpublish", "new", env=env)
+    assert refused.returncode == 2 and "is assigned to bs-1" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
 def test_bad_uploads_leave_no_file_and_no_row(registry):
     artifacts = registry.data_dir / "artifacts"
     manifest, data = package("good")

@@ -131,3 +131,21 @@ def test_dashboard_shows_each_rollouts_stage_gate_readings_and_decisions(fleet, 
     for text in ("nlos-16bit", "rolled_back", "1/2 (50%)", canary, "energy&lt;=1: 1.5", "fail", "windows 4 vs 4",
                  "energy measured", "failed: outside the policy: energy&lt;=1 (ratio 1.5"):
         assert text in dom, text
+
+
+def test_dashboard_reads_every_page_of_a_fleet_larger_than_a_page(tmp_path):
+    """The list answers come 100 rows a page: the page follows each Link, so 101 agents are all shown."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from edgejoule.registry.db import AgentRow
+
+    server = start_registry(tmp_path / "data", None)
+    try:
+        with Session(create_engine(f"sqlite:///{server.data_dir / 'registry.db'}")) as session:
+            session.add_all([AgentRow(id=f"bs-{i:03d}", site="urban-nlos", token_hash="0" * 64) for i in range(101)])
+            session.commit()
+        dom = chromium("--dump-dom", f"{server.url}/#token={server.admin_token}", profile=tmp_path / "p").stdout
+        assert 'data-loaded="yes"' in dom and "101 agents" in dom and "bs-100" in dom, dom[-2000:]
+    finally:
+        server.stop()

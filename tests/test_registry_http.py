@@ -17,7 +17,7 @@ from edgejoule.registry.db import AgentRow, DeadLetterRow
 from edgejoule.schemas.http import PROBLEM_JSON
 from tests.conftest import run_cli
 from tests.fleet import start_registry
-from tests.registry_parts import as_agent, package, register, upload
+from tests.registry_parts import as_agent, package, register, send, upload, window
 
 
 @pytest.fixture
@@ -101,6 +101,13 @@ def test_lists_come_in_linked_pages_and_the_cli_reads_them_all(registry):
         assert [m["id"] for m in admin.get(first.links["next"]["url"]).json()] == ["m3"]
         default = admin.get("/agents")  # 100 a page unless asked
         assert len(default.json()) == 100 and "next" in default.links
+        for i in range(5):  # the fleet's groups page too, in the order (site, model, agent)
+            send(admin, "/telemetry", window(f"bs-{i:03d}", None, i)).raise_for_status()
+        seen, response = [], admin.get("/fleet", params={"group_by": "agent", "limit": 2})
+        while "next" in response.links:
+            seen += [row["agent_id"] for row in response.json()]
+            response = admin.get(response.links["next"]["url"])
+        assert seen + [row["agent_id"] for row in response.json()] == [f"bs-{i:03d}" for i in range(5)]
     env = {"EDGEJOULE_REGISTRY_URL": registry.url, "EDGEJOULE_ADMIN_TOKEN": registry.admin_token}
     listed = run_cli("agents", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr

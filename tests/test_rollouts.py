@@ -194,6 +194,13 @@ def test_a_second_rollout_on_a_site_is_refused_naming_the_running_one_and_bad_in
         second = admin.post("/rollouts", json={"candidate": "twin", "site": "urban-nlos"})
         assert second.status_code == 409 and f"rollout {started['id']} running" in second.json()["detail"]
         assert admin.get("/rollouts", params={"site": "urban-nlos"}).json()[0]["id"] == started["id"]
+        admin.post(f"/rollouts/{started['id']}/abort", json={}).raise_for_status()
+        newer = admin.post("/rollouts", json={"candidate": "twin", "site": "urban-nlos"}).json()
+        first = admin.get("/rollouts", params={"limit": 1})  # pages, newest first, like the other lists
+        assert [r["id"] for r in first.json()] == [newer["id"]]
+        following = admin.get(first.links["next"]["url"])
+        assert [r["id"] for r in following.json()] == [started["id"]] and "next" not in following.links
+        assert admin.get("/rollouts", params={"cursor": "bm9wZQ"}).status_code == 400
 
 
 def test_a_registry_restart_in_the_middle_of_a_stage_continues_it(tmp_path, database_url, monkeypatch):

@@ -12,12 +12,12 @@ measured figures. They describe environments, not fitted results: no model const
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.settings import Settings
 from edgejoule.sites.config import GeometricParams, SiteConfig
 
 BUILTIN_SITES: dict[str, SiteConfig] = {
@@ -64,8 +64,8 @@ BUILTIN_SITES: dict[str, SiteConfig] = {
 
 
 def _user_sites() -> dict[str, SiteConfig]:
-    directory = os.environ.get("EDGEJOULE_SITES")
-    if not directory:
+    directory = Settings().sites
+    if directory is None:
         return {}
     sites: dict[str, SiteConfig] = {}
     for path in sorted(Path(directory).glob("*.json")):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.settings import Settings
 from edgejoule.sites.config import SiteConfig
 
 if TYPE_CHECKING:  # edgejoule.interfaces imports edgejoule.sites: a runtime import here would be circular
@@ -31,8 +32,8 @@ FORMAT_VERSION = 1
 def cache_dir() -> Path:
     """Where datasets are cached: ``$EDGEJOULE_CACHE/datasets``, else ``edgejoule/datasets`` in the XDG cache
     directory (``$XDG_CACHE_HOME``, ``~/.cache`` where it is unset or not absolute)."""
-    if root := os.environ.get("EDGEJOULE_CACHE"):
-        return Path(root) / "datasets"
+    if (root := Settings().cache) is not None:
+        return root / "datasets"
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "edgejoule" / "datasets"
 

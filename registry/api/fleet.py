@@ -5,23 +5,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from edgejoule.registry import fleet as fleet_queries
 from edgejoule.registry import service
 from edgejoule.registry.api.deps import ADMIN, SessionsDep
+from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
 from edgejoule.registry.schemas import Ecal, FleetRow, ParetoPoint, QueryTime, SeriesPoint
 
 router = APIRouter(dependencies=ADMIN)
 
 
-@router.get("/fleet")
-def get_fleet(sessions: SessionsDep, group_by: Literal["site", "model", "agent"] = "model", site: str | None = None,
+@router.get("/fleet", responses=PAGED)
+def get_fleet(sessions: SessionsDep, request: Request, response: Response,
+              group_by: Literal["site", "model", "agent"] = "model", site: str | None = None,
               model_id: str | None = None, agent_id: str | None = None, since: QueryTime | None = None,
-              until: QueryTime | None = None) -> list[FleetRow]:
-    """Energy per inference (measured and estimated), latency, quality and counts over a time window."""
+              until: QueryTime | None = None, limit: Limit = 1000, cursor: Cursor = None) -> list[FleetRow]:
+    """Energy per inference (measured and estimated), latency, quality and counts over a time window, by group in
+    the order of (site, model, agent), a page at a time (``Link`` to the next). The groups are summed from the
+    roll-ups whole; the pages spare the answer's size (a fleet's per-agent answer ran to hundreds of kB)."""
+    start = after(cursor, (str, str, str))
     with sessions() as session:
-        return fleet_queries.fleet(session, group_by, site, model_id, agent_id, since, until)
+        rows = sorted(fleet_queries.fleet(session, group_by, site, model_id, agent_id, since, until), key=_key)
+    if start is not None:
+        rows = [r for r in rows if _key(r) > start]
+    return page(rows, limit, _key, request, response)
+
+
+def _key(row: FleetRow) -> list[str]:
+    """A group's place in the order: its site, model ('' for the classical fallback) and agent."""
+    return [row["site"], row.get("model_id") or "", row.get("agent_id", "")]
 
 
 @router.get("/fleet/series")

@@ -17,7 +17,7 @@ from edgejoule.registry import service
 from edgejoule.registry.api.deps import ADMIN, CallerDep, CountersDep, Principal, SessionsDep, SettingsDep, StoreDep
 from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
 from edgejoule.registry.db import AliasRow, AssignmentRow, ModelRow
-from edgejoule.registry.schemas import ModelSummary, UploadedModel
+from edgejoule.registry.schemas import DeletedModel, ModelSummary, UploadedModel
 from edgejoule.schemas.api import SHA256_HEADER
 from edgejoule.schemas.http import CONTENT_DIGEST_HEADER, content_digest
 from edgejoule.schemas.manifest import ModelManifest
@@ -81,6 +81,19 @@ def list_models(sessions: SessionsDep, request: Request, response: Response, sit
         return [{"id": m.id, "site": m.site, "task": m.task, "family": m.family, "version": m.version,
                  "estimated_energy_uj": m.estimated_energy_uj, "metrics": m.manifest.get("metrics", {}),
                  "alias": aliases.get(m.id), "created_at": m.created_at} for m in models]
+
+
+@router.delete("/models/{model_id}", dependencies=ADMIN)
+def delete_model(model_id: str, sessions: SessionsDep, store: StoreDep) -> DeletedModel:
+    """Delete a package and, unless another package has the same bytes, its file. 409 naming what holds it while
+    an agent is assigned it, an alias names it or a running rollout compares it."""
+    with sessions.begin() as session:
+        model, cleared = service.delete_model(session, model_id)
+        session.flush()
+        unused = service.unused_sha256(session, model.sha256)
+    if unused:  # after the commit: a failed commit must not leave a row without its file
+        store.remove(model.sha256)
+    return DeletedModel(id=model_id, rollback_cleared=cleared)
 
 
 @router.get("/models/{model_id}/manifest")

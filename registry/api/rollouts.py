@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edgejoule.registry import rollouts
 from edgejoule.registry.api.deps import ADMIN, NotifyDep, SessionsDep
+from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
 from edgejoule.registry.db import RolloutRow, utcnow
 from edgejoule.registry.schemas import Rollout, RolloutAction, RolloutRequest, SiteHistory
 
@@ -33,12 +34,14 @@ def start_rollout(body: RolloutRequest, sessions: SessionsDep, notify: NotifyDep
     return answer
 
 
-@router.get("/rollouts")
-def list_rollouts(sessions: SessionsDep, site: SiteName | None = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Rollout]:
-    """The rollouts, newest first."""
+@router.get("/rollouts", responses=PAGED)
+def list_rollouts(sessions: SessionsDep, request: Request, response: Response, site: SiteName | None = None,
+                  limit: Limit = 100, cursor: Cursor = None) -> list[Rollout]:
+    """The rollouts, newest first, a page at a time (``Link`` to the next)."""
+    start = after(cursor, (int,))
     with sessions() as session:
-        return rollouts.listed(session, site, limit)
+        found = rollouts.listed(session, site, limit + 1, before=None if start is None else start[0])
+    return page(found, limit, lambda r: [r.id], request, response)
 
 
 @router.get("/rollouts/{rollout_id}")
