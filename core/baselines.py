@@ -57,14 +57,20 @@ def _checked_options(method: str, baseline: Any, options: dict[str, Any]) -> Non
                                  f"(its options: {', '.join(known) or 'none'})")
 
 
+def _baseline_of(target: MethodTarget) -> Any:
+    """The precoding baseline ``target`` names, its options checked against its ``run``."""
+    baseline = plugin_manager.get("baselines", target.name, task="precoding")
+    _checked_options(target.name, baseline, target.options)
+    return baseline
+
+
 def served_method(target: MethodTarget) -> Precode:
     """The precoder ``target`` names, checked (a precoding baseline, options it takes) and ready to serve.
 
     A baseline's ``precode`` (same arguments as ``run``, returns the precoders alone) is used where it has one:
     ``run`` also counts its operations, work that is not the method's and would be measured as its energy.
     A baseline without one is served through ``run``."""
-    baseline = plugin_manager.get("baselines", target.name, task="precoding")
-    _checked_options(target.name, baseline, target.options)
+    baseline = _baseline_of(target)
     options = dict(target.options)
     precode = getattr(baseline, "precode", None)
     if precode is not None:
@@ -93,9 +99,7 @@ def checked_method(target: MethodTarget) -> Precode:
 def method_energy_uj(target: MethodTarget, H: np.ndarray, noise_power: float, p_max: float) -> float | None:
     """The energy per inference of ``target`` on the channels ``H`` under the ``implemented`` counting (None for a
     baseline that does not report its operations)."""
-    baseline = plugin_manager.get("baselines", target.name, task="precoding")
-    _checked_options(target.name, baseline, target.options)
-    result = baseline.run(H, noise_power, p_max, **target.options)
+    result = _baseline_of(target).run(H, noise_power, p_max, **target.options)
     if getattr(result, "operations", None) is None:
         return None
     return operations_energy(OperationCount.mean_of(result.operations)).total_uj

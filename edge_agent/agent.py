@@ -31,6 +31,7 @@ from edgejoule.edge_agent.packages import (
     PackageRejected,
     PackageStore,
     check_quality,
+    method_serving,
 )
 from edgejoule.edge_agent.registry_client import RegistryClient, RegistryRefused, RegistryUnavailable
 from edgejoule.edge_agent.service import AgentHealth
@@ -40,11 +41,13 @@ from edgejoule.errors import EdgejouleError
 from edgejoule.runtime import complex_of
 from edgejoule.schemas.api import Assignment, LoadEvent
 from edgejoule.schemas.messages import Heartbeat, Telemetry
+from edgejoule.schemas.targets import MethodTarget
 from edgejoule.sites import get_site
 from edgejoule.sites.config import SiteConfig
 from edgejoule.tasks.precoding import sum_rate
 
 log = logging.getLogger("edge_agent")
+FALLBACK = MethodTarget(name="zf")  # served while nothing is installed (telemetry: fallback "zf")
 METER_PREFERENCE = ("rapl", "ina2xx", "pi5_pmic", "cpu_time")
 RATE_CHUNK = 64  # inferences per sum-rate evaluation: 256 kB of channels and precoders, cache-resident
 CHECK_CHANNELS = 128  # the site's test channels a new package's sum rate is checked on
@@ -89,13 +92,7 @@ def serving_path(package: Loaded | None, site: SiteConfig) -> Callable[[np.ndarr
     path (or the assigned method's), else from ZF; a new array per call."""
     if package is not None:
         return package.serve
-    zf = plugin_manager.get("baselines", "zf")
-
-    def serve(h: np.ndarray) -> np.ndarray:
-        W = zf.run(h[None], site.noise_power_w, site.tx_power_w).output
-        return np.stack((W.real, W.imag), 1).astype(np.float32)
-
-    return serve
+    return method_serving(InstalledMethod.at_site(FALLBACK, site))
 
 
 def explain(exc: RegistryRefused) -> str:
@@ -215,9 +212,7 @@ class Agent:
         try:
             estimate = method_energy_uj(assignment.method, self._channels(), self.site.noise_power_w,
                                         self.site.tx_power_w)
-            method = InstalledMethod(target=assignment.method, n_users=self.site.n_users,
-                                     n_antennas=self.site.n_antennas, noise_power_w=self.site.noise_power_w,
-                                     p_max_w=self.site.tx_power_w, estimated_energy_uj=estimate)
+            method = InstalledMethod.at_site(assignment.method, self.site, estimate)
             self.package, self.package_problem = self.store.install_method(method), None
         except (EdgejouleError, OSError) as exc:
             self.last_error = str(exc)

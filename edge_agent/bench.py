@@ -51,8 +51,7 @@ def benched(settings: AgentSettings, site: SiteConfig, method: str) -> Loaded | 
         return None
     try:
         target = parse_target(method if method.startswith(PREFIX) else PREFIX + method)
-        installed = InstalledMethod(target=target, n_users=site.n_users, n_antennas=site.n_antennas,
-                                    noise_power_w=site.noise_power_w, p_max_w=site.tx_power_w)
+        installed = InstalledMethod.at_site(target, site)  # type: ignore[arg-type]
         return LoadedMethod(installed, method_serving(installed))
     except ValueError as exc:
         raise EdgejouleError(f"--method: {exc}") from None

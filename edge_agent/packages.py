@@ -24,6 +24,7 @@ from edgejoule.errors import EdgejouleError, first_problem
 from edgejoule.runtime import PrecoderRuntime, complex_of
 from edgejoule.schemas.manifest import MANIFEST_FILE, MODEL_FILE, ModelManifest
 from edgejoule.schemas.targets import MethodTarget
+from edgejoule.sites.config import SiteConfig
 
 TFLITE_MAGIC = b"TFL3"
 
@@ -67,6 +68,13 @@ class InstalledMethod(BaseModel):
     noise_power_w: float = Field(gt=0)
     p_max_w: float = Field(gt=0)
     estimated_energy_uj: float | None = None
+
+    @classmethod
+    def at_site(cls, target: MethodTarget, site: SiteConfig,
+                estimated_energy_uj: float | None = None) -> InstalledMethod:
+        """``target`` served with ``site``'s dimensions, noise power and power budget."""
+        return cls(target=target, n_users=site.n_users, n_antennas=site.n_antennas, noise_power_w=site.noise_power_w,
+                   p_max_w=site.tx_power_w, estimated_energy_uj=estimated_energy_uj)
 
 
 @dataclass
