@@ -235,6 +235,7 @@ def bench_store(args) -> list[float]:
 
     from prometheus_client import CollectorRegistry, Counter
 
+    from edgejoule.registry.broker_passwords import BrokerPasswords
     from edgejoule.registry.db import make_engine, session_factory
     from edgejoule.registry.ingest import MqttIngest
     from edgejoule.registry.migrate import upgrade
@@ -257,7 +258,7 @@ def bench_store(args) -> list[float]:
                         (("telemetry", ["via"]), ("duplicates", []), ("rejected_messages", []), ("foreign", ["via"]))}
             url = f"sqlite:///{server.data_dir / 'registry.db'}"
             upgrade(url)
-            ingest = MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(url)), counters)
+            ingest = MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(url)), counters, BrokerPasswords(bytes(16)))
             t0 = time.perf_counter()
             for i in range(0, len(received), 500):
                 ingest.store(received[i:i + 500])

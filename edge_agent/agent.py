@@ -22,6 +22,7 @@ import numpy as np
 
 from edgejoule import plugin_manager
 from edgejoule.baselines import method_energy_uj
+from edgejoule.edge_agent.broker_login import BrokerLogins
 from edgejoule.edge_agent.config import AgentSettings
 from edgejoule.edge_agent.measure import EnergyAccount, WindowResult
 from edgejoule.edge_agent.packages import (
@@ -110,11 +111,13 @@ class Agent:
         self.registry = RegistryClient(settings.registry_url, settings.agent_id, settings.token)
         self.meter = pick_meter(settings.meter, settings.meter_hz)
         self.energy = EnergyAccount(self.meter, settings.idle_seconds)
-        self.mqtt = self._mqtt_link(settings.broker_url) if settings.broker_url else None
-        # the sender has its own HTTP client: it runs on its own thread
-        transport = self.mqtt or HttpTransport(RegistryClient(settings.registry_url, settings.agent_id, settings.token))
+        self.broker_logins = BrokerLogins(settings.data_dir, settings.token)
+        # the sender has its own HTTP client: it runs on its own thread; MQTT takes over once a broker is known
+        transport = HttpTransport(RegistryClient(settings.registry_url, settings.agent_id, settings.token))
         spool = Spool(settings.spool_dir, settings.spool_max_messages, settings.spool_sync)
-        self.outbox = Outbox(spool, transport, self.mqtt)
+        self.outbox = Outbox(spool, transport, None)
+        self.mqtt: MqttLink | None = None
+        self._use_broker(None)
         self.last_error: str | None = None
         self.package_problem: str | None = None
         self.state = "starting"
@@ -156,16 +159,29 @@ class Agent:
         if self.model_id != before:  # the registry learns at once what we serve now
             self.heartbeat()
 
-    def _mqtt_link(self, url: str) -> MqttLink:
+    def _use_broker(self, named: str | None) -> None:
+        """Telemetry moves to MQTT once a broker is known (EDGE_AGENT_BROKER_URL, else the one the registry names:
+        ``named``) and a login for it: the sender switches transport, what waits in the spool goes out over MQTT.
+        The login is the configured one, else the registry's for this agent's token (``broker_login``); without
+        one yet (a first start with the registry away), telemetry stays on HTTP (or in the spool) and the next sync
+        tries again."""
         s = self.settings
-        return MqttLink(url, s.agent_id, s.mqtt_username, s.mqtt_password, s.mqtt_ca_file)
-
-    def _adopt_broker(self, url: str) -> None:
-        """Telemetry moves to the broker the registry names (EDGE_AGENT_BROKER_URL, when set, wins and this is never
-        called): the sender switches transport, what waits in the spool goes out over MQTT."""
-        self.mqtt = self._mqtt_link(url)
+        url = s.broker_url or named
+        asks = s.mqtt_password is None and bool(s.token) and s.mqtt_username == s.agent_id
+        # with a link, only a refused login of the registry's is news: its password changed (a new broker secret)
+        if url is None or (self.mqtt is not None and not (asks and self.mqtt.login_refused)):
+            return
+        password = s.mqtt_password
+        if asks:
+            login = self.broker_logins.get(self.registry)
+            if login is None:
+                return
+            password = login.mqtt_password
+        if self.mqtt is not None:
+            self.mqtt.close()
+        self.mqtt = MqttLink(url, s.agent_id, s.mqtt_username, password, s.mqtt_ca_file)
         self.outbox.use(self.mqtt)
-        log.info("telemetry over MQTT at %s, the broker the registry names", url)
+        log.info("telemetry over MQTT at %s%s", url, "" if s.broker_url else ", the broker the registry names")
 
     def sync(self) -> str:
         """Install the assigned package if it is new. The registry being away changes nothing."""
@@ -176,8 +192,7 @@ class Agent:
             return f"{exc}; keeping {self.model_id or 'the ZF fallback'}"
         while self._failed_loads:  # packages set aside at start, told once the registry answers
             self._event(self._failed_loads.pop(0))
-        if assignment is not None and assignment.broker_url and self.mqtt is None:
-            self._adopt_broker(assignment.broker_url)
+        self._use_broker(assignment.broker_url if assignment is not None else None)
         if assignment is None or assignment.model_id == self.model_id:
             return f"serving {self.model_id or 'the ZF fallback'}"
         if assignment.method is not None:

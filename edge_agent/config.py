@@ -33,7 +33,8 @@ class AgentSettings(BaseSettings):
     broker_url: str | None = Field(None, description="mqtt://HOST:PORT; None: the broker the registry names in the "
                                      "assignment, and telemetry over HTTP until it names one")
     mqtt_username: str | None = Field(None, description="MQTT login; default: the agent id, when a token is set")
-    mqtt_password: str | None = Field(None, description="default: the token (the registry's broker ACL expects both)")
+    mqtt_password: str | None = Field(None, description="default: the one the registry gives this agent's token "
+                                      "(GET /agents/ID/broker-login), kept in DATA_DIR for restarts")
     mqtt_ca_file: Path | None = Field(None, description="the CA that signed an mqtts:// broker's certificate (the "
                                       "registry's DATA_DIR/broker/tls/ca.crt); default: the system's CAs")
     meter: str = Field("auto", description="energy meter plugin, or auto (best available)")
@@ -91,11 +92,11 @@ class AgentSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _mqtt_login(self) -> "AgentSettings":
-        # the registry gives each agent its id and token as MQTT login (broker-auth, serve's embedded broker),
-        # so one credential is all an agent is given; an explicit login (another broker's) wins
+        # the registry's broker (broker-auth, serve's embedded one) knows each agent by its id, with a password
+        # the agent asks the registry for with its token, so one credential is all an agent is given; an explicit
+        # login (another broker's) wins
         if self.mqtt_username is None and self.token:
             self.mqtt_username = self.agent_id
-            self.mqtt_password = self.mqtt_password or self.token
         return self
 
     @classmethod

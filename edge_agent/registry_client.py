@@ -9,7 +9,7 @@ import httpx
 from pydantic import ValidationError
 
 from edgejoule.errors import EdgejouleError, first_problem
-from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, LoadEvent
+from edgejoule.schemas.api import API_PREFIX, SHA256_HEADER, Assignment, BrokerLogin, LoadEvent
 from edgejoule.schemas.http import CONTENT_DIGEST_HEADER, digest_sha256, problem_detail
 from edgejoule.schemas.manifest import ModelManifest
 from edgejoule.schemas.messages import Heartbeat
@@ -63,6 +63,9 @@ class RegistryClient:
         self._assignment = None if response.status_code == 204 else Assignment.model_validate(response.json())
         self._etag = response.headers.get("ETag") if self._assignment is not None else None
         return self._assignment
+
+    def broker_login(self) -> BrokerLogin:
+        return BrokerLogin.model_validate(self._request("GET", f"/agents/{self.agent_id}/broker-login").json())
 
     def manifest(self, assignment: Assignment) -> ModelManifest:
         """The assigned package's manifest. One this agent cannot read (a newer schema, a field it does not

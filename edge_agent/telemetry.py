@@ -37,6 +37,7 @@ from edgejoule.schemas.messages import AgentState, Telemetry, TelemetryHealth
 
 log = logging.getLogger("edge_agent.telemetry")
 PUBLISH_TIMEOUT_S = 5.0
+LOGIN_REFUSED = (134, 135)  # CONNACK: bad user name or password, not authorized (MQTT v5 3.2.2.2)
 BACKOFF_S = (1.0, 30.0)
 RETRY_DISK_S = 10.0
 MEMORY_MESSAGES = 1000  # while the disk is unusable: ~1 MB, about 4 minutes at 4 windows a second
@@ -294,6 +295,7 @@ class MqttLink:
         self.on_ready: Callable[[], None] = lambda: None  # called on every connect (the sender retries at once)
         self.assignment_changed = threading.Event()
         self._problem: str | None = "not connected yet"
+        self.login_refused = False  # the last CONNACK said the login is wrong (a new password may be due)
         self._acks: dict[int, int] = {}
         self._acked = threading.Condition()
         self.client.on_connect = self._on_connect
@@ -319,6 +321,7 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:  # bad login, not authorized, ...: say so; paho keeps retrying
+            self.login_refused = reason_code.value in LOGIN_REFUSED
             return self._trouble(f"refused the connection ({reason_code})")
         online = AgentState(agent_id=self.agent_id, state="online").model_dump_json(by_alias=True)
         client.publish(topics.status(self.agent_id), online, qos=1, retain=True)

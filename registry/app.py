@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgejoule.registry import rollouts, service
 from edgejoule.registry.api.main import api_router, root_router
 from edgejoule.registry.artifacts import ArtifactStore
+from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.registry.db import AssignmentRow, make_engine, session_factory
 from edgejoule.registry.gate import RequestGate, problem_response
 from edgejoule.registry.ingest import MqttIngest, TlsClient
@@ -78,9 +79,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     state.sessions = session_factory(engine)
     state.store = ArtifactStore(settings.artifacts_dir)
+    state.passwords = BrokerPasswords.at(settings.broker_secret_path)
     state.ingest = None
     if settings.broker_url:
-        state.ingest = MqttIngest(settings.broker_url, state.sessions, state.counters,
+        state.ingest = MqttIngest(settings.broker_url, state.sessions, state.counters, state.passwords,
                                   client_id=settings.mqtt_client_id, shared=settings.mqtt_shared,
                                   password=settings.mqtt_password,
                                   tls=TlsClient(settings.mqtt_ca_file, settings.mqtt_client_cert,

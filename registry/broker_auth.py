@@ -11,10 +11,10 @@ id (so no login can take over the registry's session or another agent's), and ta
 its ``$CONTROL`` topic, so registering an agent needs no reload. Its topics cannot hold ``%u`` patterns (2.0), so
 each agent has a role of its own naming its topics literally.
 
-An agent's MQTT password is its registry token; the registry keeps only mosquitto's PBKDF2-SHA512 form of it
-(salt, hash, iterations: what the plugin's file holds), so it can rewrite the configuration at any time without
-knowing a secret. A running broker gets logins over the plugin's control topic, which (mosquitto 2.0) takes a
-password only in clear: at registration or rotation, while the token is in hand, ``broker_sync`` sends it.
+An agent's MQTT password is derived from a registry secret and its token's hash (``broker_passwords``): the
+configuration written here holds mosquitto's PBKDF2-SHA512 form of it (salt, hash, iterations: what the plugin's
+file holds), and a running broker gets new logins over the plugin's control topic, which (mosquitto 2.0) takes a
+password only in clear; any registry worker can recompute it from the agents table (``broker_sync``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.schemas import topics
 
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's and the plugin's own choice
@@ -87,42 +88,48 @@ def registry_role() -> dict[str, Any]:
     ]}
 
 
-def _login(username: str, password_hash: str, role: str, client_id: str | None = None) -> dict[str, Any]:
+def _login(username: str, password_hash: str, role: str, client_id: str | None = None,
+           stamp: str | None = None) -> dict[str, Any]:
     _, _, iterations, salt, digest = password_hash.split("$")
     login = {"username": username, "password": digest, "salt": salt, "iterations": int(iterations),
              "roles": [{"rolename": role}]}
-    return login | ({"clientid": client_id} if client_id else {})
+    return login | ({"clientid": client_id} if client_id else {}) | ({"textdescription": stamp} if stamp else {})
 
 
-def dynsec_config(agents: dict[str, str], registry_hash: str, registry_user: str = REGISTRY_USER) -> dict[str, Any]:
-    """The plugin's file: ``agents`` maps each id to its stored hash; every access not granted is refused."""
+def dynsec_config(passwords: BrokerPasswords, agents: dict[str, str], registry_hash: str,
+                  registry_user: str = REGISTRY_USER) -> dict[str, Any]:
+    """The plugin's file: ``agents`` maps each id to its token's hash (``agent_credentials``); every access not
+    granted is refused."""
     ids = sorted(agents)
     return {
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
                              "unsubscribe": True},
         "clients": [_login(registry_user, registry_hash, REGISTRY_USER),
-                    *[_login(a, agents[a], f"agent-{a}", topics.agent_client_id(a)) for a in ids]],
+                    *[_login(a, mosquitto_hash(passwords.password(a, agents[a])), f"agent-{a}",
+                             topics.agent_client_id(a), passwords.stamp(a, agents[a])) for a in ids]],
         "roles": [registry_role(), *[agent_role(a) for a in ids]],
         "groups": [],
     }
 
 
-def create_login_commands(agent_id: str, token: str) -> list[dict[str, Any]]:
-    """A new agent's role and login. The plugin's control API (mosquitto 2.0) takes a password only in clear, so
-    this needs the token: the registry holds it in memory until the broker confirms (``broker_sync``)."""
+def create_login_commands(agent_id: str, password: str, stamp: str) -> list[dict[str, Any]]:
+    """A new agent's role and login (the plugin's control API, mosquitto 2.0, takes a password only in clear)."""
     role = agent_role(agent_id)
     return [
         {"command": "createRole", **role},
-        {"command": "createClient", "username": agent_id, "password": token,
+        {"command": "createClient", "username": agent_id, "password": password, "textdescription": stamp,
          "clientid": topics.agent_client_id(agent_id), "roles": [{"rolename": role["rolename"]}]},
     ]
 
 
-def set_password_commands(agent_id: str, token: str) -> list[dict[str, Any]]:
-    """An existing login's new password; the client is disabled and enabled again because mosquitto disconnects a
-    disabled client, so a session logged in with the old token ends now, not at its next reconnect."""
+def set_password_commands(agent_id: str, password: str, stamp: str) -> list[dict[str, Any]]:
+    """An existing login's new password, then its stamp (in this order: a pass cut short between the two leaves
+    an old stamp, which the next pass repairs, never a new stamp on an old password). The client is disabled and
+    enabled again because mosquitto disconnects a disabled client, so a session logged in with the old password
+    ends now, not at its next reconnect."""
     return [
-        {"command": "setClientPassword", "username": agent_id, "password": token},
+        {"command": "setClientPassword", "username": agent_id, "password": password},
+        {"command": "modifyClient", "username": agent_id, "textdescription": stamp},
         {"command": "disableClient", "username": agent_id},
         {"command": "enableClient", "username": agent_id},
     ]
@@ -136,17 +143,12 @@ def delete_login_commands(agent_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def agent_logins(clients: list[dict[str, Any]]) -> set[str]:
-    """The agents' logins among a verbose ``listClients`` answer: those bound to an agent's client id. The
-    registry's own login and any login an operator added for something else are not the registry's to touch."""
-    return {c["username"] for c in clients
+def agent_logins(clients: list[dict[str, Any]]) -> dict[str, str]:
+    """The agents' logins among a verbose ``listClients`` answer, each with its stamp: those bound to an agent's
+    client id. The registry's own login and any login an operator added for something else are not the
+    registry's to touch."""
+    return {c["username"]: c.get("textdescription") or "" for c in clients
             if c["username"] != REGISTRY_USER and c.get("clientid") == topics.agent_client_id(c["username"])}
-
-
-def token_matches(token: str, password_hash: str) -> bool:
-    """Whether ``token`` is the one ``password_hash`` (``mosquitto_hash``) was made from."""
-    _, _, _, salt, _ = password_hash.split("$")
-    return secrets.compare_digest(mosquitto_hash(token, base64.b64decode(salt)), password_hash)
 
 
 def dynsec_plugin() -> str:
@@ -181,7 +183,8 @@ def broker_config(directory: Path, port: int, host: str, user: str, secure: bool
     ]) + "\n"
 
 
-def write_broker_files(directory: Path, agents: dict[str, str], registry_hash: str, port: int, host: str = "",
+def write_broker_files(directory: Path, passwords: BrokerPasswords, agents: dict[str, str], registry_hash: str,
+                       port: int, host: str = "",
                        user: str | None = None, registry_user: str = REGISTRY_USER,
                        tls: TlsFiles | None = None) -> tuple[Path, Path]:
     """Write ``mosquitto.conf`` and ``dynamic-security.json`` into ``directory``; start the broker with
@@ -190,7 +193,7 @@ def write_broker_files(directory: Path, agents: dict[str, str], registry_hash: s
     user = user or current_user()
     conf, dynsec = write_private(directory, {
         CONFIG_FILE: broker_config(directory, port, host, user, tls=tls),
-        DYNSEC_FILE: json.dumps(dynsec_config(agents, registry_hash, registry_user), indent=1)}, user)
+        DYNSEC_FILE: json.dumps(dynsec_config(passwords, agents, registry_hash, registry_user), indent=1)}, user)
     return conf, dynsec
 
 
@@ -216,10 +219,10 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def agent_hashes(session) -> dict[str, str]:
+def agent_credentials(session) -> dict[str, str]:
+    """Each registered agent's id and the hash of its current token: what its broker password derives from."""
     from sqlalchemy import select
 
     from edgejoule.registry.db import AgentRow
 
-    rows = session.execute(select(AgentRow.id, AgentRow.mqtt_password_hash).where(AgentRow.mqtt_password_hash.is_not(None)))
-    return dict(rows.all())
+    return dict(session.execute(select(AgentRow.id, AgentRow.token_hash)).all())

@@ -1,19 +1,18 @@
 """The broker's agent logins kept in step with the agents table, through broker outages and restarts.
 
 Commands sent once, at registration, rotation or revocation, were lost when the broker was away and the registry
-worker that held them stopped before it came back: a revoked agent kept its login. So the database is the truth,
-and on every (re)connection, after every change and after any command the broker did not confirm, a reconciling
-pass compares the broker's logins (``listClients``) with the agents table and sends what differs in batches:
-logins of agents no longer registered are deleted with their roles; a token this worker issued (registration or
-rotation) creates the login or sets its password, and is held in memory until the broker confirmed it and a later
-``listClients`` shows the login. Each command carries a correlation id and counts as done only when the plugin's
-response topic answers it without an error ("not found" for a deletion counts as done).
+worker that held them stopped before it came back. So the database is the truth, and on every (re)connection,
+after every change and after any command the broker did not confirm, a reconciling pass compares the broker's
+logins (``listClients``) with the agents table and sends what differs, in batches: logins of agents no longer
+registered are deleted with their roles; a registered agent without a login gets one, and a login whose stamp is
+not its current credential's gets the current password (``broker_passwords``: derived from the registry's secret
+and the token's hash, so any worker can give it, whoever issued the token). Each command carries a correlation id
+and counts as done only when the plugin's response topic answers it without an error ("not found" for a deletion
+counts as done).
 
-Several workers may reconcile at once: deletions are idempotent, and only the worker that holds a token creates
-or changes that login, after checking the token against the stored hash (a newer rotation by another worker wins).
-Left to the operator: the plugin's control API (mosquitto 2.0) takes passwords only in clear, so a login that
-exists only in the database, whose token no live worker holds (registered while the broker was down by a worker
-that stopped before it came back), is logged; ``edgejoule registry broker-auth`` or a token rotation gives it.
+Several workers may reconcile at once: every command is idempotent, and a pass counts as settled only if the
+agents table still says after its commands what it said before them, so a worker that wrote a password an
+instant before another worker's rotation committed goes round again and writes the newer one.
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ from typing import Any, Callable
 
 from edgejoule.registry.broker_auth import (
     CONTROL_TOPIC,
-    agent_hashes,
+    agent_credentials,
     agent_logins,
     create_login_commands,
     delete_login_commands,
     set_password_commands,
-    token_matches,
 )
+from edgejoule.registry.broker_passwords import BrokerPasswords
 
 log = logging.getLogger("registry.broker_sync")
 
@@ -51,18 +50,19 @@ class BrokerLogins:
     """Reconciles the broker's dynamic-security logins with the agents table in a thread of its own (a pass waits
     for the broker's answers, which arrive on paho's network thread)."""
 
-    def __init__(self, sessions, publish: Callable[[str, str], None]) -> None:
-        self.sessions, self.publish = sessions, publish
-        self._tokens: dict[str, str] = {}  # agent id: a token issued here that the broker may not have yet
-        self._created: set[str] = set()  # of those, the logins whose creation the broker confirmed
+    def __init__(self, sessions, publish: Callable[[str, str], None], passwords: BrokerPasswords) -> None:
+        self.sessions, self.publish, self.passwords = sessions, publish, passwords
         self._lock = threading.Lock()
         self._waiting: set[str] = set()  # correlation ids of the commands sent and not yet answered
         self._answers: dict[str, dict[str, Any]] = {}  # correlation id: the plugin's response
         self._answered = threading.Condition(self._lock)
+        # changes asked for, and of those the ones a settled pass has covered: a registration waits for its own
+        self._asked = 0
+        self._settled = 0
         self._wake = threading.Event()
         self._ready = threading.Event()  # connected, with the control responses subscribed
         self._stopping = threading.Event()
-        self._reported: set[str] = set()  # agents already logged as lacking a login this worker cannot give
+        self._foreign_reported = False
         self._unanswered = False  # logged that the plugin does not answer
         # the plugin answered the last listing: only then does a registration wait for its confirmation (a broker
         # without the plugin, an anonymous development one, would hold every registration for CONFIRM_S)
@@ -79,21 +79,17 @@ class BrokerLogins:
             self._answered.notify_all()
         self._thread.join(ANSWER_S + 1)
 
-    def issued(self, agent_id: str, token: str) -> None:
-        """A token was issued (registration or rotation): hold it until the broker has it. While the broker is
-        connected, wait (a few seconds at most) for its confirmation, so the agent that gets the token can log in."""
+    def changed(self, wait: bool = False) -> None:
+        """The agents table changed (a registration, rotation or revocation): reconcile now. ``wait``: while the
+        broker is connected, wait (a few seconds at most) until a pass has covered the change, so the agent that
+        gets its login next can use it."""
         with self._lock:
-            self._tokens[agent_id] = token
-            self._created.discard(agent_id)
+            self._asked += 1
+            ticket = self._asked
         self._wake.set()
-        if self._ready.is_set() and self._answering:
+        if wait and self._ready.is_set() and self._answering:
             with self._answered:
-                self._answered.wait_for(lambda: self._tokens.get(agent_id) != token or agent_id in self._created,
-                                        CONFIRM_S)
-
-    def changed(self) -> None:
-        """The agents table changed (a revocation): reconcile now."""
-        self._wake.set()
+                self._answered.wait_for(lambda: self._settled >= ticket, CONFIRM_S)
 
     def connected(self) -> None:
         """Connected and subscribed to the plugin's responses: reconcile whatever happened meanwhile."""
@@ -119,6 +115,8 @@ class BrokerLogins:
             self._wake.clear()
             if not self._ready.is_set():
                 continue  # connected() wakes the next pass
+            with self._lock:
+                asked = self._asked
             try:
                 settled = self.reconcile()
             except Unanswered as exc:  # no plugin (an anonymous broker), or the broker gone: connected() wakes us
@@ -129,11 +127,15 @@ class BrokerLogins:
             except Exception:  # noqa: BLE001 - the database away, or a command unanswered: the next pass tries again
                 log.exception("could not reconcile the broker's logins; retrying")
                 settled = False
-            if not settled and not self._wake.wait(RETRY_S):  # new work (or stop) goes first; else retry
+            if settled:
+                with self._answered:
+                    self._settled = max(self._settled, asked)
+                    self._answered.notify_all()
+            elif not self._wake.wait(RETRY_S):  # new work (or stop) goes first; else retry
                 self._wake.set()
 
     def reconcile(self) -> bool:
-        """One pass; True when the broker holds exactly what it should (as far as this worker can give it)."""
+        """One pass; True when the broker holds exactly the logins of the agents table."""
         try:
             [listed] = self._call([{"command": "listClients", "verbose": True}])
         except TimeoutError as exc:
@@ -143,41 +145,25 @@ class BrokerLogins:
         if "error" in listed:
             raise RuntimeError(f"listClients: {listed['error']}")
         on_broker = agent_logins(listed["data"]["clients"])
-        with self.sessions() as session:  # read after the listing: a login created since is in both
-            stored = agent_hashes(session)
-        with self._lock:
-            tokens, created = dict(self._tokens), set(self._created)
-        mine = {a: t for a, t in tokens.items() if a in stored and token_matches(t, stored[a])}
-        # revoked, or rotated again by another worker: not this worker's to give any more; created and listed: done
-        # (created and not listed: another worker's deletion raced the creation, which is made again)
-        self._drop({a: t for a, t in tokens.items() if a not in mine or (a in created and a in on_broker)})
-        mine = {a: t for a, t in mine.items() if not (a in created and a in on_broker)}
+        stored = self._stored()
+        stale = {a: h for a, h in stored.items() if on_broker.get(a) != self.passwords.stamp(a, h)}
+        foreign = sorted(a for a in stale if self.passwords.foreign(on_broker.get(a, "")))
+        if foreign and not self._foreign_reported:
+            self._foreign_reported = True
+            log.error("the broker logins of %s were made with another broker secret (this worker's key is %s): "
+                      "every registry worker must read the same EDGEJOULE_REGISTRY_BROKER_SECRET_FILE; setting them "
+                      "to this worker's", ", ".join(foreign[:10]), self.passwords.fingerprint)
         work: list[tuple[str, list[dict[str, Any]]]] = [
-            *[(a, delete_login_commands(a)) for a in sorted(on_broker - stored.keys())],
-            *[(a, set_password_commands(a, t) if a in on_broker else create_login_commands(a, t))
-              for a, t in sorted(mine.items())],
+            *[(a, delete_login_commands(a)) for a in sorted(on_broker.keys() - stored.keys())],
+            *[(a, (set_password_commands if a in on_broker else create_login_commands)(
+                a, self.passwords.password(a, h), self.passwords.stamp(a, h))) for a, h in sorted(stale.items())],
         ]
-        unknown = stored.keys() - on_broker - mine.keys() - self._reported
-        if unknown:
-            self._reported |= unknown
-            log.warning("agents without a broker login whose token this worker does not hold: %s; run `edgejoule "
-                        "registry broker-auth` or rotate their tokens", ", ".join(sorted(unknown)))
         done = self._send(work)
-        self._drop({a: t for a, t in mine.items() if a in on_broker and a in done})
-        with self._answered:  # a created login's token stays until a later listing shows it: another worker's
-            self._created |= {a for a in mine.keys() - on_broker if a in done and self._tokens.get(a) == mine[a]}
-            pending = bool(self._tokens)  # deletion racing this creation is seen then, and repaired
-            self._answered.notify_all()
-        return len(done) == len(work) and not pending
+        return len(done) == len(work) and (not work or self._stored() == stored)
 
-    def _drop(self, tokens: dict[str, str]) -> None:
-        """Forget tokens the broker has (or that are no longer this worker's), unless a newer one was issued."""
-        with self._answered:
-            for agent_id, token in tokens.items():
-                if self._tokens.get(agent_id) == token:
-                    del self._tokens[agent_id]
-                    self._created.discard(agent_id)
-            self._answered.notify_all()
+    def _stored(self) -> dict[str, str]:
+        with self.sessions() as session:
+            return agent_credentials(session)
 
     def _send(self, work: list[tuple[str, list[dict[str, Any]]]]) -> set[str]:
         """Send each agent's commands, batched; the agents whose every command the broker confirmed."""

@@ -52,8 +52,8 @@ def serve(
                                help="mqtt://[USER@]HOST:PORT (password in $EDGEJOULE_REGISTRY_MQTT_PASSWORD); "
                                     "default: an embedded mosquitto on a loopback port"),
     secure_broker: bool = typer.Option(True, "--secure-broker/--anonymous-broker",
-                                       help="embedded broker: per-agent logins (agent id + token, the agent's "
-                                            "default) and an ACL, or anonymous (any local process may publish "
+                                       help="embedded broker: per-agent logins (the agent id and a "
+                                            "password the agent gets with its token) and an ACL, or anonymous (any local process may publish "
                                             "as any agent; development only)"),
     no_broker: bool = typer.Option(False, "--no-broker", help="no MQTT at all (telemetry over HTTP only)"),
     broker_port: int = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_PORT",
@@ -73,7 +73,8 @@ def serve(
     from edgejoule.cli.output import console
     from edgejoule.registry.app import create_app
     from edgejoule.registry.broker import EmbeddedBroker
-    from edgejoule.registry.broker_auth import REGISTRY_USER, agent_hashes, mosquitto_hash, write_broker_files
+    from edgejoule.registry.broker_auth import REGISTRY_USER, agent_credentials, mosquitto_hash, write_broker_files
+    from edgejoule.registry.broker_passwords import BrokerPasswords
     from edgejoule.registry.db import make_engine, session_factory
     from edgejoule.registry.migrate import upgrade
     from edgejoule.registry.settings import RegistrySettings
@@ -89,11 +90,11 @@ def serve(
             upgrade(settings.db_url)
             engine = make_engine(settings.db_url)
             with session_factory(engine)() as session:
-                agents = agent_hashes(session)
+                agents = agent_credentials(session)
             engine.dispose()
             registry_password = secrets.token_urlsafe(32)  # lives only in this process and as a hash
-            write_broker_files(embedded.directory, agents, mosquitto_hash(registry_password), embedded.port,
-                               "127.0.0.1", tls=embedded.tls)
+            write_broker_files(embedded.directory, BrokerPasswords.at(settings.broker_secret_path), agents,
+                               mosquitto_hash(registry_password), embedded.port, "127.0.0.1", tls=embedded.tls)
             embedded.start()
             settings.mqtt_password = registry_password
             settings.broker_url = embedded.url.replace("://", f"://{REGISTRY_USER}@")
@@ -130,20 +131,25 @@ def broker_auth(
     registry_user: str = typer.Option("edgejoule-registry"),
     registry_password: str = typer.Option(..., envvar="EDGEJOULE_REGISTRY_MQTT_PASSWORD", prompt=True,
                                           hide_input=True, help="the registry's own broker password"),
+    broker_secret_file: Path = typer.Option(None, envvar="EDGEJOULE_REGISTRY_BROKER_SECRET_FILE",
+                                            help="the secret the agents' passwords derive from (the registry "
+                                                 "workers' own); default: DATA_DIR/broker-secret"),
 ) -> None:
     """Write a complete mosquitto configuration for an external broker: logins and access (dynamic-security
     plugin: each agent publishes only under its own topic root and subscribes only to its assignment), persistence,
     queues sized for outages. Run it with ``mosquitto -c OUT/mosquitto.conf``; agents registered later get their
     logins from the registry at run time."""
-    from edgejoule.registry.broker_auth import agent_hashes, mosquitto_hash, write_broker_files
+    from edgejoule.registry.broker_auth import agent_credentials, mosquitto_hash, write_broker_files
+    from edgejoule.registry.broker_passwords import BrokerPasswords
     from edgejoule.registry.db import make_engine, session_factory
     from edgejoule.registry.settings import RegistrySettings
 
-    url = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="x" * 16).db_url
-    with session_factory(make_engine(url))() as session:
-        agents = agent_hashes(session)
-    conf, dynsec = write_broker_files(out, agents, mosquitto_hash(registry_password), port, host, broker_user,
-                                      registry_user)
+    settings = RegistrySettings(data_dir=data_dir, database_url=database_url, admin_token="x" * 16,
+                                broker_secret_file=broker_secret_file)
+    with session_factory(make_engine(settings.db_url))() as session:
+        agents = agent_credentials(session)
+    conf, dynsec = write_broker_files(out, BrokerPasswords.at(settings.broker_secret_path), agents,
+                                      mosquitto_hash(registry_password), port, host, broker_user, registry_user)
     typer.echo(f"{len(agents)} agents: {conf}, {dynsec}; start the broker with: mosquitto -c {conf}")
 
 

@@ -64,8 +64,6 @@ class AgentRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), index=True)
-    mqtt_password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True,
-                                                           doc="mosquitto's PBKDF2 form of the token, for the broker")
     hardware: Mapped[dict] = mapped_column(JSON, default=dict)
     runtime: Mapped[str] = mapped_column(String(128), default="")
     plugins: Mapped[list] = mapped_column(JSON, default=list)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from edgejoule.registry import service
 from edgejoule.registry.broker_auth import CONTROL_RESPONSES
+from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.registry.broker_sync import BrokerLogins
 from edgejoule.schemas import topics
 from edgejoule.schemas.api import LoadEvent
@@ -50,7 +51,8 @@ RECEIVE_MAXIMUM = 2000
 
 
 class MqttIngest:
-    def __init__(self, broker_url: str, sessions, counters, client_id: str = "edgejoule-registry", shared: bool = True,
+    def __init__(self, broker_url: str, sessions, counters, passwords: BrokerPasswords,
+                 client_id: str = "edgejoule-registry", shared: bool = True,
                  username: str | None = None, password: str | None = None, batch_size: int = 500,
                  batch_delay_s: float = 0.05, on_rollback=None, tls: TlsClient | None = None,
                  retire_on_stop: bool = False) -> None:
@@ -80,7 +82,7 @@ class MqttIngest:
         self.subscribed = threading.Event()
         self._ingest_mid: int | None = None
         # agents' broker logins kept in step with the agents table (dynamic-security control topic)
-        self.logins = BrokerLogins(sessions, self.publish)
+        self.logins = BrokerLogins(sessions, self.publish, passwords)
         self.inbox: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="mqtt-ingest-writer", daemon=True)

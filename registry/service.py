@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from edgejoule.baselines import checked_method
 from edgejoule.errors import EdgejouleError
 from edgejoule.registry.auth import new_token, token_hash
-from edgejoule.registry.broker_auth import mosquitto_hash
 from edgejoule.registry.db import (
     DEAD_LETTER_BYTES,
     DEAD_LETTERS_KEPT,
@@ -104,8 +103,7 @@ def register_agent(session: Session, reg: AgentRegistration) -> tuple[AgentRow, 
     if session.get(AgentRow, reg.agent_id) is not None:
         raise Conflict(f"agent '{reg.agent_id}' is registered already")
     token = new_token()
-    row = AgentRow(id=reg.agent_id, site=reg.site, token_hash=token_hash(token), mqtt_password_hash=mosquitto_hash(token),
-                   hardware=reg.hardware, plugins=[])
+    row = AgentRow(id=reg.agent_id, site=reg.site, token_hash=token_hash(token), hardware=reg.hardware, plugins=[])
     session.add(row)
     return row, token
 
@@ -116,7 +114,7 @@ def rotate_token(session: Session, agent_id: str) -> tuple[AgentRow, str]:
     if agent is None:
         raise NotFound(f"unknown agent '{agent_id}'")
     token = new_token()
-    agent.token_hash, agent.mqtt_password_hash = token_hash(token), mosquitto_hash(token)
+    agent.token_hash = token_hash(token)
     return agent, token
 
 

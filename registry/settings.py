@@ -32,6 +32,9 @@ class RegistrySettings(BaseSettings):
     mqtt_client_cert: Path | None = Field(None, description="mqtts://: a client certificate, if the broker wants one")
     mqtt_client_key: Path | None = Field(None, description="mqtts://: its key")
     mqtt_password: str | None = Field(None, description="the registry's broker password (user from the URL)")
+    broker_secret_file: Path | None = Field(None, description="the secret the agents' broker passwords derive from; "
+                                            "default: DATA_DIR/broker-secret, made at the first start; every "
+                                            "registry worker on one broker must read the same")
     offline_after_s: float = Field(180.0, gt=0, description="an agent silent this long shows as offline")
     public_url: str = Field("", description="prefix for package URLs given to agents (default: relative)")
     public_broker_url: str = Field("", description="the broker URL agents are told in their assignment (default: "
@@ -51,6 +54,10 @@ class RegistrySettings(BaseSettings):
             return self.public_broker_url or None
         url = urlparse(self.broker_url)
         return url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+
+    @property
+    def broker_secret_path(self) -> Path:
+        return self.broker_secret_file or self.data_dir / "broker-secret"
 
     @property
     def artifacts_dir(self) -> Path:

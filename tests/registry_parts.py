@@ -53,6 +53,13 @@ def register(admin: httpx.Client, agent_id: str, site: str = "urban-nlos") -> st
     return response.json()["token"]
 
 
+def mqtt_password(client: httpx.Client, agent_id: str) -> str:
+    """The agent's broker password, as the registry answers it (to the admin or the agent itself)."""
+    response = client.get(f"/agents/{agent_id}/broker-login")
+    assert response.status_code == 200, response.text
+    return response.json()["mqtt_password"]
+
+
 def send(client: httpx.Client, path: str, message) -> httpx.Response:
     """POST a pydantic message as the agent does (its own JSON, by alias)."""
     return client.post(path, content=message.model_dump_json(by_alias=True), headers={"Content-Type": "application/json"})

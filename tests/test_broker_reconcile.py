@@ -15,15 +15,15 @@ from edgejoule.schemas import topics
 from tests.brokers import Mosquitto, free_port, login, mosquitto_binary
 from tests.conftest import run_cli, wait_for
 from tests.fleet import start_registry
-from tests.registry_parts import register
+from tests.registry_parts import mqtt_password, register
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto package")
 BACK_WITHIN_S = 15.0
 
 
-def connack(broker: Mosquitto, agent_id: str, token: str) -> int:
+def connack(broker: Mosquitto, agent_id: str, password: str) -> int:
     """The CONNACK reason an agent's login gets (0: accepted)."""
-    client, reason = login(broker.url, agent_id, token, topics.agent_client_id(agent_id))
+    client, reason = login(broker.url, agent_id, password, topics.agent_client_id(agent_id))
     client.loop_stop()
     client.disconnect()
     return reason.value
@@ -32,11 +32,13 @@ def connack(broker: Mosquitto, agent_id: str, token: str) -> int:
 @pytest.fixture
 def external(tmp_path, monkeypatch):
     """A registry on an external broker started from broker-auth's files, with agents bs-a and bs-b registered
-    before the files were written: (registry, broker, their tokens)."""
+    before the files were written: (registry, broker, their broker passwords)."""
     monkeypatch.setenv("EDGEJOULE_REGISTRY_MQTT_PASSWORD", "registry-" + "p" * 20)
     registry = start_registry(tmp_path / "data", None)
     with registry.admin() as admin:
-        tokens = {agent: register(admin, agent) for agent in ("bs-a", "bs-b")}
+        for agent in ("bs-a", "bs-b"):
+            register(admin, agent)
+        passwords = {agent: mqtt_password(admin, agent) for agent in ("bs-a", "bs-b")}
     registry.stop()
     parent = tempfile.mkdtemp(prefix="edgejoule-reconcile-")  # mosquitto started as root must reach it
     os.chmod(parent, 0o711)
@@ -48,33 +50,55 @@ def external(tmp_path, monkeypatch):
     broker.conf = os.path.join(out, "mosquitto.conf")
     registry = start_registry(tmp_path / "data", f"mqtt://edgejoule-registry@127.0.0.1:{port}")
     wait_for(lambda: httpx.get(registry.url + "/readyz").status_code == 200, what="the registry's subscription")
-    yield registry, broker, tokens
+    yield registry, broker, passwords
     registry.stop()
     broker.stop()
     shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_logins_follow_registrations_rotations_and_revocations_made_while_the_broker_was_down(external):
-    registry, broker, tokens = external
+    registry, broker, passwords = external
     broker.stop()  # it saves its dynamic-security file: the logins of bs-a and bs-b as they were
     with registry.admin() as admin:
-        new = register(admin, "bs-new")
+        new = admin.post("/agents", json={"agent_id": "bs-new", "site": "urban-nlos"}).json()["mqtt_password"]
         rotated = admin.post("/agents/bs-a/token")
         assert rotated.status_code == 200, rotated.text
         assert admin.delete("/agents/bs-b").status_code == 204
     broker.start_from(broker.conf)
     wait_for(lambda: connack(broker, "bs-new", new) == 0, timeout=BACK_WITHIN_S, what="the new agent's login")
-    wait_for(lambda: connack(broker, "bs-a", rotated.json()["token"]) == 0, timeout=BACK_WITHIN_S,
+    wait_for(lambda: connack(broker, "bs-a", rotated.json()["mqtt_password"]) == 0, timeout=BACK_WITHIN_S,
              what="the rotated token's login")
-    assert connack(broker, "bs-a", tokens["bs-a"]) != 0, "the old token still logs in"
-    wait_for(lambda: connack(broker, "bs-b", tokens["bs-b"]) != 0, timeout=BACK_WITHIN_S,
+    assert connack(broker, "bs-a", passwords["bs-a"]) != 0, "the old password still logs in"
+    wait_for(lambda: connack(broker, "bs-b", passwords["bs-b"]) != 0, timeout=BACK_WITHIN_S,
              what="the revoked agent's login to be refused")
+
+
+def test_logins_given_while_the_broker_was_down_by_a_worker_that_stopped_reach_it_through_the_next(external,
+                                                                                                    tmp_path):
+    """The worker that registered one agent and rotated another's token stopped before the broker came back; it
+    held nothing the next worker lacks: both logins are on the broker once the next worker is up."""
+    registry, broker, passwords = external
+    broker.stop()
+    with registry.admin() as admin:
+        new = admin.post("/agents", json={"agent_id": "bs-new", "site": "urban-nlos"}).json()["mqtt_password"]
+        rotated = admin.post("/agents/bs-a/token").json()["mqtt_password"]
+    registry.stop()
+    broker.start_from(broker.conf)
+    assert connack(broker, "bs-new", new) != 0 and connack(broker, "bs-a", rotated) != 0  # nobody gave them yet
+    registry = start_registry(tmp_path / "data", f"mqtt://edgejoule-registry@127.0.0.1:{broker.port}")
+    try:
+        wait_for(lambda: connack(broker, "bs-new", new) == 0, timeout=BACK_WITHIN_S, what="the new agent's login")
+        wait_for(lambda: connack(broker, "bs-a", rotated) == 0, timeout=BACK_WITHIN_S, what="the rotated login")
+        assert connack(broker, "bs-a", passwords["bs-a"]) != 0, "the old password still logs in"
+        assert connack(broker, "bs-b", passwords["bs-b"]) == 0
+    finally:
+        registry.stop()
 
 
 def test_a_revocation_made_while_the_broker_was_down_holds_after_the_registry_restarted(external, tmp_path):
     """The worker that took the revocation stopped before the broker came back: the next one finds the login of
     an agent the database no longer has, and deletes it; the other agents' logins and the registry's stay."""
-    registry, broker, tokens = external
+    registry, broker, passwords = external
     broker.stop()
     with registry.admin() as admin:
         assert admin.delete("/agents/bs-b").status_code == 204
@@ -83,8 +107,8 @@ def test_a_revocation_made_while_the_broker_was_down_holds_after_the_registry_re
     registry = start_registry(tmp_path / "data", f"mqtt://edgejoule-registry@127.0.0.1:{broker.port}")
     try:
         wait_for(lambda: httpx.get(registry.url + "/readyz").status_code == 200, what="the registry's subscription")
-        wait_for(lambda: connack(broker, "bs-b", tokens["bs-b"]) != 0, timeout=BACK_WITHIN_S,
+        wait_for(lambda: connack(broker, "bs-b", passwords["bs-b"]) != 0, timeout=BACK_WITHIN_S,
                  what="the revoked agent's login to be refused")
-        assert connack(broker, "bs-a", tokens["bs-a"]) == 0
+        assert connack(broker, "bs-a", passwords["bs-a"]) == 0
     finally:
         registry.stop()

@@ -21,7 +21,7 @@ from edgejoule.schemas import topics
 from tests.brokers import mosquitto_binary
 from tests.conftest import wait_for
 from tests.fleet import serve
-from tests.registry_parts import register, window
+from tests.registry_parts import mqtt_password, register, window
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto package")
 WINDOWS = 5000
@@ -41,12 +41,12 @@ def brokers_of(data_dir: Path) -> list[int]:
     return found
 
 
-def persistent_agent(broker_url: str, agent_id: str, token: str) -> mqtt.Client:
+def persistent_agent(broker_url: str, agent_id: str, password: str) -> mqtt.Client:
     """An agent's connection as the edge agent makes it: its client id, a persistent session, reconnecting."""
     host, port = broker_url.removeprefix("mqtt://").split(":")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=topics.agent_client_id(agent_id),
                          protocol=mqtt.MQTTv5)
-    client.username_pw_set(agent_id, token)
+    client.username_pw_set(agent_id, password)
     client.reconnect_delay_set(0.1, 1)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 86400
@@ -59,10 +59,11 @@ def test_kill_9_of_the_registry_with_its_embedded_broker_loses_and_duplicates_no
     data = tmp_path / "data"
     registry = serve(data)
     with registry.admin() as admin:
-        token = register(admin, "bs-a")
+        register(admin, "bs-a")
+        password = mqtt_password(admin, "bs-a")
     url = registry.broker_url
     [broker] = brokers_of(data)
-    agent = persistent_agent(url, "bs-a", token)
+    agent = persistent_agent(url, "bs-a", password)
     payloads = [window("bs-a", None, i, inferences=1).model_dump_json(by_alias=True) for i in range(WINDOWS)]
     sent: list[int] = []
     acked: dict[int, int] = {}

@@ -15,15 +15,15 @@ from edgejoule.schemas import topics
 from tests.brokers import mosquitto_binary, publish_acked
 from tests.conftest import wait_for
 from tests.fleet import serve
-from tests.registry_parts import register, window
+from tests.registry_parts import mqtt_password, register, window
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs the mosquitto package")
 
 
-def tls_login(port: int, agent_id: str, token: str, ca_file: str | None) -> tuple[mqtt.Client, list]:
+def tls_login(port: int, agent_id: str, password: str, ca_file: str | None) -> tuple[mqtt.Client, list]:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=topics.agent_client_id(agent_id),
                          protocol=mqtt.MQTTv5)
-    client.username_pw_set(agent_id, token)
+    client.username_pw_set(agent_id, password)
     if ca_file is not None:
         client.tls_set(ca_certs=ca_file)
     outcome: list = []
@@ -50,14 +50,15 @@ def test_the_embedded_broker_serves_tls_with_a_certificate_made_at_first_start(t
         assert {path.name: oct(path.stat().st_mode & 0o777) for path in tls.iterdir()} == {
             name: "0o600" for name in ("ca.crt", "ca.key", "server.crt", "server.key")}
         with registry.admin() as admin:
-            token = register(admin, "bs-a")
-            agent, connack = wait_for(lambda: (c := tls_login(port, "bs-a", token, str(tls / "ca.crt")))[1]
+            register(admin, "bs-a")
+            password = mqtt_password(admin, "bs-a")
+            agent, connack = wait_for(lambda: (c := tls_login(port, "bs-a", password, str(tls / "ca.crt")))[1]
                                       and c[1][0] == 0 and c, what="the agent's TLS login")
             assert publish_acked(agent, topics.telemetry("bs-a"), [window("bs-a", None, 0).model_dump_json(by_alias=True)]) == [0]
             wait_for(lambda: sum(r["windows"] for r in admin.get("/fleet", params={"group_by": "site"}).json()) == 1,
                      what="the window sent over TLS")
             agent.loop_stop()
-        plain, outcome = tls_login(port, "bs-a", token, None)  # clear text to a TLS listener: no CONNACK
+        plain, outcome = tls_login(port, "bs-a", password, None)  # clear text to a TLS listener: no CONNACK
         plain.loop_stop()
         assert not outcome or outcome[0] != 0
         with pytest.raises(ssl.SSLError):  # a client that trusts only the system's CAs refuses the certificate

@@ -78,11 +78,11 @@ def test_settings_come_from_a_file_and_the_environment_wins(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "EDGE_AGENT_BROKER_URL" in bad.stderr
 
 
-def test_mqtt_login_defaults_to_the_agent_id_and_token():
+def test_mqtt_login_defaults_to_the_agent_id_and_a_password_asked_of_the_registry():
     from edgejoule.edge_agent.config import AgentSettings
 
     plain = AgentSettings(agent_id="bs-1", site="urban-nlos", token="t0k")
-    assert (plain.mqtt_username, plain.mqtt_password) == ("bs-1", "t0k")
+    assert (plain.mqtt_username, plain.mqtt_password) == ("bs-1", None)
     other = AgentSettings(agent_id="bs-1", site="urban-nlos", token="t0k", mqtt_username="u", mqtt_password="p")
     assert (other.mqtt_username, other.mqtt_password) == ("u", "p")
     none = AgentSettings(agent_id="bs-1", site="urban-nlos")

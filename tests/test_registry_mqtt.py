@@ -25,7 +25,7 @@ from tests.brokers import free_port
 from tests.conftest import run_cli, wait_for  # noqa: E402
 from tests.fleet import start_registry
 from tests.postgres import database_url, postgres_server  # noqa: F401 (fixtures)
-from tests.registry_parts import package, register, upload, window
+from tests.registry_parts import mqtt_password, package, register, upload, window
 
 
 def agent_client(broker_url: str, agent_id: str, username: str | None = None, password: str | None = None,
@@ -161,9 +161,10 @@ def test_embedded_broker_is_secure_by_default_and_confines_each_agent_to_its_top
         wait_for(lambda: _up(url), what="registry serve")
         admin = httpx.Client(base_url=url + "/api/v1", headers={"Authorization": "Bearer " + env["EDGEJOULE_REGISTRY_ADMIN_TOKEN"]})
         tokens = {a: register(admin, a) for a in ("bs-a", "bs-b")}
+        passwords = {a: mqtt_password(admin, a) for a in tokens}
         broker = (tmp_path / "data" / "broker-url").read_text()
         results: dict[int, mqtt.ReasonCode] = {}
-        agent = wait_for(lambda: _connected(broker, "bs-a", tokens["bs-a"]), what="the agent's broker login")
+        agent = wait_for(lambda: _connected(broker, "bs-a", passwords["bs-a"]), what="the agent's broker login")
         agent.on_publish = lambda c, u, mid, reason_code, properties: results.__setitem__(mid, reason_code)
         own = agent.publish(topics.telemetry("bs-a"), window("bs-a", None, 0).model_dump_json(by_alias=True), qos=1)
         other = agent.publish(topics.telemetry("bs-b"), window("bs-b", None, 0).model_dump_json(by_alias=True), qos=1)
@@ -172,7 +173,8 @@ def test_embedded_broker_is_secure_by_default_and_confines_each_agent_to_its_top
         assert results[other.mid].value == 135  # Not authorized
         wait_for(lambda: stored_windows(admin) == 1, what="the agent's own telemetry")
         assert admin.get("/fleet", params={"group_by": "agent"}).json()[0]["agent_id"] == "bs-a"
-        assert _connected(broker, "bs-a", tokens["bs-b"]) is None  # another agent's password
+        assert _connected(broker, "bs-a", passwords["bs-b"]) is None  # another agent's password
+        assert _connected(broker, "bs-a", tokens["bs-a"]) is None  # its token is not its broker password
         assert _connected(broker, "bs-a", None) is None  # anonymous
         agent.loop_stop()
     finally:
@@ -182,8 +184,8 @@ def test_embedded_broker_is_secure_by_default_and_confines_each_agent_to_its_top
         except subprocess.TimeoutExpired:
             server.kill()
     assert env["EDGEJOULE_REGISTRY_ADMIN_TOKEN"] not in server.stdout.read()
-    assert not any(token in (tmp_path / "data" / "registry.db").read_bytes().decode(errors="replace")
-                   for token in tokens.values())
+    assert not any(secret in (tmp_path / "data" / "registry.db").read_bytes().decode(errors="replace")
+                   for secret in [*tokens.values(), *passwords.values()])
 
 
 def _up(url: str) -> bool:

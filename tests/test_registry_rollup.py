@@ -211,6 +211,7 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
     orders at once, as redelivery to two workers could: each window is stored and rolled up exactly once."""
     from prometheus_client import CollectorRegistry, Counter
 
+    from edgejoule.registry.broker_passwords import BrokerPasswords
     from edgejoule.registry.ingest import MqttIngest
     from edgejoule.schemas import topics
 
@@ -227,6 +228,7 @@ def test_two_writers_racing_on_the_same_messages_store_and_roll_them_up_once(dat
                     "foreign": Counter("f", "f", ["via"], registry=metrics)}
         metrics_of.append(metrics)
         writers.append(MqttIngest("mqtt://127.0.0.1:1", session_factory(make_engine(database_url)), counters,
+                                  BrokerPasswords(bytes(16)),
                                   client_id=f"race-{i}"))
     orders = [mqtt, mqtt[::-1]]
     threads = [threading.Thread(target=lambda w=w, o=o: [w._store_or_retry(o[i:i + 50]) for i in range(0, len(o), 50)])

@@ -39,12 +39,18 @@ class AgentRegistration(BaseModel):
     hardware: Hardware = Field(default_factory=dict)
 
 
-class AgentRegistered(BaseModel):
+class BrokerLogin(BaseModel):
+    """An agent's MQTT login on the registry's broker. The password is derived from the registry's secret and the
+    agent's current token (a rotation changes it): the agent asks for it with its token."""
+
+    mqtt_username: str
+    mqtt_password: str
+
+
+class AgentRegistered(BrokerLogin):
     agent_id: str
     site: str
     token: str = Field(description="shown once; the registry stores only its hash")
-    mqtt_username: str
-    mqtt_password: str
 
 
 class Assignment(BaseModel):

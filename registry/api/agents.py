@@ -16,42 +16,64 @@ from edgejoule.registry.api.deps import (
     SELF_OR_ADMIN,
     IngestDep,
     NotifyDep,
+    PasswordsDep,
     SessionsDep,
     SettingsDep,
     fits,
 )
 from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
+from edgejoule.registry.auth import token_hash
+from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.registry.db import AgentRow, AssignmentRow
+from edgejoule.registry.ingest import MqttIngest
 from edgejoule.registry.schemas import AgentSummary, RolledBack, utc
-from edgejoule.schemas.api import AgentRegistered, AgentRegistration, Assignment, LoadEvent
+from edgejoule.schemas.api import AgentRegistered, AgentRegistration, Assignment, BrokerLogin, LoadEvent
 from edgejoule.schemas.messages import Heartbeat
 
 router = APIRouter()
 
 
+def _issued(agent_id: str, site: str, token: str, ingest: MqttIngest | None,
+            passwords: BrokerPasswords) -> AgentRegistered:
+    """The new credentials, once the broker has the login (a few seconds at most; without a broker at once)."""
+    if ingest is not None:
+        ingest.logins.changed(wait=True)
+    return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id,
+                           mqtt_password=passwords.password(agent_id, token_hash(token)))
+
+
 @router.post("/agents", status_code=201, dependencies=ADMIN)
-def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep) -> AgentRegistered:
-    """Register an agent; its token is shown once (only a hash is stored) and is its broker password too."""
+def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep,
+             passwords: PasswordsDep) -> AgentRegistered:
+    """Register an agent; its token is shown once (only a hash is stored). Its broker password derives from the
+    token: the agent can ask for it again (``GET /agents/{id}/broker-login``)."""
     try:
         with sessions.begin() as session:
             row, token = service.register_agent(session, fits(reg))
+            site = row.site
     except IntegrityError:  # registered by a concurrent request between the check and the commit
         raise HTTPException(409, f"agent '{reg.agent_id}' is registered already") from None
-    if ingest is not None:
-        ingest.logins.issued(row.id, token)  # held until the broker confirms the login
-    return AgentRegistered(agent_id=row.id, site=row.site, token=token, mqtt_username=row.id, mqtt_password=token)
+    return _issued(reg.agent_id, site, token, ingest, passwords)
 
 
 @router.post("/agents/{agent_id}/token", dependencies=ADMIN)
-def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep) -> AgentRegistered:
+def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep, passwords: PasswordsDep) -> AgentRegistered:
     """A new token for a lost or stolen one (shown once); the old one is refused from now on, over HTTP and on
-    the broker, where a session logged in with it is ended."""
+    the broker (a new password), where a session logged in with the old one is ended."""
     with sessions.begin() as session:
         agent, token = service.rotate_token(session, agent_id)
         site = agent.site
-    if ingest is not None:
-        ingest.logins.issued(agent_id, token)
-    return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id, mqtt_password=token)
+    return _issued(agent_id, site, token, ingest, passwords)
+
+
+@router.get("/agents/{agent_id}/broker-login", dependencies=SELF_OR_ADMIN)
+def broker_login(agent_id: str, sessions: SessionsDep, passwords: PasswordsDep) -> BrokerLogin:
+    """The agent's MQTT login on the registry's broker (what ``edge-agent`` uses unless it is given one)."""
+    with sessions() as session:
+        agent = session.get(AgentRow, agent_id)
+        if agent is None:
+            raise HTTPException(404, f"unknown agent '{agent_id}'")
+        return BrokerLogin(mqtt_username=agent_id, mqtt_password=passwords.password(agent_id, agent.token_hash))
 
 
 @router.delete("/agents/{agent_id}", status_code=204, dependencies=ADMIN)

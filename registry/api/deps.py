@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edgejoule.registry import service
 from edgejoule.registry.artifacts import ArtifactStore
+from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.registry.gate import Principal
 from edgejoule.registry.ingest import MqttIngest
 from edgejoule.registry.settings import RegistrySettings
@@ -34,6 +35,7 @@ StoreDep = Annotated[ArtifactStore, _from_state("store")]
 MetricsDep = Annotated[CollectorRegistry, _from_state("metrics")]
 CountersDep = Annotated[dict[str, Counter], _from_state("counters")]
 IngestDep = Annotated[MqttIngest | None, _from_state("ingest")]  # None without a broker
+PasswordsDep = Annotated[BrokerPasswords, _from_state("passwords")]
 # publishes the agents' new assignments over MQTT (a no-op without a broker)
 NotifyDep = Annotated[Callable[[list[str]], None], _from_state("notify")]
 
