@@ -42,7 +42,7 @@ from edgejoule.plugins.reception.distill_cli import parse_arch
 from edgejoule.plugins.reception.distill_experiment import DistillRequest, batches
 from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
-from edgejoule.plugins.reception.ofdm_receiver import maxlog_logits, receive
+from edgejoule.plugins.reception.ofdm_receiver import receive, true_channel_receive
 from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 SIZES = [(24, 5), (16, 3), (8, 2)]
@@ -115,13 +115,6 @@ def ablation(cfg: OfdmConfig, req: DistillRequest) -> None:
     row("LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
 
 
-def true_channel_logits(cfg: OfdmConfig, slot) -> np.ndarray:
-    """LMMSE and max-log with the true channel at every RE (no estimation error): the floor's lower bound."""
-    s2 = slot.impairment_var.astype(np.float64)[:, None, None]
-    g = np.abs(slot.h) ** 2
-    return maxlog_logits(cfg, np.conj(slot.h) * slot.y / np.maximum(g, 1e-12), s2 / np.maximum(g, 1e-12))
-
-
 def headroom_test(cfg: OfdmConfig) -> list:
     """The fixed test slots of ``--headroom`` and ``--checkpoint`` (one batch per SINR in HEADROOM_SINR_DB)."""
     return [simulate(cfg, s, np.random.default_rng((3, i)), n=HEADROOM_SLOTS) for i, s in enumerate(HEADROOM_SINR_DB)]
@@ -137,7 +130,7 @@ def headroom(req: DistillRequest) -> None:
         row("  LS+LMMSE", cfg, lambda slot: receive(cfg, slot), test)
         row("  LS+LMMSE, noiseless pilots", cfg, lambda slot: receive(
             cfg, slot.model_copy(update={"h_ls": np.where(cfg.pilot_mask, slot.h, 0)})), test)
-        row("  true channel at every RE", cfg, lambda slot: true_channel_logits(cfg, slot), test)
+        row("  true channel at every RE", cfg, lambda slot: true_channel_receive(cfg, slot), test)
         if doppler != HEADROOM_TRAIN_DOPPLER:
             continue
         for width_blocks, steps, sinr_db in HEADROOM_NETS:

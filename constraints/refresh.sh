@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$VENV/bin/python}
 # profile -> the extras it resolves; a profile's file also covers the extras a machine of that kind may add
-declare -A EXTRAS=([edge]=edge [registry]=registry,postgres [train]=train,cluster,raytrace)
+declare -A EXTRAS=([edge]=edge [registry]=registry,postgres [train]=train,cluster,raytrace,research)
 
 freeze_all() {
   {

@@ -100,11 +100,13 @@ def test_distill_says_how_long_it_will_train_before_it_starts(tmp_path) -> None:
                 "--student-steps", "1", "--eval-slots", "2", "--sinr", "10", "--out", str(tmp_path)])
     assert res.returncode == 0, res.stderr
     assert res.stderr.startswith("training 4 steps (2 of the teacher, 2 per student: distilled and from scratch), "
-                                 "then 2 slots per SINR point"), res.stderr
+                                 "then up to 2 slots per SINR point (at least 2, then until 100 bit errors)"), \
+        res.stderr
     assert "--teacher-steps, --student-steps and --eval-slots make it shorter" in res.stderr
 
 
-@pytest.mark.parametrize("args", [["--teacher", "32"], ["--task", "mimo"], ["--sinr", "a,b"], ["--modulation", "8psk"]])
+@pytest.mark.parametrize("args", [["--teacher", "32"], ["--task", "mimo"], ["--sinr", "a,b"], ["--modulation", "8psk"],
+                                  ["--channel", "tdl-x"], ["--pilots", "20"], ["--pilots", "a"], ["--coded", "turbo"]])
 def test_distill_cli_refuses_bad_input(args: list[str]) -> None:
     res = _cli(["distill", *args])
     assert res.returncode == 2 and res.stderr.count("\n") <= 12, res.stderr

@@ -18,8 +18,8 @@ from edgejoule.tasks.detection import (
     real_channel,
     simulate,
     site_channels,
-    snr_at_ber,
 )
+from edgejoule.tasks.error_rate import snr_at_ber
 
 
 @pytest.mark.parametrize("name", ["qpsk", "16qam"])

@@ -166,6 +166,8 @@ def test_detect_command_writes_table_plot_and_energy(tmp_path):
     assert bad.returncode == 2 and "--mmd-target must be one of output, decisions, activations" in bad.stderr
     bad = run_cli("detect", "--mmd-teacher", "moving")
     assert bad.returncode == 2 and "--mmd-teacher must be one of frozen, along" in bad.stderr
+    bad = run_cli("detect", "--coded", "turbo")
+    assert bad.returncode == 2 and "unknown code 'turbo'" in bad.stderr
 
 
 def test_mmd_weight_anneals_linearly_to_zero_and_targets_come_from_the_frozen_teacher():

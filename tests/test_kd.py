@@ -1,5 +1,7 @@
 """kd compressor: the loss, distillation of a deeprx student, and a second logit family (an MLP)."""
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,7 @@ import torch.nn.functional as F
 from edgejoule import plugin_manager
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
-from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, kd_loss, train_logit_model
+from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, kd_loss, train_logit_model, train_logit_models
 from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate
 
 torch.set_num_threads(1)
@@ -111,3 +113,20 @@ def test_kd_works_on_a_second_logit_family() -> None:
     assert bce(teacher) < bce(student)
     # distilled and scratch start from the same weights but follow different losses
     assert not torch.allclose(result.distilled.net[0].weight, result.scratch.net[0].weight)
+
+
+def test_models_trained_together_equal_each_trained_alone() -> None:
+    """train_logit_models shares batches and the teacher's forward pass, nothing else (issue 21's sweeps)."""
+    batch = _mlp_task()
+    torch.manual_seed(0)
+    teacher = Mlp(32)
+    train_logit_model(teacher, batch, KdOptions(steps=40, lr=1e-2))
+    inits = [Mlp(8), Mlp(16)]
+    options = [KdOptions(steps=30, lr=1e-2, alpha=0.5, temperature=2.0), KdOptions(steps=30, lr=3e-3, alpha=0.9)]
+    together = [copy.deepcopy(m) for m in inits]
+    losses = train_logit_models(together, batch, options, teacher)
+    for init, joint, o, loss in zip(inits, together, options, losses):
+        alone = copy.deepcopy(init)
+        assert train_logit_model(alone, batch, o, teacher) == loss
+        assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), joint.state_dict().values()))
+    assert not torch.equal(together[0].net[0].weight[:, :1], inits[0].net[0].weight[:, :1])  # it did train

@@ -44,6 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule.errors import EdgejouleError
 from edgejoule.sites import get_site, load_dataset
+from edgejoule.tasks.coded import block_errors, ldpc_code
+from edgejoule.tasks.error_rate import MIN_ERRORS, count_errors
 
 Array = Any
 Modulation = Literal["qpsk", "16qam"]
@@ -172,25 +174,21 @@ def error_counts(x_hat: np.ndarray, batch: DetectionBatch, const: Constellation)
     return bit_err, dec.size * const.bits_per_dim, sym_err, dec.shape[0] * n_u
 
 
+def maxlog_llrs(const: Constellation, x: np.ndarray, v: np.ndarray | float) -> np.ndarray:
+    r"""float32 [..., bits_per_dim] max-log bit LLRs of real PAM estimates ``x`` with noise variance ``v``:
+    :math:`\ell_b = (\min_{s: b=0}(x-s)^2 - \min_{s: b=1}(x-s)^2) / v` (positive means bit 1)."""
+    d = (np.asarray(x)[..., None] - const.levels) ** 2  # [..., L]
+    v = np.asarray(v)[..., None]
+    return np.stack([(d[..., const.gray[:, j] == 0].min(-1) - d[..., const.gray[:, j] == 1].min(-1)) / v[..., 0]
+                     for j in range(const.bits_per_dim)], -1).astype(np.float32)
+
+
 class ErrorRates(BaseModel):
     snr_db: float
     ber: float
     ser: float
     bits: int
-
-
-def snr_at_ber(snr_db: np.ndarray, ber: np.ndarray, target: float) -> float | None:
-    """SNR (dB) where the BER curve first falls to ``target``, by log-linear interpolation; None if never."""
-    snr_db, ber = np.asarray(snr_db, float), np.asarray(ber, float)
-    below = np.nonzero(ber <= target)[0]
-    if not len(below):
-        return None
-    i = below[0]
-    if i == 0:
-        return float(snr_db[0])
-    lo, hi = np.log10(max(ber[i - 1], 1e-12)), np.log10(max(ber[i], 1e-12))
-    t = (lo - np.log10(target)) / (lo - hi) if lo != hi else 1.0
-    return float(snr_db[i - 1] + t * (snr_db[i] - snr_db[i - 1]))
+    ber_point: dict = Field(description="bit errors counted and the 95 % interval (edgejoule.tasks.error_rate)")
 
 
 class ChannelSource:
@@ -214,6 +212,12 @@ def channel_source(site: str, n_r: int, n_u: int, split: str = "train") -> Chann
     return ChannelSource(n_r, n_u, site_channels(ds.H(split), n_r, n_u), name=site)  # type: ignore[arg-type]
 
 
+def _snr_key(snr: float) -> int:
+    """A seed word per SNR: centi-dB, negative SNRs wrapped past 2^31 (a seed word must be non-negative)."""
+    key = int(round(snr * 100))
+    return key if key >= 0 else 2**32 + key
+
+
 def error_rates(
     detect: Any,
     source: ChannelSource,
@@ -222,17 +226,60 @@ def error_rates(
     n_samples: int,
     seed: int = 1,
     batch: int = 2000,
+    min_errors: int | None = None,
 ) -> list[ErrorRates]:
-    """BER and SER of ``detect(batch) -> x_hat [B, 2N_U]`` at each SNR over ``n_samples`` detections.
+    """BER and SER of ``detect(batch) -> x_hat [B, 2N_U]`` at each SNR over ``n_samples`` detections, or with
+    ``min_errors`` until that many bit errors are counted (at most ``n_samples``: :mod:`edgejoule.tasks.error_rate`).
 
     The same seed draws the same channels, symbols and noise for every detector, so curves compare paired."""
     out = []
     for snr in snr_db:
-        rng = np.random.default_rng([seed, int(round(snr * 100))])
-        be = nb = se = ns = 0
-        for start in range(0, n_samples, batch):
-            b = simulate(source.draw(min(batch, n_samples - start), rng), const, snr, rng)
-            counts = error_counts(detect(b), b, const)
-            be, nb, se, ns = be + counts[0], nb + counts[1], se + counts[2], ns + counts[3]
-        out.append(ErrorRates(snr_db=float(snr), ber=be / nb, ser=se / ns, bits=nb))
+        rng = np.random.default_rng([seed, _snr_key(snr)])
+        symbols = [0, 0]  # symbol errors and symbols, beside the bit counts that drive the stopping rule
+
+        def draw(n: int, snr: float = snr, rng: np.random.Generator = rng) -> tuple[int, int]:
+            b = simulate(source.draw(n, rng), const, snr, rng)
+            be, nb, se, ns = error_counts(detect(b), b, const)
+            symbols[0], symbols[1] = symbols[0] + se, symbols[1] + ns
+            return be, nb
+
+        count = count_errors(draw, n_samples, batch, min_errors)
+        out.append(ErrorRates(snr_db=float(snr), ber=count.rate, ser=symbols[0] / symbols[1], bits=count.trials,
+                              ber_point=count.report()))
+    return out
+
+
+CODE_BLOCK_BITS = 576  # codeword bits per block: a 5G-like length, here over consecutive detections
+
+
+def coded_error_rates(
+    detect: Any,
+    source: ChannelSource,
+    const: Constellation,
+    snr_db: list[float],
+    code_name: str,
+    max_blocks: int,
+    seed: int = 1,
+    min_errors: int = MIN_ERRORS,
+    batch: int = 2000,
+) -> list[dict]:
+    """Coded BLER per SNR (``report()`` dicts of :mod:`edgejoule.tasks.error_rate`) of ``detect``: one codeword
+    of :mod:`edgejoule.tasks.coded` over the bits of ``CODE_BLOCK_BITS // bits per detection`` consecutive
+    detections (fresh channels each: interleaved fast fading), decoded from max-log LLRs of the soft estimates
+    with the noise variance as every stream's (the detectors give no per-stream reliability; min-sum decoding
+    is blind to the common scale). ``batch``: detections per call, as in :func:`error_rates`."""
+    per_detection = 2 * source.n_u * const.bits_per_dim
+    per_block = max(1, CODE_BLOCK_BITS // per_detection)
+    code = ldpc_code(code_name, per_block * per_detection, seed)
+    out = []
+    for snr in snr_db:
+        rng = np.random.default_rng([seed, _snr_key(snr)])
+        code_rng = np.random.default_rng([seed, _snr_key(snr), 2])
+
+        def draw(n: int, snr: float = snr, rng: np.random.Generator = rng, code_rng=code_rng) -> tuple[int, int]:
+            b = simulate(source.draw(n * per_block, rng), const, snr, rng)
+            llr = maxlog_llrs(const, detect(b), b.noise_var[:, None])
+            return block_errors(code, llr.reshape(n, -1), const.gray[b.idx].reshape(n, -1), code_rng)
+
+        out.append(count_errors(draw, max_blocks, max(1, batch // per_block), min_errors).report())
     return out

@@ -13,17 +13,19 @@ with unit mean channel power; the impairment power :math:`1/\mathrm{SINR}` is sp
 interferer (share :math:`\rho` = ``interference_share``, its own channel and QPSK data) and white Gaussian
 noise (share :math:`1-\rho`).
 
-**Channel: tapped delay line with Doppler** (Clarke's model per tap):
+**Channel: tapped delay line with Doppler** (Clarke's model per tap, :mod:`edgejoule.tasks.tdl`):
 
 .. math::
 
     H[t, f] = \sum_{l=1}^{L} \sqrt{p_l / K} \sum_{k=1}^{K} e^{j(\phi_{lk} + 2\pi f_D T_s t \cos\theta_{lk})}
-              \, e^{-j 2\pi f \Delta f \tau_l},
-    \qquad p_l \propto e^{-\tau_l / \tau_{\mathrm{rms}}},\; \sum_l p_l = 1
+              \, e^{-j 2\pi f \Delta f \tau_l}
 
-with tap delays :math:`\tau_l` uniform in :math:`[0, 3\tau_{\mathrm{rms}}]` per slot (the first at 0), K = 8
-rays per tap, symbol time :math:`T_s = (1 + 1/14)/\Delta f` (cyclic prefix included) and maximum Doppler
-:math:`f_D` = ``doppler_hz`` (0: a static slot).
+with K = 8 rays per tap, symbol time :math:`T_s = (1 + 1/14)/\Delta f` (cyclic prefix included) and maximum
+Doppler :math:`f_D` = ``doppler_hz`` (0: a static slot). ``channel`` picks the power-delay profile:
+``exponential`` (default): ``n_taps`` delays :math:`\tau_l` uniform in :math:`[0, 3\tau_{\mathrm{rms}}]` per slot
+(the first at 0), :math:`p_l \propto e^{-\tau_l / \tau_{\mathrm{rms}}}`, :math:`\sum_l p_l = 1`; or
+``tdl-a``/``tdl-b``/``tdl-c``: the fixed profiles of 3GPP TR 38.901 Tables 7.7.2-1..3 scaled to
+:math:`\tau_{\mathrm{rms}}` = ``delay_spread_ns``.
 
 **Site channels** (``site_gains``): the site datasets of :mod:`edgejoule.sites` are narrowband (one complex
 coefficient per BS antenna and user, no delays), so they cannot give the frequency selectivity; they fit as
@@ -34,7 +36,7 @@ spread around the nominal SINR.
 **Least-squares estimate** at pilots: :math:`\hat H_{LS}[t,f] = Y[t,f] / P[t,f]` on pilot REs, 0 elsewhere;
 ``interpolate`` fills the grid: linear interpolation across subcarriers on each pilot symbol (flat beyond the
 edge pilots), then linear inter-/extrapolation in time between pilot symbols (held constant with one pilot
-symbol). Both are linear maps, applied as two small real matrices.
+symbol, as a receiver with a single DMRS symbol does). Both are linear maps, applied as two small real matrices.
 Metric: uncoded BER over data REs. Bit logits follow the convention "positive means bit 1".
 """
 
@@ -44,7 +46,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule.errors import EdgejouleError
-from edgejoule.tasks.detection import Constellation, constellation, snr_at_ber
+from edgejoule.tasks.detection import Constellation, constellation
+from edgejoule.tasks.tdl import TDL_PROFILES, doppler_taps, frequency_response, tdl_profile
 
 __all__ = [
     "OfdmConfig",
@@ -54,11 +57,11 @@ __all__ = [
     "ls_estimate",
     "site_gains",
     "simulate",
-    "snr_at_ber",
+    "slot_bit_errors",
     "tdl_channel",
 ]
 
-RAYS_PER_TAP = 8
+CHANNELS = ("exponential", *TDL_PROFILES)
 PILOT_SEED = 7  # the pilot sequence is known to the receiver: one fixed QPSK sequence per grid size
 
 
@@ -72,8 +75,9 @@ class OfdmConfig(BaseModel):
     pilot_symbols: tuple[int, ...] = Field((2, 11), description="OFDM symbols that carry pilots")
     pilot_step: int = Field(2, ge=1, description="every pilot_step-th subcarrier of a pilot symbol is a pilot")
     modulation: str = Field("qpsk", description="qpsk or 16qam")
-    n_taps: int = Field(6, ge=1, description="TDL taps")
-    delay_spread_ns: float = Field(300.0, ge=0.0, description="RMS delay spread of the exponential profile")
+    channel: str = Field("exponential", description="power-delay profile: exponential, tdl-a, tdl-b or tdl-c")
+    n_taps: int = Field(6, ge=1, description="taps of the exponential profile (the TDL profiles have their own)")
+    delay_spread_ns: float = Field(300.0, ge=0.0, description="RMS delay spread of the profile")
     subcarrier_hz: float = Field(30e3, gt=0.0, description="subcarrier spacing")
     doppler_hz: float = Field(300.0, ge=0.0, description="maximum Doppler shift (0: no time variation)")
     interference_share: float = Field(0.5, ge=0.0, le=1.0, description="share of the impairment that is interference")
@@ -81,6 +85,8 @@ class OfdmConfig(BaseModel):
     def model_post_init(self, _: object) -> None:
         if any(not 0 <= s < self.n_sym for s in self.pilot_symbols) or not self.pilot_symbols:
             raise EdgejouleError(f"pilot_symbols must be in 0..{self.n_sym - 1}; got {self.pilot_symbols}")
+        if self.channel not in CHANNELS:
+            raise EdgejouleError(f"unknown channel '{self.channel}'; use one of {', '.join(CHANNELS)}")
         constellation(self.modulation)
 
     @property
@@ -125,19 +131,17 @@ class OfdmSlot(BaseModel):
 def tdl_channel(cfg: OfdmConfig, n: int, rng: np.random.Generator) -> np.ndarray:
     """complex64 [n, n_sym, n_sc] unit-mean-power TDL channel grids with Doppler (module docstring)."""
     tau_rms = cfg.delay_spread_ns * 1e-9
-    tau = rng.uniform(0.0, 3.0 * tau_rms, (n, cfg.n_taps))
-    tau[:, 0] = 0.0
-    power = np.exp(-tau / tau_rms) if tau_rms > 0 else np.ones_like(tau)
-    power /= power.sum(1, keepdims=True)
+    if cfg.channel == "exponential":
+        tau = rng.uniform(0.0, 3.0 * tau_rms, (n, cfg.n_taps))
+        tau[:, 0] = 0.0
+        power = np.exp(-tau / tau_rms) if tau_rms > 0 else np.ones_like(tau)
+        power /= power.sum(1, keepdims=True)
+    else:
+        delays, profile = tdl_profile(cfg.channel, tau_rms)
+        tau, power = np.broadcast_to(delays, (n, len(delays))), np.broadcast_to(profile, (n, len(profile)))
     t_sym = (1.0 + 1.0 / 14.0) / cfg.subcarrier_hz
-    phase = rng.uniform(0, 2 * np.pi, (n, cfg.n_taps, RAYS_PER_TAP))
-    cos_theta = np.cos(rng.uniform(0, 2 * np.pi, (n, cfg.n_taps, RAYS_PER_TAP)))
-    t = np.arange(cfg.n_sym)
-    rays = np.exp(1j * (phase[..., None] + 2 * np.pi * cfg.doppler_hz * t_sym * cos_theta[..., None] * t))
-    taps = np.sqrt(power / RAYS_PER_TAP)[..., None] * rays.sum(2)  # [n, L, n_sym]
-    f = np.arange(cfg.n_sc)
-    steer = np.exp(-2j * np.pi * cfg.subcarrier_hz * tau[..., None] * f)  # [n, L, n_sc]
-    return np.einsum("nlt,nlf->ntf", taps, steer).astype(np.complex64)
+    taps = doppler_taps(power, cfg.n_sym, t_sym, cfg.doppler_hz, rng)
+    return frequency_response(taps, tau, cfg.n_sc, cfg.subcarrier_hz)
 
 
 def site_gains(site: str, n: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
@@ -223,6 +227,12 @@ def simulate(
 
 def bit_errors(cfg: OfdmConfig, logits: np.ndarray, bits: np.ndarray) -> tuple[int, int]:
     """(bit errors, bits) over data REs; ``logits`` [B, n_sym, n_sc, bits_per_symbol], positive means 1."""
+    per_slot, n = slot_bit_errors(cfg, logits, bits)
+    return int(per_slot.sum()), n
+
+
+def slot_bit_errors(cfg: OfdmConfig, logits: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, int]:
+    """(bit errors per slot [B], bits in all) over data REs, as :func:`bit_errors`."""
     mask = cfg.data_mask
     wrong = (np.asarray(logits) > 0) != (np.asarray(bits) > 0)
-    return int(wrong[:, mask].sum()), int(mask.sum() * bits.shape[0] * bits.shape[-1])
+    return wrong[:, mask].reshape(len(wrong), -1).sum(1), int(mask.sum() * bits.shape[0] * bits.shape[-1])

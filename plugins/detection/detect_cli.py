@@ -32,7 +32,10 @@ def detect_command(
     epochs: int = typer.Option(30, min=1, help="FP training epochs (paper: 50)"),
     qat_epochs: int = typer.Option(30, "--qat-epochs", min=1, help="KAQ/LSQ fine-tuning epochs (paper: 50)"),
     snr: str = typer.Option("0,2,4,6,8,10,12,14,16", help="evaluation SNRs in dB, comma-separated"),
-    eval_samples: int = typer.Option(20_000, "--eval-samples", min=100, help="detections per SNR point"),
+    eval_samples: int = typer.Option(20_000, "--eval-samples", min=100, help="at most this many detections per SNR "
+                                     "point; a point stops once 100 bit errors are counted"),
+    coded: str = typer.Option(None, help="also coded BLER with this code: ldpc-r1/2 or ldpc-r3/4 (needs the research "
+                              "extra); one codeword per 576 bits of consecutive detections"),
     policy: str = typer.Option("learned", help="KAQ step-size policy: learned, noise-enhancement or static"),
     mmd_weight: float = typer.Option(1.0, "--mmd-weight", min=0.0, help="weight w of the MMD^2 term"),
     mmd_schedule: str = typer.Option("linear", "--mmd-schedule", help="MMD weight over QAT: linear (to 0) or constant"),
@@ -63,6 +66,10 @@ def detect_command(
         raise EdgejouleError(f"--mmd-teacher must be one of {', '.join(MMD_TEACHERS)}; got {mmd_teacher}")
     if modulation not in ("qpsk", "16qam"):
         raise EdgejouleError(f"--modulation must be qpsk or 16qam; got {modulation}")
+    if coded:
+        from edgejoule.tasks.coded import check_code
+
+        check_code(coded)
     if any(b < 1 or b > 16 for b in bits):
         raise EdgejouleError("--bits must be between 1 and 16")
     try:
@@ -84,7 +91,7 @@ def detect_command(
         site=site, models=_choices(model, MODELS, "--model"), quantizers=_choices(quantizer, QUANTIZERS, "--quantizer"),
         bits=bits, n_r=n_r, n_u=n_u, modulation=modulation, layers=layers, samples=samples, epochs=epochs,
         qat_epochs=qat_epochs, snr_db=snrs, eval_samples=eval_samples, policy=policy, mmd_weight=mmd_weight,
-        mmd_schedule=mmd_schedule, mmd_target=mmd_target, mmd_teacher=mmd_teacher, seed=seed,
+        mmd_schedule=mmd_schedule, mmd_target=mmd_target, mmd_teacher=mmd_teacher, seed=seed, coded=coded,
     )
     out_dir = out or Path("runs") / f"detect-{site}"
     with progress_bar("training detectors (epochs)", progress_units(req), enabled=not as_json) as advance:

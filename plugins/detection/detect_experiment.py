@@ -1,6 +1,9 @@
 """The detection experiment behind ``edgejoule detect``: train FP unfolded detectors, quantize their
 activations with KAQ, LSQ and PTQ at each bit width, and compare BER vs SNR and estimated energy per detection
-with the ZF, LMMSE and ML baselines. Writes ``results.json``, ``table.md`` and one ``ber-<model>.png``."""
+with the ZF, LMMSE and ML baselines. BER points are counted to 100 errors (or the ``eval_samples`` cap) with 95 %
+Clopper-Pearson intervals, and with ``coded`` the coded BLER too (:mod:`edgejoule.tasks.error_rate`,
+:func:`edgejoule.tasks.detection.coded_error_rates`). Writes ``results.json``, ``table.md`` and one
+``ber-<model>.png``."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES
 from edgejoule.plugins.detection.kaq_core import quantize_activations
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, detector, train
-from edgejoule.tasks.detection import ChannelSource, channel_source, constellation, error_rates, snr_at_ber
+from edgejoule.tasks.detection import ChannelSource, channel_source, coded_error_rates, constellation, error_rates
+from edgejoule.tasks.error_rate import MIN_ERRORS, format_rate, snr_at_ber
 
 FP_BITS = 16  # "full precision" on the accelerator model: 16-bit weights and activations, as the baselines
 
@@ -36,7 +40,10 @@ class DetectRequest(BaseModel):
     epochs: int = Field(30, ge=1, description="FP training epochs")
     qat_epochs: int = Field(30, ge=1, description="KAQ/LSQ fine-tuning epochs")
     snr_db: list[float] = [0, 2, 4, 6, 8, 10, 12, 14, 16]
-    eval_samples: int = Field(20_000, ge=100, description="detections per SNR point")
+    eval_samples: int = Field(20_000, ge=100, description="cap on detections per SNR point")
+    min_errors: int = Field(MIN_ERRORS, ge=1, description="bit (block) errors counted per point before it stops")
+    coded: str | None = Field(None, description="also coded BLER with this code (edgejoule.tasks.coded)")
+    eval_blocks: int = Field(2000, ge=1, description="cap on code blocks per SNR point")
     policy: str = "learned"
     mmd_weight: float = 1.0
     mmd_schedule: Literal["linear", "constant"] = "linear"
@@ -55,6 +62,8 @@ class Curve(BaseModel):
     snr_at_1e3: float | None
     snr_at_1e2: float | None
     energy_uj: float
+    ber_points: list[dict] = Field(description="per SNR: errors counted, 95 % interval (edgejoule.tasks.error_rate)")
+    bler_points: list[dict] | None = None
 
 
 class DetectResult(BaseModel):
@@ -63,12 +72,14 @@ class DetectResult(BaseModel):
     curves: list[Curve]
 
 
-def _curve(name, model, quantizer, bits, rates, energy_uj) -> Curve:
+def _curve(name, model, quantizer, bits, scored: tuple[list, list[dict] | None], energy_uj) -> Curve:
+    rates, bler = scored
     snr = np.array([r.snr_db for r in rates])
     ber = np.array([r.ber for r in rates])
     return Curve(
         name=name, model=model, quantizer=quantizer, bits=bits, ber=ber.tolist(), ser=[r.ser for r in rates],
         snr_at_1e3=snr_at_ber(snr, ber, 1e-3), snr_at_1e2=snr_at_ber(snr, ber, 1e-2), energy_uj=energy_uj,
+        ber_points=[r.ber_point for r in rates], bler_points=bler,
     )
 
 
@@ -80,7 +91,15 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
     const = constellation(req.modulation)
     train_src = channel_source(req.site, req.n_r, req.n_u, "train")
     test_src: ChannelSource = channel_source(req.site, req.n_r, req.n_u, "test")
-    evaluate = lambda detect: error_rates(detect, test_src, const, req.snr_db, req.eval_samples, seed=req.seed + 1)  # noqa: E731
+
+    def evaluate(detect) -> tuple[list, list[dict] | None]:
+        rates = error_rates(detect, test_src, const, req.snr_db, req.eval_samples, seed=req.seed + 1,
+                            min_errors=req.min_errors)
+        if req.coded is None:
+            return rates, None
+        return rates, coded_error_rates(detect, test_src, const, req.snr_db, req.coded, req.eval_blocks,
+                                        seed=req.seed + 1, min_errors=req.min_errors)
+
     n, m = 2 * req.n_r, 2 * req.n_u
     curves = []
     for name in ("zf-detector", "lmmse-detector", "ml-detector"):
@@ -142,11 +161,21 @@ def table(result: DetectResult) -> str:
         ref = fp.get(c.model) if c.model else None
         gap = (c.snr_at_1e3 - ref.snr_at_1e3) if ref and c.snr_at_1e3 is not None and ref.snr_at_1e3 is not None else None
         rows.append(f"| {c.name} | {c.bits} | {_db(c.snr_at_1e3)} | {_db(c.snr_at_1e2)} | {_db(gap)} | {c.energy_uj:.4g} |")
+    rows += _points_table(result, "ber_points", f"BER [95 % interval]; '<=': fewer than {result.request.min_errors} "
+                          "errors, the interval's upper bound")
+    if result.request.coded:
+        rows += _points_table(result, "bler_points", f"coded BLER, {result.request.coded}")
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
             f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "
             f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule}, on {req.mmd_target}, {req.mmd_teacher} teacher)\n\n")
     return head + "\n".join(rows) + "\n"
+
+
+def _points_table(result: DetectResult, key: str, title: str) -> list[str]:
+    rows = ["", title, "", "| detector | " + " | ".join(f"{s:g} dB" for s in result.snr_db) + " |",
+            "|---|" + "---|" * len(result.snr_db)]
+    return rows + [f"| {c.name} | " + " | ".join(format_rate(p) for p in getattr(c, key)) + " |" for c in result.curves]
 
 
 def plot(result: DetectResult, kind: str, path: Path) -> None:

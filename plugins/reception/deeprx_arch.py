@@ -24,6 +24,7 @@ class DeepRxArch(BaseModel):
     n_sym: int = Field(14, ge=1)
     n_sc: int = Field(24, ge=1)
     dilations: tuple[tuple[int, int], ...] = Field(DEFAULT_DILATIONS, description="(time, frequency) per block, cycled")
+    pilot_symbols: tuple[int, ...] = Field((2, 11), description="pilot OFDM symbols of the grid (the features' count)")
 
     def dilation(self, block: int) -> tuple[int, int]:
         return self.dilations[block % len(self.dilations)]
@@ -57,7 +58,7 @@ def _bn(name: str, n: int, c: int) -> LayerSpec:
 
 def describe(arch: DeepRxArch) -> list[LayerSpec]:
     n, c = arch.n_sym * arch.n_sc, arch.width
-    grid = OfdmConfig(n_sym=arch.n_sym, n_sc=arch.n_sc)  # the default pilot layout
+    grid = OfdmConfig(n_sym=arch.n_sym, n_sc=arch.n_sc, pilot_symbols=arch.pilot_symbols)
     layers = [
         LayerSpec(name="features", kind="features", macs=feature_ops(grid), weights=0, activations=n * IN_CHANNELS),
         _conv("input", "conv", n, 3, IN_CHANNELS, c),

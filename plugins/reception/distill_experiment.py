@@ -1,5 +1,7 @@
 """The ``edgejoule distill --task ofdm`` experiment: a deeprx teacher, distilled and scratch students, the
-LS+LMMSE baseline; BER vs SINR, SINR at the target BER, MACs and energy per inference (accelerator model)."""
+LS+LMMSE baseline; BER vs SINR with errors counted and Clopper-Pearson intervals
+(:mod:`edgejoule.tasks.error_rate`), optionally coded BLER (:mod:`edgejoule.tasks.coded`), SINR at the target
+BER, MACs and energy per inference (accelerator model)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, KnowledgeDistillation, train_logit_model
 from edgejoule.plugins.reception.ofdm_receiver import op_count, receive
-from edgejoule.tasks.ofdm import OfdmConfig, bit_errors, simulate, snr_at_ber
+from edgejoule.tasks.coded import block_errors, ldpc_code
+from edgejoule.tasks.error_rate import MIN_ERRORS, count_errors, format_rate, snr_at_ber
+from edgejoule.tasks.ofdm import OfdmConfig, simulate, slot_bit_errors
 
-EVAL_CHUNK = 250
+EVAL_CHUNK = 50  # slots per draw of the stopping rule: small, so a point stops soon after its 100th error
 
 
 class DistillRequest(BaseModel):
@@ -29,6 +33,9 @@ class DistillRequest(BaseModel):
     n_sc: int = 24
     modulation: str = "qpsk"
     doppler_hz: float = 300.0
+    channel: str = Field("exponential", description="power-delay profile (OfdmConfig.channel)")
+    delay_spread_ns: float = 300.0
+    pilot_symbols: tuple[int, ...] = Field((2, 11), description="OFDM symbols that carry pilots")
     batch: int = 32
     teacher_steps: int = 1500
     student_steps: int = 800
@@ -37,7 +44,12 @@ class DistillRequest(BaseModel):
     temperature: float = 2.0
     train_sinr_db: tuple[float, float] = (0.0, 40.0)
     sinr_db: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0])
-    eval_slots: int = 500
+    eval_slots: int = Field(500, description="cap on slots per SINR point (it stops earlier once it has counted "
+                            "min_errors errors over min_eval_slots slots)")
+    min_errors: int = Field(MIN_ERRORS, ge=1, description="errors counted per point before it stops")
+    min_eval_slots: int = Field(500, ge=1, description="slots drawn per point at least: a slot's bit errors are "
+                                "correlated, so 100 errors in a few slots would sample few channels")
+    coded: str | None = Field(None, description="also coded BLER with this code (edgejoule.tasks.coded): ldpc-r1/2")
     target_ber: float = 1e-3
     seed: int = 0
     teacher_from: Path | None = Field(None, description="a saved teacher state dict to use instead of training one")
@@ -45,12 +57,13 @@ class DistillRequest(BaseModel):
 
     @property
     def cfg(self) -> OfdmConfig:
-        return OfdmConfig(n_sc=self.n_sc, modulation=self.modulation, doppler_hz=self.doppler_hz)
+        return OfdmConfig(n_sc=self.n_sc, modulation=self.modulation, doppler_hz=self.doppler_hz, channel=self.channel,
+                          delay_spread_ns=self.delay_spread_ns, pilot_symbols=self.pilot_symbols)
 
     def arch(self, width_blocks: tuple[int, int]) -> DeepRxArch:
         cfg = self.cfg
         return DeepRxArch(width=width_blocks[0], blocks=width_blocks[1], bits_per_symbol=cfg.bits_per_symbol,
-                          n_sym=cfg.n_sym, n_sc=cfg.n_sc)
+                          n_sym=cfg.n_sym, n_sc=cfg.n_sc, pilot_symbols=cfg.pilot_symbols)
 
 
 def progress_units(req: DistillRequest) -> int:
@@ -70,28 +83,65 @@ def batches(req: DistillRequest):
     return batch
 
 
-def _ber_curve(req: DistillRequest, receiver) -> list[float]:
-    cfg, out = req.cfg, []
-    for i, s in enumerate(req.sinr_db):
-        rng = np.random.default_rng((req.seed, 1, i))  # the same slots for every receiver
-        errors = total = 0
-        for start in range(0, req.eval_slots, EVAL_CHUNK):
-            slot = simulate(cfg, s, rng, n=min(EVAL_CHUNK, req.eval_slots - start))
-            e, n = bit_errors(cfg, receiver(slot), slot.bits)
-            errors, total = errors + e, total + n
-        out.append(errors / total)
-    return out
+def error_curves(req: DistillRequest, receiver) -> dict[str, list[dict]]:
+    """Per SINR point, the BER (and with ``req.coded`` the coded BLER) of ``receiver(slot) -> logits``, counted
+    until ``min_errors`` errors and ``min_eval_slots`` slots, or ``eval_slots`` slots: ``report()`` dicts of
+    :mod:`edgejoule.tasks.error_rate`, the BER's with its interval over slots. Every receiver sees the same slots
+    (one seeded stream per point)."""
+    cfg = req.cfg
+    code = ldpc_code(req.coded, int(cfg.data_mask.sum()) * cfg.bits_per_symbol, req.seed) if req.coded else None
+    metrics = ("ber", "bler") if code else ("ber",)
+    curves: dict[str, list[dict]] = {m: [] for m in metrics}
+    for i, sinr in enumerate(req.sinr_db):
+        for metric in metrics:
+            coded = (code, np.random.default_rng((req.seed, 2, i))) if metric == "bler" else None
+            draw = _draw(cfg, receiver, sinr, np.random.default_rng((req.seed, 1, i)), coded)
+            least = min(req.min_eval_slots, req.eval_slots) if metric == "ber" else 0
+            curves[metric].append(count_errors(draw, req.eval_slots, EVAL_CHUNK, req.min_errors, least).report())
+    return curves
 
 
-def _net_receiver(cfg: OfdmConfig, model: torch.nn.Module):
+def _draw(cfg: OfdmConfig, receiver, sinr: float, rng: np.random.Generator, coded=None):
+    """``draw(n) -> (errors, trials)`` over n fresh slots: bit errors per slot, or with ``coded`` = (code, rng)
+    block errors of the code carried on each slot's data bits."""
+    mask = cfg.data_mask
+
+    def draw(n: int) -> tuple[int | np.ndarray, int]:
+        slot = simulate(cfg, sinr, rng, n=n)
+        logits = receiver(slot)
+        if coded is None:
+            return slot_bit_errors(cfg, logits, slot.bits)
+        code, code_rng = coded
+        return block_errors(code, logits[:, mask].reshape(n, -1), slot.bits[:, mask].reshape(n, -1), code_rng)
+
+    return draw
+
+
+def net_receiver(cfg: OfdmConfig, model: torch.nn.Module, device: str = "cpu"):
+    """``receiver(slot) -> logits`` of a deeprx net on ``device`` (the model must already be there)."""
     def rx(slot) -> np.ndarray:
         with torch.no_grad():
-            return model(inputs(cfg, slot)).numpy()
+            return model(inputs(cfg, slot).to(device)).cpu().numpy()
 
     return rx
 
 
-def _entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None, ber: list[float], seconds: float | None) -> dict:
+def load_net(req: DistillRequest, arch: tuple[int, int], path: Path, device: str = "cpu") -> DeepRx:
+    """A saved deeprx state dict of size ``arch`` on the grid of ``req``, on ``device``, in eval mode."""
+    model = DeepRx(req.arch(arch))
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    return model.to(device).eval()
+
+
+def checkpoint_curve(req: DistillRequest, arch: tuple[int, int], paths: list[Path], device: str = "cpu") -> list[dict]:
+    """The BER-vs-steps curve: each saved net (``teacher-STEP.pt``) on the test slots of ``req``, errors counted."""
+    return [{"steps": int(path.stem.rsplit("-", 1)[1]),
+             "ber_points": error_curves(req, net_receiver(req.cfg, load_net(req, arch, path, device), device))["ber"]}
+            for path in sorted(paths)]
+
+
+def receiver_entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None,
+                   curves: dict[str, list[dict]], seconds: float | None) -> dict:
     if arch is None:
         macs = op_count(req.cfg)
         energy = baseline_energy(macs).total_uj
@@ -101,9 +151,11 @@ def _entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None, 
         macs = sum(layer.macs for layer in layers)
         weights = sum(layer.weights for layer in layers)
         energy = plugin_manager.get("energy_estimators", "accelerator").estimate(layers, [16] * len(layers)).total_uj
+    ber = [p["rate"] for p in curves["ber"]]
     return {
         "label": label, "role": role, "arch": arch.model_dump(include={"width", "blocks"}) if arch else None,
-        "macs": int(macs), "weights": int(weights), "energy_uj": energy, "ber": ber,
+        "macs": int(macs), "weights": int(weights), "energy_uj": energy, "ber": ber, "ber_points": curves["ber"],
+        "bler_points": curves.get("bler"),
         "sinr_at_target_db": snr_at_ber(np.array(req.sinr_db), np.array(ber), req.target_ber),
         "train_s_per_100_steps": seconds,
     }
@@ -111,7 +163,8 @@ def _entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None, 
 
 def _teacher(req: DistillRequest, batch, out_dir: Path, advance) -> tuple[DeepRx, float | None, list[float]]:
     """The trained teacher and its seconds per 100 steps: loaded from ``teacher_from``, or trained with a
-    checkpoint (``teacher.pt``) every ``checkpoint_every`` steps so a long run that is stopped leaves one."""
+    checkpoint (``teacher.pt``, and ``teacher-STEP.pt`` kept) every ``checkpoint_every`` steps so a long run that
+    is stopped leaves one."""
     teacher = DeepRx(req.arch(req.teacher))
     if req.teacher_from is not None:
         try:
@@ -126,6 +179,8 @@ def _teacher(req: DistillRequest, batch, out_dir: Path, advance) -> tuple[DeepRx
     def checkpoint(done: int) -> None:
         if done % req.checkpoint_every == 0 or done == req.teacher_steps:
             torch.save(teacher.state_dict(), out_dir / "teacher.pt")
+            # kept per step (tens of kB each) for the BER-vs-steps curve
+            torch.save(teacher.state_dict(), out_dir / f"teacher-{done:06d}.pt")
 
     options = KdOptions(steps=req.teacher_steps, lr=req.lr)
     t0 = time.perf_counter()
@@ -140,8 +195,9 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
     t_arch = req.arch(req.teacher)
     teacher, t_speed, t_hist = _teacher(req, batch, out_dir, advance)
     entries = [
-        _entry(req, "LS+LMMSE", "baseline", None, _ber_curve(req, lambda s: receive(cfg, s)), None),
-        _entry(req, f"teacher {t_arch.width}x{t_arch.blocks}", "teacher", t_arch, _ber_curve(req, _net_receiver(cfg, teacher)), t_speed),
+        receiver_entry(req, "LS+LMMSE", "baseline", None, error_curves(req, lambda s: receive(cfg, s)), None),
+        receiver_entry(req, f"teacher {t_arch.width}x{t_arch.blocks}", "teacher", t_arch,
+                       error_curves(req, net_receiver(cfg, teacher)), t_speed),
     ]
     histories = {"teacher": t_hist}
     for i, wb in enumerate(req.students):
@@ -154,7 +210,7 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
         speed = 100 * (time.perf_counter() - t0) / (2 * req.student_steps)
         for role, model in (("distilled", result.distilled), ("scratch", result.scratch)):
             label = f"{role} {arch.width}x{arch.blocks}"
-            entries.append(_entry(req, label, role, arch, _ber_curve(req, _net_receiver(cfg, model)), speed))
+            entries.append(receiver_entry(req, label, role, arch, error_curves(req, net_receiver(cfg, model)), speed))
             histories[label] = result.loss_history[role]
             torch.save(model.state_dict(), out_dir / f"{role}-{arch.width}x{arch.blocks}.pt")
     result = {"request": req.model_dump(mode="json"), "sinr_db": req.sinr_db, "receivers": entries, "loss_history": histories}
@@ -201,13 +257,23 @@ def _rows(result: dict) -> list[list[str]]:
 HEADER = ["receiver", "SINR at target BER (dB)", "MACs", "weights", "energy (uJ)", "lowest BER"]
 
 
+def _curve_table(result: dict, key: str, title: str) -> list[str]:
+    lines = ["", title, "", "| receiver | " + " | ".join(f"{s:g} dB" for s in result["sinr_db"]) + " |",
+             "|---|" + "---|" * len(result["sinr_db"])]
+    return lines + ["| " + e["label"] + " | " + " | ".join(format_rate(p) for p in e[key]) + " |"
+                    for e in result["receivers"]]
+
+
 def markdown_table(result: dict) -> str:
-    target = result["request"]["target_ber"]
-    lines = [f"target BER {target:g}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    """The summary table, then BER (and coded BLER) per SINR with 95 % Clopper-Pearson intervals, or the upper
+    bound where fewer than ``min_errors`` errors were counted."""
+    req = result["request"]
+    lines = [f"target BER {req['target_ber']:g}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
-    lines += ["", "| receiver | " + " | ".join(f"{s:g} dB" for s in result["sinr_db"]) + " |",
-              "|---|" + "---|" * len(result["sinr_db"])]
-    lines += ["| " + e["label"] + " | " + " | ".join(f"{b:.2e}" for b in e["ber"]) + " |" for e in result["receivers"]]
+    lines += _curve_table(result, "ber_points", "uncoded BER [95 % Clopper-Pearson, bits as independent] / [95 % "
+                          f"over slots]; '<=': fewer than {req['min_errors']} errors, the Clopper-Pearson upper bound")
+    if req.get("coded"):
+        lines += _curve_table(result, "bler_points", f"coded BLER [95 % Clopper-Pearson], {req['coded']}")
     return "\n".join(lines) + "\n"
 
 

@@ -77,38 +77,54 @@ def train_logit_model(
 ) -> list[float]:
     """Trains ``model`` in place with :func:`kd_loss` (a = 0 when ``teacher`` is None); returns the loss curve.
     ``after_step(steps_done)`` runs after every step (checkpoints)."""
+    return train_logit_models([model], batch, [options], teacher, progress, after_step)[0]
+
+
+def train_logit_models(
+    models: list[Any], batch: Callable[[int], tuple[Any, Any, Any]], options: list[KdOptions], teacher: Any = None,
+    progress: Progress | None = None, after_step: Callable[[int], None] | None = None,
+) -> list[list[float]]:
+    """:func:`train_logit_model` for several models at once, each with its options (the same ``steps``), on the
+    same batches and one teacher forward pass per batch: what a sweep over sizes, a and T shares."""
     import torch
 
-    alpha = options.alpha if teacher is not None else 0.0
-    opt = torch.optim.Adam(model.parameters(), lr=options.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, options.steps)
+    if len({o.steps for o in options}) != 1 or len(options) != len(models):
+        raise ValueError("one KdOptions per model, all with the same steps")
+    steps = options[0].steps
+    opts = [torch.optim.Adam(m.parameters(), lr=o.lr) for m, o in zip(models, options)]
+    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) for opt in opts]
     if teacher is not None:
         teacher.eval()
-    model.train()
-    history, window = [], []
-    every = max(1, options.steps // 100)
-    for step in range(options.steps):
+    for model in models:
+        model.train()
+    histories: list[list[float]] = [[] for _ in models]
+    windows: list[list[float]] = [[] for _ in models]
+    every = max(1, steps // 100)
+    for step in range(steps):
         x, bits, mask = batch(step)
         z_t = None
         if teacher is not None:
             with torch.no_grad():
                 z_t = teacher(x)
-        z_s = model(x)
-        loss = kd_loss(z_s, z_t if z_t is not None else z_s, bits, alpha, options.temperature, mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        window.append(float(loss.detach()))
-        if len(window) == every:
-            history.append(sum(window) / every)
-            window = []
+        for model, o, opt, sched, history, window in zip(models, options, opts, scheds, histories, windows):
+            z_s = model(x)
+            alpha = o.alpha if teacher is not None else 0.0
+            loss = kd_loss(z_s, z_t if z_t is not None else z_s, bits, alpha, o.temperature, mask)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            window.append(float(loss.detach()))
+            if len(window) == every:
+                history.append(sum(window) / every)
+                window.clear()
         if progress:
             progress(1)
         if after_step:
             after_step(step + 1)
-    model.eval()
-    return history
+    for model in models:
+        model.eval()
+    return histories
 
 
 class KnowledgeDistillation:

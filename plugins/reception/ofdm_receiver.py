@@ -31,6 +31,7 @@ import numpy as np
 
 from edgejoule.hookspecs import hookimpl
 from edgejoule.interfaces import BaselineResult
+from edgejoule.tasks.detection import maxlog_llrs
 from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate
 
 
@@ -44,15 +45,9 @@ def op_count(cfg: OfdmConfig) -> float:
 
 
 def maxlog_logits(cfg: OfdmConfig, z: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """float32 [..., bits_per_symbol] max-log bit logits of unbiased symbol estimates ``z`` with noise var ``v``."""
-    const = cfg.const
-    out = []
-    for part in (z.real, z.imag):
-        d = (part[..., None] - const.levels) ** 2  # [..., L]
-        for j in range(const.bits_per_dim):
-            one = const.gray[:, j] == 1
-            out.append((d[..., ~one].min(-1) - d[..., one].min(-1)) / v)
-    return np.stack(out, -1).astype(np.float32)
+    """float32 [..., bits_per_symbol] max-log bit logits of unbiased symbol estimates ``z`` with noise var ``v``
+    (real-part bits first)."""
+    return np.concatenate([maxlog_llrs(cfg.const, z.real, v), maxlog_llrs(cfg.const, z.imag, v)], -1)
 
 
 def receive(cfg: OfdmConfig, slot: OfdmSlot) -> np.ndarray:
@@ -65,6 +60,14 @@ def receive(cfg: OfdmConfig, slot: OfdmSlot) -> np.ndarray:
     z = x_hat / np.maximum(mu, 1e-12)
     v = s2 / np.maximum(g, 1e-12)
     return maxlog_logits(cfg, z, v)
+
+
+def true_channel_receive(cfg: OfdmConfig, slot: OfdmSlot) -> np.ndarray:
+    """Bit logits of steps 2-3 with the true channel at every RE in place of the estimate (no estimation error):
+    the bound a receiver's channel estimation is measured against."""
+    s2 = slot.impairment_var.astype(np.float64)[:, None, None]
+    g = np.abs(slot.h) ** 2
+    return maxlog_logits(cfg, np.conj(slot.h) * slot.y / np.maximum(g, 1e-12), s2 / np.maximum(g, 1e-12))
 
 
 class LsLmmseReceiver:
