@@ -38,7 +38,7 @@ class BrokerPasswords:
         if len(secret) < 16:
             raise EdgejouleError(f"the broker secret has {len(secret)} bytes; at least 16 are needed")
         self._secret = secret
-        self.fingerprint = self._mac("fingerprint")[:12]
+        self.fingerprint = self._mac("fingerprint").hex()[:12]
 
     @classmethod
     def at(cls, path: Path) -> "BrokerPasswords":
@@ -65,16 +65,15 @@ class BrokerPasswords:
             raise EdgejouleError(f"cannot read or make the broker secret {path}: {exc.strerror}") from None
         return cls(text.encode())
 
-    def _mac(self, *parts: str) -> str:
-        return hmac.new(self._secret, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+    def _mac(self, *parts: str) -> bytes:
+        return hmac.new(self._secret, "\x00".join(parts).encode(), hashlib.sha256).digest()
 
     def password(self, agent_id: str, token_hash: str) -> str:
-        digest = hmac.new(self._secret, f"mqtt-password\x00{agent_id}\x00{token_hash}".encode(), hashlib.sha256)
-        return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+        return base64.urlsafe_b64encode(self._mac("mqtt-password", agent_id, token_hash)).decode().rstrip("=")
 
     def stamp(self, agent_id: str, token_hash: str) -> str:
         """What the login's ``textdescription`` says when it holds ``password(agent_id, token_hash)``."""
-        return f"{STAMP_PREFIX} key={self.fingerprint} credential={self._mac('stamp', agent_id, token_hash)[:16]}"
+        return f"{STAMP_PREFIX} key={self.fingerprint} credential={self._mac('stamp', agent_id, token_hash).hex()[:16]}"
 
     def foreign(self, stamp: str) -> bool:
         """Whether ``stamp`` was made by a registry holding another secret (not an older credential of ours)."""

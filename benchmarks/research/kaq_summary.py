@@ -19,25 +19,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from edgejoule.tasks.error_rate import clopper_pearson, t_interval
 
 NAME = re.compile(r"^(?P<stage>sweep|final)-(?P<site>[a-z-]+?)-(?P<variant>[a-z]+)-s(?P<seed>\d+)$")
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval over seeds (nan half-width for one seed)."""
-    x = np.asarray(values, float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
-
-
-def clopper_pearson(errors: int, n: int) -> tuple[float, float]:
-    lo = 0.0 if errors == 0 else float(stats.beta.ppf(0.025, errors, n - errors + 1))
-    hi = 1.0 if errors == n else float(stats.beta.ppf(0.975, errors + 1, n - errors))
-    return lo, hi
+def over_seeds(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval over seeds (nan bounds for one seed)."""
+    if len(values) < 2:
+        return float(np.mean(values)), math.nan, math.nan
+    return t_interval(values)
 
 
 def load(root: Path) -> dict:
@@ -73,7 +65,7 @@ def snr_cell(curves: dict[int, dict], key: str) -> str:
     reached = [v for v in values if v is not None]
     if not reached:
         return "not reached"
-    cell = fmt(*t_interval(reached))
+    cell = fmt(*over_seeds(reached))
     return cell if len(reached) == len(values) else f"{cell} ({len(reached)} of {len(values)} seeds)"
 
 
@@ -84,11 +76,11 @@ def paired(kaq: dict[int, dict], lsq: dict[int, dict]) -> str:
         if seeds and all(kaq[s][key] is not None and lsq[s][key] is not None for s in seeds):
             diffs = [kaq[s][key] - lsq[s][key] for s in seeds]
             better = sum(d < 0 for d in diffs)
-            return f"{fmt(*t_interval(diffs))} dB {label}; KAQ ahead on {better} of {len(seeds)}"
+            return f"{fmt(*over_seeds(diffs))} dB {label}; KAQ ahead on {better} of {len(seeds)}"
     ratios = log_ratios(kaq, lsq)
     if not ratios:
         return "n/a"
-    mean, lo, hi = t_interval(ratios)
+    mean, lo, hi = over_seeds(ratios)
     ahead = sum(r < 0 for r in ratios)
     return f"BER ratio at top SNR {fmt(*map(math.exp, (mean, lo, hi)))}; KAQ ahead on {ahead} of {len(ratios)}"
 
@@ -115,7 +107,7 @@ def plot(runs: dict, path: Path) -> None:
     for v, variant in enumerate(variants):
         for y, (site, model, bits) in enumerate(cases):
             logs = log_ratios(runs[(site, model, variant, bits)], runs[(site, model, "lsq", bits)])
-            mean, lo, hi = t_interval(logs)
+            mean, lo, hi = over_seeds(logs)
             row = y + (v - (len(variants) - 1) / 2) * 0.25
             ax.plot(np.exp(logs), [row] * len(logs), "o", ms=3, color=f"C{v}", alpha=0.6)
             ax.errorbar(math.exp(mean), row, xerr=[[math.exp(mean) - math.exp(lo)], [math.exp(hi) - math.exp(mean)]],

@@ -48,7 +48,7 @@ from edgejoule.plugins.reception.distill_experiment import (
 )
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model, train_logit_models
 from edgejoule.plugins.reception.ofdm_receiver import receive, true_channel_receive
-from edgejoule.tasks.error_rate import format_rate, snr_at_target
+from edgejoule.tasks.error_rate import format_rate, snr_at_target, t_interval
 
 VALIDATION_SEED = 1000  # the sweep's validation slots: a stream no test curve uses (those are seeded 0, 1, 2)
 TARGETS = (1e-3, 1e-2)
@@ -266,10 +266,8 @@ def summarize(plan: Plan, entries: list[dict]) -> list[dict]:
 def _t_interval(x: list[float], n: int) -> dict:
     if len(x) < 2 or len(x) < n:
         return {"mean": float(np.mean(x)) if len(x) == n and x else None, "ci_low": None, "ci_high": None}
-    from scipy.stats import t
-
-    half = float(t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
-    return {"mean": float(np.mean(x)), "ci_low": float(np.mean(x)) - half, "ci_high": float(np.mean(x)) + half}
+    mean, low, high = t_interval(x)
+    return {"mean": mean, "ci_low": low, "ci_high": high}
 
 
 def _db(v: float | None) -> str:

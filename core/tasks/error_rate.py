@@ -140,6 +140,16 @@ def snr_at_ber(snr_db: np.ndarray, ber: np.ndarray, target: float) -> float | No
     return float(snr_db[i - 1] + t * (snr_db[i] - snr_db[i - 1]))
 
 
+def t_interval(values: list[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` (two or more) and its Student-t interval (module docstring)."""
+    from scipy.stats import t
+
+    x = np.asarray(values, float)
+    mean = float(x.mean())
+    half = float(t.ppf(1 - (1 - confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
 class Crossing(BaseModel):
     """The SNR at a target rate per seed, and their mean with its t-interval (module docstring)."""
 
@@ -159,8 +169,5 @@ def snr_at_target(snr_db: list[float], curves: list[list[float]], target: float,
     x = np.asarray(per_seed, float)
     if len(x) < 2:
         return Crossing(target=target, per_seed=per_seed, mean=float(x.mean()))
-    from scipy.stats import t
-
-    half = float(t.ppf(1 - (1 - confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return Crossing(target=target, per_seed=per_seed, mean=float(x.mean()), ci_low=float(x.mean()) - half,
-                    ci_high=float(x.mean()) + half)
+    mean, low, high = t_interval(x, confidence)
+    return Crossing(target=target, per_seed=per_seed, mean=mean, ci_low=low, ci_high=high)

@@ -22,7 +22,6 @@ from edgejoule.registry.api.deps import (
     fits,
 )
 from edgejoule.registry.api.paging import PAGED, Cursor, Limit, after, page
-from edgejoule.registry.auth import token_hash
 from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.registry.db import AgentRow, AssignmentRow
 from edgejoule.registry.ingest import MqttIngest
@@ -33,13 +32,13 @@ from edgejoule.schemas.messages import Heartbeat
 router = APIRouter()
 
 
-def _issued(agent_id: str, site: str, token: str, ingest: MqttIngest | None,
-            passwords: BrokerPasswords) -> AgentRegistered:
-    """The new credentials, once the broker has the login (a few seconds at most; without a broker at once)."""
+def _issued(agent: AgentRow, token: str, ingest: MqttIngest | None, passwords: BrokerPasswords) -> AgentRegistered:
+    """The new credentials of ``agent`` (committed), once the broker has the login (a few seconds at most; without
+    a broker at once)."""
     if ingest is not None:
         ingest.logins.changed(wait=True)
-    return AgentRegistered(agent_id=agent_id, site=site, token=token, mqtt_username=agent_id,
-                           mqtt_password=passwords.password(agent_id, token_hash(token)))
+    return AgentRegistered(agent_id=agent.id, site=agent.site, token=token, mqtt_username=agent.id,
+                           mqtt_password=passwords.password(agent.id, agent.token_hash))
 
 
 @router.post("/agents", status_code=201, dependencies=ADMIN)
@@ -50,10 +49,9 @@ def register(reg: AgentRegistration, sessions: SessionsDep, ingest: IngestDep,
     try:
         with sessions.begin() as session:
             row, token = service.register_agent(session, fits(reg))
-            site = row.site
     except IntegrityError:  # registered by a concurrent request between the check and the commit
         raise HTTPException(409, f"agent '{reg.agent_id}' is registered already") from None
-    return _issued(reg.agent_id, site, token, ingest, passwords)
+    return _issued(row, token, ingest, passwords)
 
 
 @router.post("/agents/{agent_id}/token", dependencies=ADMIN)
@@ -62,8 +60,7 @@ def rotate_token(agent_id: str, sessions: SessionsDep, ingest: IngestDep, passwo
     the broker (a new password), where a session logged in with the old one is ended."""
     with sessions.begin() as session:
         agent, token = service.rotate_token(session, agent_id)
-        site = agent.site
-    return _issued(agent_id, site, token, ingest, passwords)
+    return _issued(agent, token, ingest, passwords)
 
 
 @router.get("/agents/{agent_id}/broker-login", dependencies=SELF_OR_ADMIN)
