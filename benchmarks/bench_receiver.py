@@ -22,6 +22,12 @@ batches: 16x3 for 1,000 and 4,000 steps at 0..40 dB, 16x3 for 1,000 steps at 20.
 ``--checkpoint RUN/teacher.pt --arch 24x5 --doppler 1000``: a saved receiver (a distill teacher checkpoint) beside
 LS+LMMSE on the ``--headroom`` test slots of that Doppler (2,000 per point at 30 and 40 dB), to follow a long
 teacher run's BER over its training steps.
+
+``--run RUN``: every receiver of a finished ``edgejoule distill`` run (its own scenario and trained weights)
+exported with ``edgejoule.plugins.reception.export`` (parity-checked) and timed on the agent's runtime
+(``edgejoule.runtime.load_interpreter``, 1 thread, one slot per call): the features (numpy) plus one LiteRT
+``invoke``, beside LS+LMMSE in numpy; with the run's lowest BER and each receiver's energy per slot under both
+countings (``receiver_cost``; docs/RECEIVER.md, the KD scenario's table of energy and latency).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from edgejoule.errors import EdgejouleError
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe, features
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.distill_cli import parse_arch
-from edgejoule.plugins.reception.distill_experiment import DistillRequest, batches
+from edgejoule.plugins.reception.distill_experiment import DistillRequest, batches, receiver_cost
 from edgejoule.plugins.reception.export import ReceiverRuntime, export_receiver
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
 from edgejoule.plugins.reception.ofdm_receiver import receive, true_channel_receive
@@ -150,6 +156,40 @@ def checkpoint(path: Path, width_blocks: tuple[int, int], cfg: OfdmConfig) -> No
     row(f"deeprx {width_blocks[0]}x{width_blocks[1]} {path}", cfg, net_logits(model.eval(), features, cfg), test)
 
 
+def run_latency(run: Path, repeats: int = 300) -> None:
+    """``--run``: the module docstring's table for a finished distill run, in markdown."""
+    import json
+
+    result = json.loads((run / "results.json").read_text())
+    req = DistillRequest.model_validate(result["request"])
+    cfg = req.cfg
+    one = simulate(cfg, 20.0, np.random.default_rng(0), n=1)
+    feats = median_ms(lambda: features(cfg, one), repeats)
+    print(f"{run}: {cfg.channel} {cfg.delay_spread_ns:g} ns, pilots {list(cfg.pilot_symbols)}, {cfg.doppler_hz:g} Hz, "
+          f"grid 14 x {cfg.n_sc}; median ms per slot over {repeats} calls, 1 thread; features {feats:.3f} ms (numpy)")
+    print("\n| receiver | lowest BER | energy per slot (uJ, implemented / paper) | LiteRT invoke (ms) | "
+          "features + invoke (ms) | parity BER LiteRT / torch |\n|---|---|---|---|---|---|")
+    for e in result["receivers"]:
+        arch = req.arch((e["arch"]["width"], e["arch"]["blocks"])) if e["arch"] else None
+        cost = " / ".join(f"{v:.3g}" for v in receiver_cost(req, arch)[2].values())
+        if arch is None:
+            ms = median_ms(lambda: receive(cfg, one), repeats)
+            print(f"| {e['label']} | {min(e['ber']):.2e} | {cost} | - (numpy) | {ms:.3f} | - |")
+            continue
+        name = "teacher.pt" if e["role"] == "teacher" else f"{e['role']}-{arch.width}x{arch.blocks}.pt"
+        model = DeepRx(arch)
+        model.load_state_dict(torch.load(run / name, weights_only=True))
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = export_receiver(model.eval(), arch, cfg, Path(tmp))
+            runtime = ReceiverRuntime(Path(tmp) / "model.tflite")
+            x = features(cfg, one)
+            lite = median_ms(lambda: runtime.invoke(x), repeats)
+            both = median_ms(lambda: runtime.invoke(features(cfg, one)), repeats)
+        m = manifest.metrics
+        print(f"| {e['label']} | {min(e['ber']):.2e} | {cost} | {lite:.3f} | {both:.3f} | "
+              f"{m['parity_ber_litert']:.2e} / {m['parity_ber_torch']:.2e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-sc", type=int, default=12)
@@ -158,8 +198,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="a saved deeprx state dict to score beside LS+LMMSE")
     parser.add_argument("--arch", default="24x5", help="WIDTHxBLOCKS of --checkpoint")
     parser.add_argument("--doppler", type=float, default=1000.0, help="Doppler in Hz for --checkpoint")
+    parser.add_argument("--run", type=Path, help="a finished edgejoule distill run: its receivers' LiteRT latency")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.run:
+        run_latency(args.run)
+        return
     cfg = OfdmConfig(n_sc=args.n_sc)
     req = DistillRequest(n_sc=args.n_sc)
     if args.ablation:

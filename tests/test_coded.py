@@ -13,6 +13,7 @@ from edgejoule.errors import EdgejouleError
 from edgejoule.plugins.reception.ofdm_receiver import receive
 from edgejoule.tasks.coded import block_errors, check_code, ldpc_code
 from edgejoule.tasks.detection import ChannelSource, coded_error_rates, constellation
+from edgejoule.tasks.detection import simulate as simulate_detection
 from edgejoule.tasks.ofdm import OfdmConfig, simulate
 
 
@@ -78,3 +79,65 @@ def test_missing_ldpc_fails_in_one_line(monkeypatch) -> None:
         check_code("ldpc-r1/2")
     with pytest.raises(EdgejouleError, match="unknown code"):
         check_code("turbo")
+
+
+def test_max_log_ml_llrs_are_the_brute_force_ones_and_sign_the_ml_decision() -> None:
+    from edgejoule.plugins.detection.soft_ml import ml_llrs
+
+    for modulation, n_r, n_u in (("qpsk", 4, 2), ("16qam", 2, 1)):
+        const = constellation(modulation)
+        b = simulate_detection(ChannelSource(n_r, n_u).draw(40, np.random.default_rng(1)), const, 3.0,
+                               np.random.default_rng(2))
+        llr = ml_llrs(b.H, b.y, b.noise_var, const, chunk=7)  # chunks that do not divide the batch
+        levels, bits = const.levels, const.gray  # [L], [L, bits_per_dim]
+        L, m = len(levels), 2 * n_u
+        for i in range(len(b.H)):
+            best = {(k, j, v): np.inf for k in range(m) for j in range(const.bits_per_dim) for v in (0, 1)}
+            for code in np.ndindex(*([L] * m)):  # every candidate, by its level indices
+                d = float(np.sum((b.y[i] - b.H[i] @ levels[list(code)]) ** 2))
+                for k in range(m):
+                    for j in range(const.bits_per_dim):
+                        key = (k, j, int(bits[code[k], j]))
+                        best[key] = min(best[key], d)
+            want = [[(best[k, j, 0] - best[k, j, 1]) / b.noise_var[i] for j in range(const.bits_per_dim)]
+                    for k in range(m)]
+            np.testing.assert_allclose(llr[i], want, rtol=1e-4, atol=1e-4)
+        ml = plugin_manager.get("baselines", "ml-detector").run(b.H, b.y, b.noise_var, const=const).output
+        decided = const.gray[np.rint(ml / const.scale + L - 1).astype(int) // 2]
+        assert np.array_equal(llr > 0, decided.astype(bool))
+
+
+def test_soft_ml_decodes_where_lmmse_and_hard_ml_decisions_fail() -> None:
+    """The reference the learned detectors' coded BLER is read against: at -6 dB on Rayleigh 8x4, measured
+    62/300 blocks lost with max-log ML LLRs, 102/297 with LMMSE's, 104/108 from hard ML decisions."""
+    from edgejoule.plugins.detection.soft_ml import ml_soft
+
+    const = constellation("qpsk")
+    ml = plugin_manager.get("baselines", "ml-detector")
+    lmmse = plugin_manager.get("baselines", "lmmse-detector")
+    src = ChannelSource(8, 4)
+    rate = {}
+    for name, detect, llrs in (("soft", None, ml_soft(const)),
+                               ("lmmse", lambda b: lmmse.run(b.H, b.y, b.noise_var, const=const).output, None),
+                               ("hard", lambda b: ml.run(b.H, b.y, b.noise_var, const=const).output, None)):
+        point = coded_error_rates(detect, src, const, [-6.0], "ldpc-r1/2", max_blocks=300, llrs=llrs)[0]
+        rate[name] = point["errors"] / point["draws"]
+    assert rate["soft"] < 0.7 * rate["lmmse"] and rate["lmmse"] < 0.5 * rate["hard"], rate
+
+
+def test_detect_decodes_ml_from_its_soft_output(tmp_path) -> None:
+    """`detect --coded`: ML's coded row is the max-log reference (from hard decisions it lost 104 of 108 blocks
+    at -6 dB, more than LMMSE's 102 of 297)."""
+    import json
+    import subprocess
+
+    res = subprocess.run(
+        [sys.executable, "-m", "edgejoule.cli.app", "detect", "--site", "rayleigh", "--model", "pgd", "--quantizer",
+         "lsq", "--bits", "4", "--samples", "256", "--epochs", "1", "--qat-epochs", "1", "--snr=-6",
+         "--eval-samples", "200", "--coded", "ldpc-r1/2", "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    bler = {c["name"]: c["bler_points"][0] for c in json.loads(res.stdout)["curves"]}
+    rate = {k: p["errors"] / p["draws"] for k, p in bler.items()}
+    assert rate["ml-detector"] < 0.7 * rate["lmmse-detector"], rate
+    assert "max-log LLRs over all candidates" in (tmp_path / "table.md").read_text()

@@ -1,5 +1,5 @@
 """The DNN families' weightless operations under the ``implemented`` counting (issue 17, item 1): read from the
-exported graph's computation by ``edgejoule.plugins.precoding.op_counter``, against hand counts."""
+exported graph's computation by ``edgejoule.plugins.energy.op_counter``, against hand counts."""
 
 from __future__ import annotations
 

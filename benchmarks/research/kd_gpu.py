@@ -134,7 +134,7 @@ def train_teacher(plan: Plan, work: Path) -> dict:
     model = DeepRx(req.arch(plan.teacher)).to(plan.device)
     (work / "ckpt").mkdir(parents=True, exist_ok=True)
 
-    def after(done: int) -> None:
+    def after(done: int, _state) -> None:
         if done % plan.checkpoint_every == 0 or done == plan.teacher_steps:
             torch.save(model.state_dict(), work / "ckpt" / f"teacher-{done:06d}.pt")
 

@@ -5,16 +5,19 @@ Two countings exist for every method, and every energy names its counting:
 - ``implemented`` (the default): the operations the project's own code performs, read from the code while it
   runs. numpy implementations run on :class:`Counted` arrays, whose ``__array_ufunc__`` prices every ufunc
   (``@`` included) from its operands' shapes and dtypes with one table, :func:`price`; a function the table
-  does not know raises, so nothing is left out silently. The classical precoders are counted this way. A DNN
-  family is eqs. 7-11 on its weight layers (their MACs at their bit widths) plus the weightless operations of
-  its exported graph (input scaling, softmax, the structured family's STRUCT layer with its Gauss-Jordan
-  divisions and square roots, the output power renormalization), counted by running that graph once on a
-  batch of one under a torch dispatch mode that maps each aten op onto :func:`price`
-  (``edgejoule.plugins.precoding.op_counter``; ops inside the weight layers are eqs. 7-11's and are skipped,
-  so nothing is counted twice) and priced at 16 bits by :func:`operations_energy`.
+  does not know raises, so nothing is left out silently. The classical precoders, detectors (ZF, LMMSE,
+  exhaustive ML) and the LS+LMMSE OFDM receiver are counted this way. A DNN family is eqs. 7-11 on its weight
+  layers (their MACs at their bit widths) plus the weightless operations it performs per inference: those of
+  its torch graph (input scaling, softmax, the structured family's STRUCT layer with its Gauss-Jordan
+  divisions and square roots, the output power renormalization, the unfolded detectors' projections, the
+  receiver's residual additions), counted by running that graph once on a batch of one under a torch dispatch
+  mode that maps each aten op onto :func:`price` (``edgejoule.plugins.energy.op_counter``; ops inside the
+  weight layers are eqs. 7-11's and are skipped, so nothing is counted twice), and those of its numpy input
+  features (the receiver's LS estimate, interpolation and equalization features) on :class:`Counted` arrays,
+  all priced at 16 bits by :func:`operations_energy`.
 - ``paper``: the operation counts printed in the precoder-compression paper (eqs. 12-14 for the baselines,
   eqs. 7-11 on the layers a DNN family describes, the structured family's STRUCT layer by its formula), kept
-  to reproduce its Table I.
+  to reproduce its Table I; for the detectors and the receiver, the formulas in their modules' docstrings.
 
 Categories (per inference):
 
@@ -28,7 +31,8 @@ Categories (per inference):
 - **roots**: square roots, reciprocal square roots, exponentials and logarithms, priced :data:`ROOT_PRICE`
   = 7 multiplications: :math:`y \leftarrow y (3 - x y^2)/2` is 3 multiplications per Newton step, 2 steps
   from a table seed, and one more for :math:`\sqrt{x} = x / \sqrt{x}`; an exponential or logarithm by range
-  reduction and a degree-5 polynomial (Horner) is 6-7, priced the same.
+  reduction and a degree-5 polynomial (Horner) is 6-7, priced the same. :math:`\tanh v = 1 - 2/(e^{2v} + 1)`
+  is one exponential and one division (the doubling and the sums are free).
 - **memory**: accesses to results held between operations: every arithmetic result (an addition's too) is
   written once and read once, 2 accesses per real word (a complex number is 2 words).
 
@@ -40,7 +44,7 @@ plus :math:`E_M` per memory access, as eq. 11 prices a DNN's activation traffic.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -51,7 +55,9 @@ from edgejoule.energy.accelerator import (
     AcceleratorConstants,
     EnergyBreakdown,
     LayerEnergy,
+    LayerSpec,
     baseline_energy,
+    dnn_energy,
     e_mac_pj,
 )
 
@@ -115,6 +121,16 @@ def operations_layer(name: str, ops: OperationCount, bits: int = 16,
                        weights_pj=0.0, activations_pj=e.activations_uj * PJ_PER_UJ)
 
 
+def implemented_dnn_energy(weight_layers: Sequence[LayerSpec], bits: Sequence[int],
+                           activation_bits: int | Sequence[int], weightless: OperationCount) -> EnergyBreakdown:
+    """A DNN under the ``implemented`` counting: eqs. 7-11 on its weight layers at their bit widths, plus its
+    counted weightless operations as one more 16-bit layer, ``weightless``."""
+    layers = [*dnn_energy(weight_layers, bits, activation_bits).layers, operations_layer("weightless", weightless)]
+    return EnergyBreakdown(compute_uj=sum(e.compute_pj for e in layers) / PJ_PER_UJ,
+                           weights_uj=sum(e.weights_pj for e in layers) / PJ_PER_UJ,
+                           activations_uj=sum(e.activations_pj for e in layers) / PJ_PER_UJ, layers=layers)
+
+
 # --- the price list: (name, complex flags of the operands, operands' shapes, output size) -> count ---------
 
 FREE = frozenset({"add", "subtract", "negative", "positive", "conjugate", "maximum", "minimum", "fmax", "fmin"})
@@ -162,6 +178,8 @@ def price(name: str, complex_in: tuple[bool, ...], shapes: tuple[tuple[int, ...]
         return OperationCount(memory=memory)
     if name in ROOTS and not out_complex:
         return OperationCount(roots=out_size, memory=memory)
+    if name == "tanh" and not out_complex:
+        return OperationCount(roots=out_size, divisions=out_size, memory=memory)
     if name == "softmax":  # exp of each logit, one reciprocal of the sum, a product per logit
         rows = out_size // shapes[0][-1]
         return OperationCount(roots=out_size, divisions=rows, multiplications=out_size, memory=memory)
@@ -179,10 +197,11 @@ class _Tally:
 _ACTIVE: list[_Tally] = []
 
 # structural functions: they move or select data and compute nothing (np.sum reduces through add.reduce,
-# which is counted like any ufunc)
+# which is counted like any ufunc; argmin selects by comparisons, which are not priced)
 _STRUCTURAL = {np.swapaxes, np.concatenate, np.stack, np.broadcast_to, np.where, np.diagonal, np.sum,
                np.zeros_like, np.ones_like, np.expand_dims, np.moveaxis, np.transpose, np.reshape, np.copy,
-               np.any, np.all, np.real, np.imag, np.take_along_axis, np.full_like, np.empty_like, np.copyto}
+               np.any, np.all, np.real, np.imag, np.take_along_axis, np.full_like, np.empty_like, np.copyto,
+               np.argmin}
 
 
 class Counted(np.ndarray):

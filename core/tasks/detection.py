@@ -37,7 +37,7 @@ Functions take an array namespace ``xp`` (numpy by default, or ``torch``) where 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -174,12 +174,16 @@ def error_counts(x_hat: np.ndarray, batch: DetectionBatch, const: Constellation)
     return bit_err, dec.size * const.bits_per_dim, sym_err, dec.shape[0] * n_u
 
 
-def maxlog_llrs(const: Constellation, x: np.ndarray, v: np.ndarray | float) -> np.ndarray:
+def maxlog_llrs(const: Constellation, x: np.ndarray, v: np.ndarray | float | None = None, *,
+                precision: np.ndarray | None = None) -> np.ndarray:
     r"""float32 [..., bits_per_dim] max-log bit LLRs of real PAM estimates ``x`` with noise variance ``v``:
-    :math:`\ell_b = (\min_{s: b=0}(x-s)^2 - \min_{s: b=1}(x-s)^2) / v` (positive means bit 1)."""
-    d = (np.asarray(x)[..., None] - const.levels) ** 2  # [..., L]
-    v = np.asarray(v)[..., None]
-    return np.stack([(d[..., const.gray[:, j] == 0].min(-1) - d[..., const.gray[:, j] == 1].min(-1)) / v[..., 0]
+    :math:`\ell_b = (\min_{s: b=0}(x-s)^2 - \min_{s: b=1}(x-s)^2) / v` (positive means bit 1). A caller that has
+    the precision :math:`1/v` passes it instead, so that no bit costs a division (a receiver's operations are
+    counted from its code, :mod:`edgejoule.energy.counting`)."""
+    # asanyarray keeps a Counted array counted (edgejoule.energy.counting)
+    d = (np.asanyarray(x)[..., None] - const.levels) ** 2  # [..., L]
+    w = np.asanyarray(precision) if precision is not None else 1 / np.asanyarray(v)
+    return np.stack([(d[..., const.gray[:, j] == 0].min(-1) - d[..., const.gray[:, j] == 1].min(-1)) * w
                      for j in range(const.bits_per_dim)], -1).astype(np.float32)
 
 
@@ -262,12 +266,14 @@ def coded_error_rates(
     seed: int = 1,
     min_errors: int = MIN_ERRORS,
     batch: int = 2000,
+    llrs: Callable[[DetectionBatch], np.ndarray] | None = None,
 ) -> list[dict]:
     """Coded BLER per SNR (``report()`` dicts of :mod:`edgejoule.tasks.error_rate`) of ``detect``: one codeword
     of :mod:`edgejoule.tasks.coded` over the bits of ``CODE_BLOCK_BITS // bits per detection`` consecutive
     detections (fresh channels each: interleaved fast fading), decoded from max-log LLRs of the soft estimates
     with the noise variance as every stream's (the detectors give no per-stream reliability; min-sum decoding
-    is blind to the common scale). ``batch``: detections per call, as in :func:`error_rates`."""
+    is blind to the common scale), or from ``llrs(batch)`` [B, 2N_U, bits_per_dim] where a detector computes its
+    own (the max-log ML reference). ``batch``: detections per call, as in :func:`error_rates`."""
     per_detection = 2 * source.n_u * const.bits_per_dim
     per_block = max(1, CODE_BLOCK_BITS // per_detection)
     code = ldpc_code(code_name, per_block * per_detection, seed)
@@ -278,7 +284,7 @@ def coded_error_rates(
 
         def draw(n: int, snr: float = snr, rng: np.random.Generator = rng, code_rng=code_rng) -> tuple[int, int]:
             b = simulate(source.draw(n * per_block, rng), const, snr, rng)
-            llr = maxlog_llrs(const, detect(b), b.noise_var[:, None])
+            llr = llrs(b) if llrs else maxlog_llrs(const, detect(b), b.noise_var[:, None])
             return block_errors(code, llr.reshape(n, -1), const.gray[b.idx].reshape(n, -1), code_rng)
 
         out.append(count_errors(draw, max_blocks, max(1, batch // per_block), min_errors).report())

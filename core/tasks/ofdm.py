@@ -166,9 +166,12 @@ def _qam(cfg: OfdmConfig, bits: np.ndarray) -> np.ndarray:
 
 
 def ls_estimate(cfg: OfdmConfig, y: np.ndarray) -> np.ndarray:
-    """Raw LS channel estimate Y/P on pilot REs, 0 on data REs."""
-    p = cfg.pilots
-    return np.where(cfg.pilot_mask, y / np.where(cfg.pilot_mask, p, 1), 0).astype(np.complex64)
+    """Raw LS channel estimate Y/P on pilot REs, 0 on data REs (only the pilot REs are divided: a receiver's
+    operations are counted from this code, edgejoule.energy.counting)."""
+    mask = cfg.pilot_mask
+    h = np.zeros_like(y, dtype=np.complex64)
+    h[:, mask] = y[:, mask] / cfg.pilots[mask]
+    return h
 
 
 def interpolation_weights(cfg: OfdmConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -189,12 +192,24 @@ def interpolation_weights(cfg: OfdmConfig) -> tuple[np.ndarray, np.ndarray]:
     return w_f, w_t
 
 
+def _two_taps(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x`` [..., P] times the linear interpolation weights ``w`` [P, N] -> [..., N]: each output of a linear
+    interpolation has at most two nonzero weights, so it is two products and a sum, not a row of P."""
+    taps = np.argsort(-np.abs(w), 0, kind="stable")[: min(2, len(w))]  # [taps, N]
+    weights = np.take_along_axis(w, taps, 0)
+    out = x[..., taps[0]] * weights[0]
+    for j in range(1, len(taps)):
+        out = out + x[..., taps[j]] * weights[j]
+    return out
+
+
 def interpolate(cfg: OfdmConfig, h_ls: np.ndarray) -> np.ndarray:
     """complex64 [B, n_sym, n_sc]: the LS estimate interpolated over frequency, then time (module docstring)."""
     w_f, w_t = interpolation_weights(cfg)
     sym = sorted(cfg.pilot_symbols)
     rows = h_ls[:, sym][:, :, np.nonzero(cfg.pilot_mask[sym[0]])[0]]  # [B, S, P]
-    return np.einsum("bsp,pf,st->btf", rows, w_f, w_t).astype(np.complex64)
+    along_f = _two_taps(rows, w_f)  # [B, S, n_sc]
+    return np.swapaxes(_two_taps(np.swapaxes(along_f, -1, -2), w_t), -1, -2).astype(np.complex64)
 
 
 def simulate(

@@ -3,7 +3,12 @@ activations with KAQ, LSQ and PTQ at each bit width, and compare BER vs SNR and 
 with the ZF, LMMSE and ML baselines. BER points are counted to 100 errors (or the ``eval_samples`` cap) with 95 %
 Clopper-Pearson intervals, and with ``coded`` the coded BLER too (:mod:`edgejoule.tasks.error_rate`,
 :func:`edgejoule.tasks.detection.coded_error_rates`). Writes ``results.json``, ``table.md`` and one
-``ber-<model>.png``."""
+``ber-<model>.png``.
+
+Energy per detection under both countings (:mod:`edgejoule.energy.counting`): ``energy_uj`` is the
+``implemented`` one (the classical detectors' operations read from their code, the unfolded nets' eqs. 7-11 on
+their layers plus their counted projections), ``energy_uj_by_counting`` holds it beside the ``paper`` one (the
+detectors' formulas, eqs. 7-11 on the described layers); the tables name the counting of each column."""
 
 from __future__ import annotations
 
@@ -16,9 +21,11 @@ import torch
 from pydantic import BaseModel, Field
 
 from edgejoule import plugin_manager
-from edgejoule.energy import baseline_energy, dnn_energy
+from edgejoule.energy import baseline_energy
+from edgejoule.energy.counting import COUNTINGS, operations_energy
 from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES
 from edgejoule.plugins.detection.kaq_core import quantize_activations
+from edgejoule.plugins.detection.soft_ml import ml_soft
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, detector, train
 from edgejoule.tasks.detection import ChannelSource, channel_source, coded_error_rates, constellation, error_rates
@@ -61,7 +68,8 @@ class Curve(BaseModel):
     ser: list[float]
     snr_at_1e3: float | None
     snr_at_1e2: float | None
-    energy_uj: float
+    energy_uj: float = Field(description="per detection, the `implemented` counting")
+    energy_uj_by_counting: dict[str, float] = Field(default_factory=dict, description="implemented and paper")
     ber_points: list[dict] = Field(description="per SNR: errors counted, 95 % interval (edgejoule.tasks.error_rate)")
     bler_points: list[dict] | None = None
 
@@ -72,13 +80,14 @@ class DetectResult(BaseModel):
     curves: list[Curve]
 
 
-def _curve(name, model, quantizer, bits, scored: tuple[list, list[dict] | None], energy_uj) -> Curve:
+def _curve(name, model, quantizer, bits, scored: tuple[list, list[dict] | None], energy: dict[str, float]) -> Curve:
     rates, bler = scored
     snr = np.array([r.snr_db for r in rates])
     ber = np.array([r.ber for r in rates])
     return Curve(
         name=name, model=model, quantizer=quantizer, bits=bits, ber=ber.tolist(), ser=[r.ser for r in rates],
-        snr_at_1e3=snr_at_ber(snr, ber, 1e-3), snr_at_1e2=snr_at_ber(snr, ber, 1e-2), energy_uj=energy_uj,
+        snr_at_1e3=snr_at_ber(snr, ber, 1e-3), snr_at_1e2=snr_at_ber(snr, ber, 1e-2), energy_uj=energy["implemented"],
+        energy_uj_by_counting=energy,
         ber_points=[r.ber_point for r in rates], bler_points=bler,
     )
 
@@ -92,13 +101,13 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
     train_src = channel_source(req.site, req.n_r, req.n_u, "train")
     test_src: ChannelSource = channel_source(req.site, req.n_r, req.n_u, "test")
 
-    def evaluate(detect) -> tuple[list, list[dict] | None]:
+    def evaluate(detect, llrs=None) -> tuple[list, list[dict] | None]:
         rates = error_rates(detect, test_src, const, req.snr_db, req.eval_samples, seed=req.seed + 1,
                             min_errors=req.min_errors)
         if req.coded is None:
             return rates, None
         return rates, coded_error_rates(detect, test_src, const, req.snr_db, req.coded, req.eval_blocks,
-                                        seed=req.seed + 1, min_errors=req.min_errors)
+                                        seed=req.seed + 1, min_errors=req.min_errors, llrs=llrs)
 
     n, m = 2 * req.n_r, 2 * req.n_u
     curves = []
@@ -106,25 +115,26 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
         if name == "ml-detector" and const.order**req.n_u > ML_MAX_CANDIDATES:
             continue
         base = plugin_manager.get("baselines", name)
-        macs = base.op_count(n=n, m=m, order=const.order)
-        rates = evaluate(lambda b, base=base: base.run(b.H, b.y, b.noise_var, const=const).output)
-        curves.append(_curve(name, None, None, FP_BITS, rates, baseline_energy(macs, FP_BITS).total_uj))
+        energy = {"implemented": operations_energy(base.operations(n=n, m=m, order=const.order), FP_BITS).total_uj,
+                  "paper": baseline_energy(base.op_count(n=n, m=m, order=const.order), FP_BITS).total_uj}
+        # ML's decisions are hard: its coded row decodes its max-log LLRs over all candidates (the reference)
+        rates = evaluate(lambda b, base=base: base.run(b.H, b.y, b.noise_var, const=const).output,
+                         ml_soft(const) if name == "ml-detector" else None)
+        curves.append(_curve(name, None, None, FP_BITS, rates, energy))
     family = plugin_manager.get("models", "unfolded")
     fp_cfg = TrainConfig(samples=req.samples, epochs=req.epochs, seed=req.seed)
     qat_cfg = TrainConfig(samples=req.samples, epochs=req.qat_epochs, seed=req.seed + 1)
     for kind in req.models:
         arch = UnfoldedArch(kind=kind, layers=req.layers, n_r=req.n_r, n_u=req.n_u, modulation=req.modulation)
-        layers = family.describe(arch)
         fp = family.build(arch)
         train(fp, train_src, const, fp_cfg, progress=progress)
         if export is not None:
             from edgejoule.plugins.detection.export import export_detector
 
             export_detector(fp, arch, req.site, test_src, export / f"{req.site}-{kind}-fp", seed=req.seed)
-        energy = dnn_energy(layers, [FP_BITS] * len(layers), FP_BITS).total_uj
-        curves.append(_curve(f"{kind}-fp", kind, None, FP_BITS, evaluate(detector(fp)), energy))
+        curves.append(_curve(f"{kind}-fp", kind, None, FP_BITS, evaluate(detector(fp)), _energy(family, arch, FP_BITS)))
         for bits in req.bits:
-            energy = dnn_energy(layers, [bits] * len(layers), bits).total_uj
+            energy = _energy(family, arch, bits)
             for quantizer in req.quantizers:
                 net = quantize_activations(
                     fp, quantizer, bits, train_src, qat_cfg, policy=req.policy, mmd_weight=req.mmd_weight,
@@ -142,6 +152,11 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
     return result
 
 
+def _energy(family, arch: UnfoldedArch, bits: int) -> dict[str, float]:
+    """uJ per detection of the unfolded net with ``bits``-bit weights and activations, under each counting."""
+    return {c: family.energy(arch, [bits] * arch.layers, bits, counting=c).total_uj for c in COUNTINGS}
+
+
 def progress_units(req: DetectRequest) -> int:
     """Progress ticks of :func:`run_detect`: one per training epoch."""
     qat = sum(req.qat_epochs for q in req.quantizers if q != "ptq")
@@ -153,23 +168,29 @@ def _db(v: float | None) -> str:
 
 
 def table(result: DetectResult) -> str:
-    """Markdown: SNR at BER 1e-3 and 1e-2, energy per detection, and the gap to the FP net at 1e-3."""
+    """Markdown: SNR at BER 1e-3 and 1e-2, the gap to the FP net at 1e-3, energy per detection under each counting."""
     fp = {c.model: c for c in result.curves if c.quantizer is None and c.model}
-    rows = ["| detector | bits | SNR @ BER 1e-3 (dB) | SNR @ BER 1e-2 (dB) | gap to FP @ 1e-3 (dB) | energy (uJ) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| detector | bits | SNR @ BER 1e-3 (dB) | SNR @ BER 1e-2 (dB) | gap to FP @ 1e-3 (dB) | "
+            + " | ".join(f"energy (uJ, {c})" for c in COUNTINGS) + " |", "|---|---|---|---|---|---|---|"]
     for c in result.curves:
         ref = fp.get(c.model) if c.model else None
         gap = (c.snr_at_1e3 - ref.snr_at_1e3) if ref and c.snr_at_1e3 is not None and ref.snr_at_1e3 is not None else None
-        rows.append(f"| {c.name} | {c.bits} | {_db(c.snr_at_1e3)} | {_db(c.snr_at_1e2)} | {_db(gap)} | {c.energy_uj:.4g} |")
+        energy = " | ".join(_uj(c.energy_uj_by_counting.get(counting)) for counting in COUNTINGS)
+        rows.append(f"| {c.name} | {c.bits} | {_db(c.snr_at_1e3)} | {_db(c.snr_at_1e2)} | {_db(gap)} | {energy} |")
     rows += _points_table(result, "ber_points", f"BER [95 % interval]; '<=': fewer than {result.request.min_errors} "
                           "errors, the interval's upper bound")
     if result.request.coded:
-        rows += _points_table(result, "bler_points", f"coded BLER, {result.request.coded}")
+        rows += _points_table(result, "bler_points", f"coded BLER, {result.request.coded} (ml-detector: from its "
+                              "max-log LLRs over all candidates, the soft-output reference)")
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
             f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "
             f"{req.policy}, MMD w {req.mmd_weight} ({req.mmd_schedule}, on {req.mmd_target}, {req.mmd_teacher} teacher)\n\n")
     return head + "\n".join(rows) + "\n"
+
+
+def _uj(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def _points_table(result: DetectResult, key: str, title: str) -> list[str]:
@@ -193,7 +214,7 @@ def plot(result: DetectResult, kind: str, path: Path) -> None:
         style = "-" if c.quantizer is None else styles[c.quantizer]
         width = 2.5 if c.quantizer is None else 1.2
         ax.semilogy(result.snr_db, ber, style, lw=width, marker="o" if c.model is None else None, ms=3,
-                    label=f"{c.name} ({c.energy_uj:.3g} uJ)")
+                    label=f"{c.name} ({c.energy_uj:.3g} uJ, implemented)")
     ax.set_xlabel("SNR per user and receive antenna (dB)")
     ax.set_ylabel("BER")
     ax.set_title(f"{kind.upper()}-Net on {result.request.site}, {result.request.n_r}x{result.request.n_u} "

@@ -38,13 +38,26 @@ is our reading of "inexact ADMM with 5 parameters per layer", stated as the proj
 Energy description (per layer, :mod:`edgejoule.energy.accelerator` conventions): MACs :math:`2nm` for
 :math:`H x` and :math:`H^T r` plus m (PGD) or 4m (ADMM) scalings; weights 2 or 5; activations: the residual
 (n), the gradient (m) and the state (m for PGD; x, z, u for ADMM). Layer 1 also loads H and y (nm + n).
+
+Energy under the two countings (:mod:`edgejoule.energy.counting`, :meth:`UnfoldedFamily.energy`):
+
+- ``paper``: eqs. 7-11 on the layers :meth:`UnfoldedFamily.describe` lists (the products with H, the step
+  scalings and the states above), nothing else.
+- ``implemented``: the same layers (they are the iterations' linear algebra; the net never forms
+  :math:`H^T H` or :math:`H^T y`, it applies H and :math:`H^T` each iteration, which ``describe`` lists), plus
+  what ``describe`` leaves out, the K projections :math:`\psi_{t_k}` as they run (:math:`e^{\log t_k}`, per
+  entry and threshold a subtraction, a division by t, a tanh and a sum, then a scaling by a), counted by
+  :class:`edgejoule.plugins.energy.op_counter.OperationCounter` and priced at 16 bits as one ``weightless``
+  layer.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+from typing import Any, Mapping, Sequence
 
-from edgejoule.energy.accelerator import LayerSpec
+from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec, dnn_energy
+from edgejoule.energy.counting import Counting, OperationCount, implemented_dnn_energy
 from edgejoule.hookspecs import hookimpl
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch, describe
 
@@ -63,6 +76,36 @@ class UnfoldedFamily:
         from edgejoule.plugins.detection.unfolded_net import build_net
 
         return build_net(self.arch(arch))
+
+    def energy(self, arch: Mapping[str, Any] | UnfoldedArch, bits: Sequence[int], activation_bits: int = 16,
+               counting: Counting = "implemented") -> EnergyBreakdown:
+        """One detection with ``bits`` per layer: eqs. 7-11 on the layers :meth:`describe` lists (``paper``), plus
+        the counted projections as one 16-bit ``weightless`` layer (``implemented``; module docstring)."""
+        layers = self.describe(arch)
+        if counting == "paper":
+            return dnn_energy(layers, list(bits), activation_bits)
+        return implemented_dnn_energy(layers, list(bits), activation_bits, self.weightless_operations(arch))
+
+    def weightless_operations(self, arch: Mapping[str, Any] | UnfoldedArch) -> OperationCount:
+        """The operations of one detection that :meth:`describe` does not list, counted while they run."""
+        return _weightless_operations(self.arch(arch))
+
+
+@functools.lru_cache(maxsize=64)
+def _weightless_operations(arch: UnfoldedArch) -> OperationCount:
+    """Each layer's projection run once on a batch of one under the op counter (the step sizes and
+    temperatures are placeholders: a count depends on shapes only)."""
+    import torch
+
+    from edgejoule.plugins.detection.unfolded_net import build_net
+    from edgejoule.plugins.energy.op_counter import OperationCounter
+
+    net = build_net(arch).eval()
+    v = torch.zeros(1, 2 * arch.n_u)
+    with torch.no_grad(), OperationCounter([]) as counter:
+        for projection in net.proj:
+            projection(v)
+    return counter.count
 
 
 @hookimpl

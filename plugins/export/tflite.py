@@ -120,7 +120,7 @@ def converter_output_logged(log: Path) -> Iterator[TextIO]:
 def precoder_graph(model: Any, normalization: PrecoderNormalization) -> Any:
     """The module that is exported: raw planes of H ``[B, 2, N_U, N_T]`` -> W's planes ``[B, 2, N_T, N_U]``
     at ``p_max_w`` (the equations above), the model's own ``served`` map with the site's constants (the same
-    computation ``edgejoule.plugins.precoding.op_counter`` counts)."""
+    computation ``edgejoule.plugins.energy.op_counter`` counts)."""
     import torch
 
     factor = normalization.input_scale / math.sqrt(normalization.noise_power_w)

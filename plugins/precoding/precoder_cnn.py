@@ -17,7 +17,7 @@ Energy under the two countings (:mod:`edgejoule.energy.counting`, :meth:`Precode
 ``paper`` is eqs. 7-11 on the layers :meth:`describe` lists; ``implemented`` is eqs. 7-11 on the weight layers
 (their MACs at their bit widths) plus the weightless operations of the exported graph (the scalings, and
 whatever a family computes outside its weight layers), read from the computation by
-:mod:`edgejoule.plugins.precoding.op_counter` and priced at 16 bits by
+:mod:`edgejoule.plugins.energy.op_counter` (the graph: :meth:`PrecoderCNN.served`) and priced at 16 bits by
 :func:`edgejoule.energy.counting.operations_energy`.
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping, Sequence
 
-from edgejoule.energy.accelerator import PJ_PER_UJ, EnergyBreakdown, LayerSpec, dnn_energy
-from edgejoule.energy.counting import Counting, OperationCount, operations_layer
+from edgejoule.energy.accelerator import EnergyBreakdown, LayerSpec, dnn_energy
+from edgejoule.energy.counting import Counting, OperationCount, implemented_dnn_energy
 from edgejoule.hookspecs import hookimpl
 from edgejoule.plugins.precoding.precoder_arch import KERNEL, LAYER_NAMES, PrecoderArch
 
@@ -71,15 +71,11 @@ class PrecoderCNNFamily:
         if counting == "paper":
             return dnn_energy(self.describe(arch), self.layer_bits(bits), activation_bits)
         weight_layers = self.describe(arch)[: len(self.layer_names)]
-        layers = [*dnn_energy(weight_layers, list(bits), activation_bits).layers,
-                  operations_layer("weightless", self.weightless_operations(arch))]
-        return EnergyBreakdown(compute_uj=sum(e.compute_pj for e in layers) / PJ_PER_UJ,
-                               weights_uj=sum(e.weights_pj for e in layers) / PJ_PER_UJ,
-                               activations_uj=sum(e.activations_pj for e in layers) / PJ_PER_UJ, layers=layers)
+        return implemented_dnn_energy(weight_layers, list(bits), activation_bits, self.weightless_operations(arch))
 
     def weightless_operations(self, arch: Mapping[str, Any] | PrecoderArch) -> OperationCount:
         """The operations of one inference of the exported graph outside the weight layers, counted while it runs
-        (:func:`edgejoule.plugins.precoding.op_counter.weightless_operations`)."""
+        (:func:`_weightless_operations`)."""
         return _weightless_operations(self, self.arch(arch))
 
     def build(self, arch: Mapping[str, Any] | PrecoderArch) -> Any:
@@ -91,15 +87,21 @@ class PrecoderCNNFamily:
 
 @functools.lru_cache(maxsize=64)
 def _weightless_operations(family: PrecoderCNNFamily, arch: PrecoderArch) -> OperationCount:
-    """Cached per family and architecture: every candidate of a search with the same architecture has the same
-    count, whatever its bits."""
+    """The exported graph (:meth:`PrecoderCNN.served`: input scaling, the net's :meth:`forward_real`, output power
+    scaling) run once on a batch of one under :class:`edgejoule.plugins.energy.op_counter.OperationCounter`, the
+    net's submodules (its weight layers, priced by eqs. 7-11) skipped. Cached per family and architecture: every
+    candidate of a search with the same architecture has the same count, whatever its bits. The constants of
+    the scalings are placeholders: a count depends on shapes only."""
     import torch
 
-    from edgejoule.plugins.precoding.op_counter import weightless_operations
+    from edgejoule.plugins.energy.op_counter import OperationCounter
 
     with torch.device("meta"):  # shapes only: no weights allocated or multiplied
         model = family.build(arch)
-    return weightless_operations(model)
+    planes = torch.zeros(1, 2, arch.n_u, arch.n_t, device="meta")
+    with torch.no_grad(), OperationCounter(list(model.children())) as counter:
+        model.eval().served(planes, factor=1.0, amplitude=1.0)
+    return counter.count
 
 
 @hookimpl

@@ -15,7 +15,7 @@ class PrecoderCNN(nn.Module):
     The real-valued core :meth:`forward_real` is what gets trained and quantized; scaling the input by
     ``input_scale`` and the output to the power budget happen around it (:meth:`forward`; the exported graph
     wraps the core with both in :meth:`served`, which ``plugins/export/tflite.py`` converts and
-    :mod:`edgejoule.plugins.precoding.op_counter` counts).
+    :mod:`edgejoule.plugins.energy.op_counter` counts).
     """
 
     def __init__(self, arch: PrecoderArch, outputs: int, input_scale: float = 1.0) -> None:

@@ -32,15 +32,28 @@ Network (DeepRx Fig. 3, scaled by ``width`` C and ``blocks`` K so teachers and s
 ``describe`` counts per layer (no torch): a KxK convolution ``c_in -> c_out`` on the grid of N REs has
 :math:`N K^2 c_{in} c_{out}` MACs (depthwise: :math:`N K^2 C`) and its weights plus biases; batch norm at
 inference is a per-channel scale and shift (:math:`N C` MACs, 2C weights); activations are output values.
+
+Energy per slot under the two countings (:mod:`edgejoule.energy.counting`, :meth:`DeepRxFamily.energy`):
+
+- ``paper``: eqs. 7-11 on every layer ``describe`` lists, the features as its first layer with the MACs of
+  ``feature_ops`` (a formula).
+- ``implemented``: eqs. 7-11 on the weight layers (convolutions and batch norms, each ReLU folded into the batch
+  norm before it), plus the weightless operations of one slot as one 16-bit ``weightless`` layer: the input
+  features as the numpy code computes them, LS estimate included
+  (:func:`edgejoule.plugins.reception.deeprx_arch.feature_operations`, on
+  :class:`~edgejoule.energy.counting.Counted` arrays), and the torch graph's operations outside the weight
+  layers (the K residual additions), counted by :class:`edgejoule.plugins.energy.op_counter.OperationCounter`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+from typing import Any, Mapping, Sequence
 
-from edgejoule.energy import LayerSpec
+from edgejoule.energy import EnergyBreakdown, LayerSpec, dnn_energy
+from edgejoule.energy.counting import Counting, OperationCount, implemented_dnn_energy
 from edgejoule.hookspecs import hookimpl
-from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe
+from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe, feature_operations, grid
 
 
 class DeepRxFamily:
@@ -54,6 +67,38 @@ class DeepRxFamily:
 
     def describe(self, arch: Mapping[str, Any] | DeepRxArch) -> list[LayerSpec]:
         return describe(DeepRxArch.model_validate(arch))
+
+    def energy(self, arch: Mapping[str, Any] | DeepRxArch, bits: Sequence[int], activation_bits: int = 16,
+               counting: Counting = "implemented") -> EnergyBreakdown:
+        """One slot with ``bits`` for each weight layer (``describe`` without its ``features``): module docstring;
+        under ``paper`` the features layer is priced at 16 bits."""
+        layers = self.describe(arch)
+        if counting == "paper":
+            return dnn_energy(layers, [16, *bits], activation_bits)
+        return implemented_dnn_energy(layers[1:], list(bits), activation_bits, self.weightless_operations(arch))
+
+    def weightless_operations(self, arch: Mapping[str, Any] | DeepRxArch) -> OperationCount:
+        """The features and the graph's operations outside the weight layers, counted while they run."""
+        a = DeepRxArch.model_validate(arch)
+        return feature_operations(grid(a)) + _graph_operations(a)
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_operations(arch: DeepRxArch) -> OperationCount:
+    """The net run once on a batch of one on the ``meta`` device (shapes only), its convolutions and batch
+    norms skipped (eqs. 7-11 price them)."""
+    import torch
+
+    from edgejoule.plugins.energy.op_counter import OperationCounter
+    from edgejoule.plugins.reception.deeprx_net import DeepRx
+
+    with torch.device("meta"):
+        model = DeepRx(arch).eval()
+    weight_layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    x = torch.zeros(1, 9, arch.n_sym, arch.n_sc, device="meta")
+    with torch.no_grad(), OperationCounter(weight_layers) as counter:
+        model(x)
+    return counter.count
 
 
 @hookimpl

@@ -8,7 +8,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule.energy import LayerSpec
-from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate
+from edgejoule.energy.counting import OperationCount, count_call
+from edgejoule.tasks.ofdm import OfdmConfig, OfdmSlot, interpolate, ls_estimate
 
 IN_CHANNELS = 9
 ZF_EPS = 1e-3
@@ -32,17 +33,29 @@ class DeepRxArch(BaseModel):
 
 def features(cfg: OfdmConfig, slot: OfdmSlot) -> np.ndarray:
     """float32 [B, 9, n_sym, n_sc]: Y, P, the interpolated LS estimate, Z (re, im) and G (equations in :mod:`edgejoule.plugins.reception.deeprx`)."""
-    y = slot.y
+    return feature_planes(cfg, slot.y, slot.h_ls)
+
+
+def feature_planes(cfg: OfdmConfig, y: np.ndarray, h_ls: np.ndarray) -> np.ndarray:
+    """:func:`features` of the received grids ``y`` and their LS estimates."""
     p = np.broadcast_to(cfg.pilots, y.shape)
-    h = interpolate(cfg, slot.h_ls)
-    g = np.abs(h) ** 2
+    h = interpolate(cfg, h_ls)
+    g = h.real**2 + h.imag**2
     z = np.conj(h) * y / (g + ZF_EPS)
     planes = [y.real, y.imag, p.real, p.imag, h.real, h.imag, z.real, z.imag, g]
     return np.stack(planes, 1).astype(np.float32)
 
 
+def feature_operations(cfg: OfdmConfig) -> OperationCount:
+    """The ``implemented`` counting of :func:`features` on one slot, the LS estimate included
+    (:func:`edgejoule.tasks.ofdm.ls_estimate`), read from the code on a probe slot."""
+    y = np.ones((1, cfg.n_sym, cfg.n_sc), np.complex64)  # the operations depend on the grid, not the values
+    return count_call(lambda y: feature_planes(cfg, y, ls_estimate(cfg, y)), y)
+
+
 def feature_ops(cfg: OfdmConfig) -> int:
-    """Real multiplications per slot of ``features`` (LS, interpolation, equalization features)."""
+    """The ``paper`` counting: real multiplications per slot of ``features`` (LS, interpolation, equalization
+    features)."""
     n_re = cfg.n_sym * cfg.n_sc
     return 4 * int(cfg.pilot_mask.sum()) + 4 * len(cfg.pilot_symbols) * cfg.n_sc + 4 * n_re + 9 * n_re
 
@@ -56,11 +69,17 @@ def _bn(name: str, n: int, c: int) -> LayerSpec:
     return LayerSpec(name=name, kind="bn", macs=n * c, weights=2 * c, activations=n * c)
 
 
+def grid(arch: DeepRxArch) -> OfdmConfig:
+    """The resource grid the architecture is built for (its features' and layers' counts depend on it)."""
+    return OfdmConfig(n_sym=arch.n_sym, n_sc=arch.n_sc, pilot_symbols=arch.pilot_symbols)
+
+
 def describe(arch: DeepRxArch) -> list[LayerSpec]:
+    """The ``features`` layer (its ``paper`` count, :func:`feature_ops`), then the weight layers."""
     n, c = arch.n_sym * arch.n_sc, arch.width
-    grid = OfdmConfig(n_sym=arch.n_sym, n_sc=arch.n_sc, pilot_symbols=arch.pilot_symbols)
     layers = [
-        LayerSpec(name="features", kind="features", macs=feature_ops(grid), weights=0, activations=n * IN_CHANNELS),
+        LayerSpec(name="features", kind="features", macs=feature_ops(grid(arch)), weights=0,
+                  activations=n * IN_CHANNELS),
         _conv("input", "conv", n, 3, IN_CHANNELS, c),
     ]
     for b in range(arch.blocks):

@@ -47,7 +47,9 @@ def distill_command(
     seed: int = typer.Option(0),
     teacher_from: Path = typer.Option(None, "--teacher-from", help="use this saved teacher state dict (teacher.pt of an "
                                       "earlier run, same --teacher and --n-sc) instead of training one"),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="teacher steps between teacher.pt saves"),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="teacher steps between checkpoints "
+                                         "(teacher.pt, teacher-STEP.pt and OUT/resume.pt: the same command run "
+                                         "again goes on from the last one)"),
     export: Path = typer.Option(None, "--export", help="also write a LiteRT model package per distilled student here"),
     out: Path = typer.Option(None, help="output directory (default runs/distill-ofdm)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -80,6 +82,7 @@ def distill_command(
     import torch
 
     from edgejoule.plugins.reception.distill_experiment import DistillRequest, progress_units, run_distill, table
+    from edgejoule.plugins.reception.distill_resume import RunState
 
     torch.set_num_threads(1)
     req = DistillRequest(
@@ -90,6 +93,9 @@ def distill_command(
         checkpoint_every=checkpoint_every,
     )
     out_dir = out or Path("runs") / f"distill-{task}"
+    resuming = RunState(req, out_dir).describe(req)  # refuses a directory another request's training wrote
+    if resuming and not as_json:
+        errors.print(resuming, highlight=False)
     if not as_json:  # the README's example runs for minutes: say so before the first step, not after
         errors.print(f"training {progress_units(req)} steps ({0 if teacher_from else teacher_steps} of the teacher, "
                      f"{2 * student_steps} per student: distilled and from scratch), then up to {eval_slots} slots per "

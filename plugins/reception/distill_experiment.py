@@ -1,7 +1,10 @@
 """The ``edgejoule distill --task ofdm`` experiment: a deeprx teacher, distilled and scratch students, the
 LS+LMMSE baseline; BER vs SINR with errors counted and Clopper-Pearson intervals
 (:mod:`edgejoule.tasks.error_rate`), optionally coded BLER (:mod:`edgejoule.tasks.coded`), SINR at the target
-BER, MACs and energy per inference (accelerator model)."""
+BER, MACs and energy per inference (accelerator model) under both countings of :mod:`edgejoule.energy.counting`:
+``energy_uj`` is the ``implemented`` one (LS+LMMSE's operations read from its code; a deeprx net's eqs. 7-11 on
+its weight layers plus its numpy features and residual additions as they run), ``energy_uj_by_counting`` holds
+it beside the ``paper`` one (the receiver's formula; eqs. 7-11 on ``describe``, features by formula)."""
 
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ from pydantic import BaseModel, Field
 
 from edgejoule import plugin_manager
 from edgejoule.energy import baseline_energy
+from edgejoule.energy.counting import COUNTINGS, operations_energy
 from edgejoule.errors import EdgejouleError
-from edgejoule.plugins.reception.deeprx_arch import DeepRxArch, describe
+from edgejoule.plugins.reception.deeprx_arch import DeepRxArch
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
+from edgejoule.plugins.reception.distill_resume import RunState, student_key
 from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, KnowledgeDistillation, train_logit_model
-from edgejoule.plugins.reception.ofdm_receiver import op_count, receive
+from edgejoule.plugins.reception.ofdm_receiver import receive
 from edgejoule.tasks.coded import block_errors, ldpc_code
 from edgejoule.tasks.error_rate import MIN_ERRORS, count_errors, format_rate, snr_at_ber
 from edgejoule.tasks.ofdm import OfdmConfig, simulate, slot_bit_errors
@@ -140,31 +145,41 @@ def checkpoint_curve(req: DistillRequest, arch: tuple[int, int], paths: list[Pat
             for path in sorted(paths)]
 
 
+def receiver_cost(req: DistillRequest, arch: DeepRxArch | None) -> tuple[int, int, dict[str, float]]:
+    """MACs (the ``paper`` count), weights and energy per slot in uJ under both countings
+    (:mod:`edgejoule.energy.counting`) of LS+LMMSE (``arch`` None) or a deeprx net at 16 bits."""
+    if arch is None:
+        baseline = plugin_manager.get("baselines", "ls-lmmse")
+        macs = baseline.op_count(req.cfg)
+        return int(macs), 0, {"implemented": operations_energy(baseline.operations(req.cfg)).total_uj,
+                              "paper": baseline_energy(macs).total_uj}
+    family = plugin_manager.get("models", "deeprx")
+    layers = family.describe(arch)
+    energy = {c: family.energy(arch, [16] * (len(layers) - 1), counting=c).total_uj for c in COUNTINGS}
+    return sum(layer.macs for layer in layers), sum(layer.weights for layer in layers), energy
+
+
 def receiver_entry(req: DistillRequest, label: str, role: str, arch: DeepRxArch | None,
                    curves: dict[str, list[dict]], seconds: float | None) -> dict:
-    if arch is None:
-        macs = op_count(req.cfg)
-        energy = baseline_energy(macs).total_uj
-        weights = 0
-    else:
-        layers = describe(arch)
-        macs = sum(layer.macs for layer in layers)
-        weights = sum(layer.weights for layer in layers)
-        energy = plugin_manager.get("energy_estimators", "accelerator").estimate(layers, [16] * len(layers)).total_uj
+    """One receiver's row of ``results.json``: ``macs`` (the ``paper`` count), its energy per slot under both
+    countings (``energy_uj``: ``implemented``; :mod:`edgejoule.energy.counting`), its error rates."""
+    macs, weights, energy = receiver_cost(req, arch)
     ber = [p["rate"] for p in curves["ber"]]
     return {
         "label": label, "role": role, "arch": arch.model_dump(include={"width", "blocks"}) if arch else None,
-        "macs": int(macs), "weights": int(weights), "energy_uj": energy, "ber": ber, "ber_points": curves["ber"],
-        "bler_points": curves.get("bler"),
+        "macs": macs, "weights": weights, "energy_uj": energy["implemented"], "energy_uj_by_counting": energy,
+        "ber": ber, "ber_points": curves["ber"], "bler_points": curves.get("bler"),
         "sinr_at_target_db": snr_at_ber(np.array(req.sinr_db), np.array(ber), req.target_ber),
         "train_s_per_100_steps": seconds,
     }
 
 
-def _teacher(req: DistillRequest, batch, out_dir: Path, advance) -> tuple[DeepRx, float | None, list[float]]:
+def _teacher(req: DistillRequest, batch, out_dir: Path, advance, run: RunState
+             ) -> tuple[DeepRx, float | None, list[float]]:
     """The trained teacher and its seconds per 100 steps: loaded from ``teacher_from``, or trained with a
-    checkpoint (``teacher.pt``, and ``teacher-STEP.pt`` kept) every ``checkpoint_every`` steps so a long run that
-    is stopped leaves one."""
+    checkpoint every ``checkpoint_every`` steps (``teacher.pt`` and ``teacher-STEP.pt``, kept for the
+    BER-vs-steps curve, and the training state in ``resume.pt``), resumed from ``resume.pt`` if a run of the
+    same request stopped before the end."""
     teacher = DeepRx(req.arch(req.teacher))
     if req.teacher_from is not None:
         try:
@@ -176,16 +191,21 @@ def _teacher(req: DistillRequest, batch, out_dir: Path, advance) -> tuple[DeepRx
             ) from None
         return teacher.eval(), None, []
 
-    def checkpoint(done: int) -> None:
+    def checkpoint(done: int, state) -> None:
         if done % req.checkpoint_every == 0 or done == req.teacher_steps:
-            torch.save(teacher.state_dict(), out_dir / "teacher.pt")
-            # kept per step (tens of kB each) for the BER-vs-steps curve
             torch.save(teacher.state_dict(), out_dir / f"teacher-{done:06d}.pt")
+            torch.save(teacher.state_dict(), out_dir / "teacher.pt")
+            run.save_teacher(state())  # last: a kill before it resumes from the previous checkpoint
 
     options = KdOptions(steps=req.teacher_steps, lr=req.lr)
+    resume = run.teacher
     t0 = time.perf_counter()
-    hist = train_logit_model(teacher, batch, options, None, advance, after_step=checkpoint)
-    return teacher, 100 * (time.perf_counter() - t0) / req.teacher_steps, hist
+    hist = train_logit_model(teacher, batch, options, None, advance, after_step=checkpoint, resume=resume)
+    trained = req.teacher_steps - (resume["done"] if resume else 0)
+    seconds = 100 * (time.perf_counter() - t0) / trained if trained else resume.get("s_per_100_steps")
+    if trained:
+        run.save_teacher({**run.teacher, "s_per_100_steps": seconds})
+    return teacher, seconds, hist
 
 
 def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
@@ -193,7 +213,8 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(req.seed)
     t_arch = req.arch(req.teacher)
-    teacher, t_speed, t_hist = _teacher(req, batch, out_dir, advance)
+    run = RunState(req, out_dir)
+    teacher, t_speed, t_hist = _teacher(req, batch, out_dir, advance, run)
     entries = [
         receiver_entry(req, "LS+LMMSE", "baseline", None, error_curves(req, lambda s: receive(cfg, s)), None),
         receiver_entry(req, f"teacher {t_arch.width}x{t_arch.blocks}", "teacher", t_arch,
@@ -202,22 +223,38 @@ def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
     histories = {"teacher": t_hist}
     for i, wb in enumerate(req.students):
         arch = req.arch(wb)
-        torch.manual_seed(req.seed + 1 + i)
-        init = DeepRx(arch)
-        options = KdOptions(alpha=req.alpha, temperature=req.temperature, steps=req.student_steps, lr=req.lr)
-        t0 = time.perf_counter()
-        result = KnowledgeDistillation().run(KdRequest(teacher=teacher, student=init, batch=batch, options=options), advance)
-        speed = 100 * (time.perf_counter() - t0) / (2 * req.student_steps)
-        for role, model in (("distilled", result.distilled), ("scratch", result.scratch)):
+        key = student_key(i, wb)
+        if key not in run.students:
+            run.save_student(key, _train_students(req, i, arch, teacher, batch, advance))
+        elif advance:
+            advance(2 * req.student_steps)
+        pair = run.students[key]
+        for role in ("distilled", "scratch"):
+            model = DeepRx(arch)
+            model.load_state_dict(pair[role])
+            model.eval()
             label = f"{role} {arch.width}x{arch.blocks}"
-            entries.append(receiver_entry(req, label, role, arch, error_curves(req, net_receiver(cfg, model)), speed))
-            histories[label] = result.loss_history[role]
+            entries.append(receiver_entry(req, label, role, arch, error_curves(req, net_receiver(cfg, model)),
+                                          pair["s_per_100_steps"]))
+            histories[label] = pair["loss_history"][role]
             torch.save(model.state_dict(), out_dir / f"{role}-{arch.width}x{arch.blocks}.pt")
     result = {"request": req.model_dump(mode="json"), "sinr_db": req.sinr_db, "receivers": entries, "loss_history": histories}
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     (out_dir / "table.md").write_text(markdown_table(result))
     plot(result, out_dir / "ber.png")
     return result
+
+
+def _train_students(req: DistillRequest, index: int, arch: DeepRxArch, teacher: DeepRx, batch, advance) -> dict:
+    """One student size distilled and from scratch (same initialization, batches and steps)."""
+    torch.manual_seed(req.seed + 1 + index)
+    init = DeepRx(arch)
+    options = KdOptions(alpha=req.alpha, temperature=req.temperature, steps=req.student_steps, lr=req.lr)
+    t0 = time.perf_counter()
+    result = KnowledgeDistillation().run(KdRequest(teacher=teacher, student=init, batch=batch, options=options), advance)
+    seconds = 100 * (time.perf_counter() - t0) / (2 * req.student_steps)
+    return {"distilled": result.distilled.state_dict(), "scratch": result.scratch.state_dict(),
+            "loss_history": result.loss_history, "s_per_100_steps": seconds}
 
 
 def export_students(run_dir: Path, export_dir: Path, roles: tuple[str, ...] = ("distilled",)) -> list:
@@ -249,12 +286,16 @@ def _rows(result: dict) -> list[list[str]]:
     rows = []
     for e in result["receivers"]:
         s = e["sinr_at_target_db"]
+        # a run from before both countings were reported has no energy_uj_by_counting: its energy was eqs.-only
+        by_counting = e.get("energy_uj_by_counting", {"paper": e["energy_uj"]})
+        energy = [f"{by_counting[c]:.3f}" if c in by_counting else "-" for c in COUNTINGS]
         rows.append([e["label"], f"{s:.1f}" if s is not None else "not reached", f"{e['macs']:,}", f"{e['weights']:,}",
-                     f"{e['energy_uj']:.3f}", f"{min(e['ber']):.2e}"])
+                     *energy, f"{min(e['ber']):.2e}"])
     return rows
 
 
-HEADER = ["receiver", "SINR at target BER (dB)", "MACs", "weights", "energy (uJ)", "lowest BER"]
+HEADER = ["receiver", "SINR at target BER (dB)", "MACs (paper)", "weights",
+          *(f"energy (uJ, {c})" for c in COUNTINGS), "lowest BER"]
 
 
 def _curve_table(result: dict, key: str, title: str) -> list[str]:
@@ -298,7 +339,8 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for e in result["receivers"]:
         ber = np.maximum(np.array(e["ber"]), 1e-7)
-        ax.semilogy(result["sinr_db"], ber, styles[e["role"]], label=f"{e['label']} ({e['energy_uj']:.2f} uJ)")
+        ax.semilogy(result["sinr_db"], ber, styles[e["role"]],
+                    label=f"{e['label']} ({e['energy_uj']:.2f} uJ, implemented)")
     ax.axhline(result["request"]["target_ber"], color="grey", lw=0.5)
     ax.set_xlabel("SINR (dB)")
     ax.set_ylabel("uncoded BER")

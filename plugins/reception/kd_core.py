@@ -73,19 +73,28 @@ def kd_loss(student_logits: Any, teacher_logits: Any, bits: Any, alpha: float, t
 
 def train_logit_model(
     model: Any, batch: Callable[[int], tuple[Any, Any, Any]], options: KdOptions, teacher: Any = None,
-    progress: Progress | None = None, after_step: Callable[[int], None] | None = None,
+    progress: Progress | None = None, after_step: AfterStep | None = None, resume: dict | None = None,
 ) -> list[float]:
     """Trains ``model`` in place with :func:`kd_loss` (a = 0 when ``teacher`` is None); returns the loss curve.
-    ``after_step(steps_done)`` runs after every step (checkpoints)."""
-    return train_logit_models([model], batch, [options], teacher, progress, after_step)[0]
+    ``after_step`` and ``resume``: as for :func:`train_logit_models`."""
+    return train_logit_models([model], batch, [options], teacher, progress, after_step, resume)[0]
+
+
+# ``after_step(steps_done, state)``: ``state()`` is what :func:`train_logit_models` needs to resume there
+AfterStep = Callable[[int, Callable[[], dict]], None]
 
 
 def train_logit_models(
     models: list[Any], batch: Callable[[int], tuple[Any, Any, Any]], options: list[KdOptions], teacher: Any = None,
-    progress: Progress | None = None, after_step: Callable[[int], None] | None = None,
+    progress: Progress | None = None, after_step: AfterStep | None = None, resume: dict | None = None,
 ) -> list[list[float]]:
     """:func:`train_logit_model` for several models at once, each with its options (the same ``steps``), on the
-    same batches and one teacher forward pass per batch: what a sweep over sizes, a and T shares."""
+    same batches and one teacher forward pass per batch: what a sweep over sizes, a and T shares.
+
+    ``after_step(steps_done, state)`` runs after every step; ``state()`` returns the weights, Adam's moments, the
+    schedule's position and the loss windows (a dict for ``torch.save``). Passed back as ``resume``, training goes
+    on after that step exactly as if it had not stopped: ``batch(step)`` depends on the step alone and nothing
+    else here draws random numbers, so a run killed and resumed ends with the same weights as one never stopped."""
     import torch
 
     if len({o.steps for o in options}) != 1 or len(options) != len(models):
@@ -93,14 +102,33 @@ def train_logit_models(
     steps = options[0].steps
     opts = [torch.optim.Adam(m.parameters(), lr=o.lr) for m, o in zip(models, options)]
     scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) for opt in opts]
+    histories: list[list[float]] = [[] for _ in models]
+    windows: list[list[float]] = [[] for _ in models]
+    start = 0
+    if resume is not None:
+        if resume["steps"] != steps or len(resume["models"]) != len(models):
+            raise ValueError(f"the state to resume is of {len(resume['models'])} models trained for {resume['steps']} "
+                             f"steps, not {len(models)} for {steps}")
+        start = resume["done"]
+        for model, opt, sched, m, o, s in zip(models, opts, scheds, *(resume[k] for k in ("models", "opts", "scheds"))):
+            model.load_state_dict(m)
+            opt.load_state_dict(o)
+            sched.load_state_dict(s)
+        histories, windows = resume["histories"], resume["windows"]
+        if progress and start:
+            progress(start)
+
+    def state(done: int) -> dict:
+        return {"steps": steps, "done": done, "models": [m.state_dict() for m in models],
+                "opts": [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
+                "histories": histories, "windows": windows}
+
     if teacher is not None:
         teacher.eval()
     for model in models:
         model.train()
-    histories: list[list[float]] = [[] for _ in models]
-    windows: list[list[float]] = [[] for _ in models]
     every = max(1, steps // 100)
-    for step in range(steps):
+    for step in range(start, steps):
         x, bits, mask = batch(step)
         z_t = None
         if teacher is not None:
@@ -121,7 +149,7 @@ def train_logit_models(
         if progress:
             progress(1)
         if after_step:
-            after_step(step + 1)
+            after_step(step + 1, lambda done=step + 1: state(done))
     for model in models:
         model.eval()
     return histories

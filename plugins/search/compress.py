@@ -9,14 +9,13 @@ from typing import Any
 
 from rich.table import Table
 
-from edgejoule.cli.output import console, progress_bar
+from edgejoule.cli.output import LINE_EVERY_S, console, progress_bar
 from edgejoule.plugins.search import report, worker
 from edgejoule.plugins.search.search import RESULTS_FILE, ResultStore, SearchRequest, checkpoint, run_search
 from edgejoule.plugins.search.space import Candidate
 
 CHOSEN_WEIGHTS = "chosen.pt"
 CHOSEN_INFO = "chosen.json"
-LINE_EVERY_S = 15.0
 
 
 def compress(request: SearchRequest, progress: Any = None, quiet: bool = False) -> dict[str, Any]:
@@ -31,7 +30,7 @@ def compress(request: SearchRequest, progress: Any = None, quiet: bool = False) 
     if earlier and not quiet:
         console.print(f"resuming {request.out_dir}: {min(earlier, total)} of {total} candidates are done there "
                       f"already (another --out, or the directory removed, searches afresh)", highlight=False)
-    with progress_bar("searching", total, enabled=not quiet) as advance:
+    with progress_bar("searching", total, enabled=not quiet, line_every_s=None) as advance:  # its lines are per phase
         seen = {"candidates": 0}
         said: dict[str, float] = {}  # when each phase was last told, without a terminal
 

@@ -11,7 +11,7 @@ method and the chosen DNN with the method that dominates it (more sum rate at le
 any. The DNN's energy per counting is its family's (``PrecoderCNNFamily.energy``): ``paper`` is eqs. 7-11 on the
 layers the family describes (the structured family's STRUCT layer by its formula); ``implemented`` is eqs. 7-11
 on the weight layers plus every weightless operation of the exported graph (scalings, softmax, STRUCT),
-counted while it runs (``edgejoule.plugins.precoding.op_counter``, docs/ENERGY.md)."""
+counted while it runs (``edgejoule.plugins.energy.op_counter``, docs/ENERGY.md)."""
 
 from __future__ import annotations
 

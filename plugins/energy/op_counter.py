@@ -1,16 +1,15 @@
-r"""Counting the weightless operations of a precoder's exported graph from the computation itself (issue 17).
+r"""Counting a torch graph's weightless operations from the computation itself: the torch half of the
+``implemented`` counting (:mod:`edgejoule.energy.counting`), shared by every task's DNN families.
 
-The graph that is exported and served (:meth:`PrecoderCNN.served`: input scaling, the net's
-:meth:`forward_real`, output power scaling) runs once on a batch of one under a
-``torch.utils._python_dispatch.TorchDispatchMode`` that sees every aten op torch executes and prices it with
-the one price list of the ``implemented`` counting, :func:`edgejoule.energy.counting.price`. The model is
-built on the ``meta`` device: shapes are all a count needs, so no weights are allocated or multiplied.
+A graph runs once on a batch of one under a ``torch.utils._python_dispatch.TorchDispatchMode`` that sees every
+aten op torch executes and prices it with the one price list of the ``implemented`` counting,
+:func:`edgejoule.energy.counting.price`. The model may be built on the ``meta`` device: shapes are all a count
+needs, so no weights are allocated or multiplied.
 
-The rule that keeps anything from being counted twice: an op executed inside a submodule of the net (the
-conv and fully connected layers with their batch norm, ReLU and dropout) belongs to the weight layers,
-which eqs. 7-11 price by their MACs at their bit widths (batch norm folded into the layer, ReLU a
-comparison, dropout the identity at inference); it is skipped. Every other op of the graph (the scalings,
-softmax, the STRUCT layer's products, Gauss-Jordan divisions and square roots) is counted. Data movement
+The rule that keeps anything from being counted twice: an op executed inside a module given as ``skip`` (the
+weight layers: convolutions and fully connected layers with their batch norm, ReLU and dropout) belongs to
+eqs. 7-11, which price it by its MACs at its bit width (batch norm folded into the layer, ReLU a comparison,
+dropout the identity at inference); it is skipped. Every other op of the graph is counted. Data movement
 (views, slices, concatenation, ``expand``) computes nothing and is free, as for the numpy counting backend;
 an op that is neither known as free nor priced raises, so nothing is left out silently.
 """
@@ -25,13 +24,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from edgejoule.energy.counting import OperationCount, price
 
 # aten op -> the numpy ufunc name it is priced as (edgejoule.energy.counting.price)
-PRICED = {"mul": "multiply", "div": "divide", "add": "add", "sub": "subtract", "neg": "negative",
-          "bmm": "matmul", "mm": "matmul", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp", "_softmax": "softmax",
-          "sum": "reduce_add", "clamp_min": "maximum", "maximum": "maximum", "minimum": "minimum"}
+PRICED = {"mul": "multiply", "div": "divide", "add": "add", "sub": "subtract", "rsub": "subtract", "neg": "negative",
+          "bmm": "matmul", "mm": "matmul", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp", "tanh": "tanh",
+          "_softmax": "softmax", "sum": "reduce_add", "clamp_min": "maximum", "maximum": "maximum",
+          "minimum": "minimum"}
 # aten ops that only move, view or create data
 FREE = frozenset({"view", "_unsafe_view", "reshape", "expand", "slice", "select", "unsqueeze", "squeeze",
-                  "transpose", "t", "permute", "cat", "stack", "zeros_like", "empty_like", "detach", "alias",
+                  "transpose", "t", "permute", "cat", "stack", "zeros", "zeros_like", "empty_like", "detach", "alias",
                   "clone", "lift_fresh", "_to_copy", "copy_"})
+# a ReLU follows a batch norm wherever a family calls it as a function (deeprx): a comparison folded into the
+# weight layer before it, as eqs. 7-11 fold the ReLUs inside the precoders' weight-layer modules
+FOLDED = frozenset({"relu"})
 
 
 def _shape(x: Any) -> tuple[int, ...]:
@@ -44,10 +47,10 @@ def _is_complex(x: Any) -> bool:
 
 def aten_price(name: str, args: tuple[Any, ...], out: Any) -> OperationCount:
     """Operations of one aten op ``name`` (its overload packet's name) on ``args`` with result ``out``."""
-    if name in FREE:
+    if name in FREE or name in FOLDED:
         return OperationCount()
     if name not in PRICED:
-        raise TypeError(f"no price for the aten op '{name}'; map it in edgejoule.plugins.precoding.op_counter "
+        raise TypeError(f"no price for the aten op '{name}'; map it in edgejoule.plugins.energy.op_counter "
                         "rather than leave it uncounted")
     operands = [a for a in args if isinstance(a, (torch.Tensor, int, float, complex)) and not isinstance(a, bool)]
     shapes = tuple(_shape(a) for a in operands)
@@ -85,14 +88,3 @@ class OperationCounter(TorchDispatchMode):
         for handle in self._handles:
             handle.remove()
         return super().__exit__(*exc)
-
-
-def weightless_operations(model: torch.nn.Module) -> OperationCount:
-    """Weightless operations of one inference of ``model``'s exported graph (:meth:`PrecoderCNN.served`), read
-    from the computation on a batch of one; the ops inside the net's submodules (its weight layers, priced by
-    eqs. 7-11) are not counted. The constants of the scalings are placeholders: a count depends on shapes only."""
-    arch = model.arch
-    planes = torch.zeros(1, 2, arch.n_u, arch.n_t, device=model.input_scale.device)
-    with torch.no_grad(), OperationCounter(list(model.children())) as counter:
-        model.eval().served(planes, factor=1.0, amplitude=1.0)
-    return counter.count
