@@ -67,17 +67,20 @@ def table(name: str, site: dict) -> str:
     def rates(detector: str, i: int) -> list[float]:
         return [runs[s][detector][i]["rate"] for s in seeds if detector in runs[s]]
 
+    def count(detector: str) -> int:
+        return sum(detector in runs[s] for s in seeds)
+
     head = " | ".join(f"{s:g} dB" for s in snrs) + " |"
-    rule = "|---|" + "---|" * len(snrs)
-    lines = [f"### {name}, seeds {seeds}: coded BLER, mean over seeds [95 % t-interval]", "",
-             "| detector | " + head, rule]
-    lines += [f"| {d} | " + " | ".join(_cell(rates(d, i)) for i in range(len(snrs))) + " |" for d in detectors]
-    lines += ["", "| KAQ - LSQ, paired per seed | " + head, rule]
+    rule = "|---|---|" + "---|" * len(snrs)
+    lines = [f"### {name}: coded BLER, mean over seeds [95 % t-interval]", "", "| detector | seeds | " + head, rule]
+    lines += [f"| {d} | {count(d)} | " + " | ".join(_cell(rates(d, i)) for i in range(len(snrs))) + " |"
+              for d in detectors]
+    lines += ["", "| KAQ - LSQ, paired per seed | seeds | " + head, rule]
     for kaq in sorted(d for d in names if "-kaq" in d):
         lsq = kaq.replace("-kaq", "-lsq")
         diffs = [_cell([a - b for a, b in zip(rates(kaq, i), rates(lsq, i))], difference=True) for i in range(len(snrs))]
         model, bits = kaq.split("-kaq")
-        lines.append(f"| {model} {bits} bits | " + " | ".join(diffs) + " |")
+        lines.append(f"| {model} {bits} bits | {count(kaq)} | " + " | ".join(diffs) + " |")
     return "\n".join(lines) + "\n"
 
 
