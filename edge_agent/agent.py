@@ -9,7 +9,6 @@ the health file. So neither a hung broker nor a slow registry delays a base stat
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import threading
 import time
@@ -39,6 +38,7 @@ from edgejoule.edge_agent.service import AgentHealth
 from edgejoule.edge_agent.sources import Request, open_source
 from edgejoule.edge_agent.telemetry import HttpTransport, MqttLink, Outbox, Spool
 from edgejoule.errors import EdgejouleError
+from edgejoule.files import write_atomic
 from edgejoule.runtime import complex_of
 from edgejoule.schemas.api import Assignment, LoadEvent
 from edgejoule.schemas.messages import Heartbeat, Telemetry
@@ -390,9 +390,7 @@ class Agent:
         """``health.json`` in the data directory, for ``edge-agent status`` (best effort: the disk may be full)."""
         path = self.settings.data_dir / HEALTH_FILE
         try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(self.health().model_dump_json())
-            os.replace(tmp, path)
+            write_atomic(path, self.health().model_dump_json(), mode=0o644, durable=False)
         except OSError:
             pass
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from edgejoule.edge_agent.registry_client import RegistryClient, RegistryRefused, RegistryUnavailable
+from edgejoule.files import write_atomic
 from edgejoule.schemas.api import BrokerLogin
 
 log = logging.getLogger("edge_agent")
@@ -43,12 +43,8 @@ class BrokerLogins:
             return None
 
     def _keep(self, login: BrokerLogin) -> None:
-        tmp = self.path.with_name(f".{FILE}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as out:
-                json.dump({"token": self._token_id, "login": login.model_dump()}, out)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps({"token": self._token_id, "login": login.model_dump()}))
         except OSError as exc:  # a read-only or full disk: the login still works for this run
             log.warning("could not keep the broker login in %s: %s", self.path, exc.strerror)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from edgejoule.files import write_atomic
 
 
 class ArtifactStore:
@@ -25,7 +25,5 @@ class ArtifactStore:
         target = self.path(digest)
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, target)
+            write_atomic(target, data)
         return digest

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.files import write_atomic
 from edgejoule.registry.broker_passwords import BrokerPasswords
 from edgejoule.schemas import topics
 
@@ -204,10 +205,8 @@ def write_private(directory: Path, files: dict[str, str], user: str) -> list[Pat
     os.chmod(directory, 0o700)
     written = []
     for name, text in files.items():
-        path, tmp = directory / name, directory / f".{name}.tmp"
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)  # the directory is private already; the plugin's file holds the password hashes
-        os.replace(tmp, path)
+        path = directory / name
+        write_atomic(path, text)  # 0600: the directory is private already; the plugin's file holds password hashes
         written.append(path)
     if os.geteuid() == 0:
         for path in (directory, *written):

@@ -9,7 +9,7 @@ import pytest
 
 from edgejoule import plugin_manager
 from edgejoule.energy.accelerator import dnn_energy
-from edgejoule.energy.counting import OperationCount, count_call, operations_energy
+from edgejoule.energy.counting import OperationCount, count_call, count_operations, counted, operations_energy
 from edgejoule.plugins.detection.detectors import linear_detect
 from edgejoule.tasks.ofdm import OfdmConfig, simulate
 
@@ -41,15 +41,45 @@ def test_linear_detectors_count_what_their_code_does(n, m):
     assert zf.multiplications == pytest.approx(paper - m / 3) and zf.divisions == m
 
 
-def test_the_counted_solve_is_numpy_s():
+def test_the_counted_solve_computes_what_lapack_does():
+    """linear_detect runs LAPACK (np.linalg.solve); on Counted arrays the same call runs the elimination written
+    with ufuncs that prices it, which must give LAPACK's solution, so that what is counted is what runs."""
     rng = np.random.default_rng(3)
     H, y = rng.normal(size=(64, 16, 8)).astype(np.float32), rng.normal(size=(64, 16)).astype(np.float32)
-    noise_var = rng.uniform(0.01, 1.0, 64)
-    for nv in (None, noise_var):
-        H64 = H.astype(np.float64)
-        gram = np.swapaxes(H64, -1, -2) @ H64 + (0 if nv is None else nv[:, None, None] * np.eye(8))
-        reference = np.linalg.solve(gram, np.swapaxes(H64, -1, -2) @ y.astype(np.float64)[..., None])[..., 0]
-        np.testing.assert_allclose(linear_detect(H, y, nv), reference.astype(np.float32), rtol=1e-5, atol=1e-6)
+    for nv in (None, rng.uniform(0.01, 1.0, 64)):
+        with count_operations():
+            as_counted = linear_detect(*counted(H, y), None if nv is None else counted(nv)[0])
+        np.testing.assert_allclose(np.asarray(as_counted), linear_detect(H, y, nv), rtol=1e-5, atol=1e-6)
+    A = rng.normal(size=(2, 5, 6, 6))
+    gram, B = np.swapaxes(A, -1, -2) @ A + 0.1 * np.eye(6), rng.normal(size=(2, 5, 6, 3))
+    np.testing.assert_allclose(np.asarray(np.linalg.solve(*counted(gram, B))), np.linalg.solve(gram, B), rtol=1e-9)
+
+
+@pytest.mark.parametrize("m, rhs", [(1, 1), (4, 3), (8, 2)])
+def test_the_counted_solve_prices_the_elimination(m, rhs):
+    """Per pivot a reciprocal, the factors below it and the update of the rows below (right-hand sides included);
+    per back substitution step the products with the known unknowns, their sum, the subtraction and the product
+    by the pivot's reciprocal, for every right-hand side."""
+    rng = np.random.default_rng(m)
+    A = rng.normal(size=(1, m, m))
+    gram, B = np.swapaxes(A, -1, -2) @ A + np.eye(m), rng.normal(size=(1, m, rhs))
+    expected = OperationCount()
+    for k in range(m):
+        below = m - k - 1
+        expected += OperationCount(multiplications=below + below * (below + rhs), divisions=1,
+                                   memory=2 * (1 + below + 2 * below * (below + rhs)))
+        expected += OperationCount(multiplications=below * rhs + rhs, memory=2 * (below * rhs + 3 * rhs))
+    assert count_call(np.linalg.solve, gram, B) == expected
+
+
+def test_a_numpy_function_without_a_price_still_raises():
+    H, y = np.ones((1, 4, 2)), np.ones((1, 4))
+    with pytest.raises(TypeError, match="cannot be counted"):
+        count_call(lambda H, y: np.linalg.inv(np.swapaxes(H, -1, -2) @ H), H, y)
+    with pytest.raises(TypeError, match="cannot be counted"):
+        count_call(lambda H, y: np.einsum("bij,bi->bj", H, y), H, y)
+    with pytest.raises(TypeError, match="b of shape"):  # a vector right-hand side: numpy 2 reads it two ways
+        count_call(lambda H, y: np.linalg.solve(np.swapaxes(H, -1, -2) @ H, y[:, :2]), H, y)
 
 
 @pytest.mark.parametrize("n, m, order", [(4, 2, 4), (8, 4, 4), (4, 2, 16)])
@@ -59,14 +89,6 @@ def test_ml_counts_its_candidate_search(n, m, order):
     ops = plugin_manager.get("baselines", "ml-detector").operations(n=n, m=m, order=order)
     words = candidates * n * 3 + candidates  # Hx, y - Hx, its square; the sums
     assert ops == OperationCount(multiplications=candidates * (n * m + n), memory=2 * words)
-
-
-def test_a_numpy_function_without_a_price_still_raises():
-    H, y = np.ones((1, 4, 2)), np.ones((1, 4))
-    with pytest.raises(TypeError, match="cannot be counted"):
-        count_call(lambda H, y: np.linalg.solve(np.swapaxes(H, -1, -2) @ H, y[:, :2]), H, y)
-    with pytest.raises(TypeError, match="cannot be counted"):
-        count_call(lambda H, y: np.einsum("bij,bi->bj", H, y), H, y)
 
 
 def receiver(cfg: OfdmConfig) -> OperationCount:
@@ -156,6 +178,23 @@ def test_unfolded_nets_add_their_projections_to_the_described_layers(kind, modul
     assert paper.total_uj == pytest.approx(dnn_energy(family.describe(arch), bits, 4).total_uj)
     implemented = family.energy(arch, bits, 4)
     assert implemented.total_uj == pytest.approx(paper.total_uj + operations_energy(layer * 3).total_uj)
+
+
+@pytest.mark.parametrize("kind", ["pgd", "admm"])
+def test_described_macs_are_the_products_each_iteration_runs(kind):
+    """describe() is eqs. 7-11's input, so it must list every product of an iteration: the net run under the op
+    counter with its projections skipped (counted apart, above) performs exactly the described MACs. ADMM-Net's
+    relaxation (1 - gamma) z was missing (4m scalings listed, 5m run)."""
+    from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch, describe
+    from edgejoule.plugins.detection.unfolded_net import build_net
+    from edgejoule.plugins.energy.op_counter import OperationCounter
+
+    arch = UnfoldedArch(kind=kind, layers=3, n_r=4, n_u=2)
+    net = build_net(arch).eval()
+    H, y, noise_var = torch.randn(1, 8, 4), torch.randn(1, 8), torch.ones(1)
+    with torch.no_grad(), OperationCounter(list(net.proj)) as counter:
+        net(H, y, noise_var)
+    assert counter.count.multiplications == sum(layer.macs for layer in describe(arch))
 
 
 def test_an_aten_op_without_a_price_still_raises():

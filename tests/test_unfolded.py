@@ -24,7 +24,8 @@ def test_description_matches_the_built_network(kind, params):
     net = family.build(arch)
     assert len(layers) == 5
     assert sum(layer.weights for layer in layers) == sum(p.numel() for p in net.parameters()) == 5 * params
-    assert layers[1].macs == 2 * 16 * 8 + (1 if kind == "pgd" else 4) * 8
+    # PGD: the step; ADMM: lambda, alpha, gamma, 1 - gamma, beta
+    assert layers[1].macs == 2 * 16 * 8 + (1 if kind == "pgd" else 5) * 8
     assert layers[0].activations == layers[1].activations + 16 * 8 + 16  # layer 1 also loads H and y
     fp, q4 = dnn_energy(layers, [16] * 5, 16).total_uj, dnn_energy(layers, [4] * 5, 4).total_uj
     assert 0 < q4 < fp / 8

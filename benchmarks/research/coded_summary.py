@@ -1,11 +1,14 @@
 """Coded BLER of the detectors over seeds (issue 21 item 5): the runs of benchmarks/research/coded_detectors.sh,
-with the max-log ML reference (edgejoule.plugins.detection.soft_ml) decoded on the same blocks.
+with the classical detectors' soft outputs decoded here on the same blocks.
 
 Per site and SNR, every detector's coded BLER as the mean over seeds of the per-seed BLER with its Student-t
 95 % interval (the nets differ per seed: training is part of the spread), and KAQ - LSQ paired per seed (the
-same blocks) with its t-interval. The ML reference is computed here, on each run's test blocks (the
-``coded_error_rates`` stream of seed + 1), so it sees exactly the blocks the detectors saw (``detect`` now
-decodes its ``ml-detector`` row the same way; runs made before that have ML's hard decisions in that row).
+same blocks) with its t-interval. The classical rows are computed here, on each run's test blocks (the
+``coded_error_rates`` stream of seed + 1), so they see exactly the blocks the nets saw, whatever the version of
+``detect`` that made the run: the max-log ML reference (edgejoule.plugins.detection.soft_ml), and ZF and LMMSE
+under both LLR rules, the noise variance as every stream's (the nets' rule) and each stream's post-detection SINR
+(edgejoule.plugins.detection.soft_linear, what ``detect --coded`` now gives them). The runs' own ``ml-detector``
+rows are kept (hard decisions in runs made before ``detect`` decoded ML's soft output).
 Run: .venv/bin/python benchmarks/research/coded_summary.py runs/coded21 [--markdown docs/detection/coded.md]
 """
 
@@ -16,30 +19,53 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from edgejoule import plugin_manager
+from edgejoule.plugins.detection.soft_linear import linear_soft
 from edgejoule.plugins.detection.soft_ml import ml_soft
 from edgejoule.tasks.detection import channel_source, coded_error_rates, constellation
 from edgejoule.tasks.error_rate import t_interval
 
 REFERENCE = "ml max-log (reference)"
-ORDER = ["zf-detector", "lmmse-detector", "ml-detector", REFERENCE]
+# the classical rows computed here: name -> (baseline, LLRs with each stream's SINR?)
+CLASSICAL = {"zf, common variance": ("zf-detector", False), "zf, per-stream SINR": ("zf-detector", True),
+             "lmmse, common variance": ("lmmse-detector", False), "lmmse, per-stream SINR": ("lmmse-detector", True)}
+ORDER = [*CLASSICAL, "ml-detector", REFERENCE]
+CLASSICAL_RUN_ROWS = {"zf-detector", "lmmse-detector"}  # replaced: their LLR rule depends on the run's version
 
 
-def reference_points(request: dict) -> list[dict]:
-    """The max-log ML coded BLER of one run's request on its own test blocks."""
+def classical_points(request: dict) -> dict[str, list[dict]]:
+    """The coded BLER of the classical rows (module docstring) for one run's request on its own test blocks."""
     const = constellation(request["modulation"])
     source = channel_source(request["site"], request["n_r"], request["n_u"], "test")
-    return coded_error_rates(None, source, const, request["snr_db"], request["coded"], request["eval_blocks"],
-                             seed=request["seed"] + 1, min_errors=request["min_errors"], llrs=ml_soft(const))
+
+    def points(detect=None, llrs=None) -> list[dict]:
+        return coded_error_rates(detect, source, const, request["snr_db"], request["coded"], request["eval_blocks"],
+                                 seed=request["seed"] + 1, min_errors=request["min_errors"], llrs=llrs)
+
+    rows = {REFERENCE: points(llrs=ml_soft(const))}
+    for name, (baseline, per_stream) in CLASSICAL.items():
+        if per_stream:
+            rows[name] = points(llrs=linear_soft(const, regularized=baseline == "lmmse-detector"))
+        else:
+            base = plugin_manager.get("baselines", baseline)
+            rows[name] = points(lambda b, base=base: base.run(b.H, b.y, b.noise_var, const=const).output)
+    return rows
 
 
 def collect(root: Path) -> dict[str, dict]:
     """site -> {"snr_db", "runs": {seed: {detector: [BLER point per SNR]}}}."""
     sites: dict[str, dict] = defaultdict(lambda: {"snr_db": None, "runs": {}})
+    classical: dict[str, dict[str, list[dict]]] = {}
     for path in sorted(root.glob("*/results.json")):
         result = json.loads(path.read_text())
         request = result["request"]
-        rows = {c["name"]: c["bler_points"] for c in result["curves"]}
-        rows[REFERENCE] = reference_points(request)
+        rows = {c["name"]: c["bler_points"] for c in result["curves"] if c["name"] not in CLASSICAL_RUN_ROWS}
+        # runs of one seed at other bit widths have the same test blocks: their classical rows are computed once
+        key = json.dumps({k: request[k] for k in ("site", "n_r", "n_u", "modulation", "snr_db", "coded",
+                                                   "eval_blocks", "seed", "min_errors")}, sort_keys=True)
+        if key not in classical:
+            classical[key] = classical_points(request)
+        rows.update(classical[key])
         site = sites[f"{request['site']} {request['n_r']}x{request['n_u']}"]
         site["snr_db"] = result["snr_db"]
         # the runs of one seed at other bit widths share the baselines and FP nets (same seed, same training)

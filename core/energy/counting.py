@@ -3,10 +3,11 @@ r"""Counting the operations an implementation performs: one price list, fed by t
 Two countings exist for every method, and every energy names its counting:
 
 - ``implemented`` (the default): the operations the project's own code performs, read from the code while it
-  runs. numpy implementations run on :class:`Counted` arrays, whose ``__array_ufunc__`` prices every ufunc
-  (``@`` included) from its operands' shapes and dtypes with one table, :func:`price`; a function the table
-  does not know raises, so nothing is left out silently. The classical precoders, detectors (ZF, LMMSE,
-  exhaustive ML) and the LS+LMMSE OFDM receiver are counted this way. A DNN family is eqs. 7-11 on its weight
+  runs. numpy implementations run on :class:`Counted` arrays, whose ``__array_ufunc__`` prices every ufunc (``@``
+  included) from its operands' shapes and dtypes with one table, :func:`price`; a function the table does not know
+  raises, so nothing is left out silently. ``np.linalg.solve`` (LAPACK's LU, which the detectors run) is priced by
+  running, on the counted arrays, the same elimination written with ufuncs. The classical precoders, detectors (ZF,
+  LMMSE, exhaustive ML) and the LS+LMMSE OFDM receiver are counted this way. A DNN family is eqs. 7-11 on its weight
   layers (their MACs at their bit widths) plus the weightless operations it performs per inference: those of
   its torch graph (input scaling, softmax, the structured family's STRUCT layer with its Gauss-Jordan
   divisions and square roots, the output power renormalization, the unfolded detectors' projections, the
@@ -204,6 +205,37 @@ _STRUCTURAL = {np.swapaxes, np.concatenate, np.stack, np.broadcast_to, np.where,
                np.argmin}
 
 
+def _lu_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` priced for :class:`Counted` arrays, ``a`` [..., m, m] and ``b`` [..., m, k]:
+    Gaussian elimination on [a | b] without pivoting (m reciprocal pivots, :math:`(m^3 - m)/3` multiplications
+    on a, :math:`m(m-1)/2` per right-hand side), then back substitution (:math:`m(m+1)/2` per right-hand side).
+    That is the arithmetic of LAPACK's ``getrf`` + ``getrs`` that numpy runs (LU, then the two triangular
+    solves), less the row exchanges of partial pivoting, which are comparisons and moves and are not priced.
+    Written with ufuncs, so the tally reads it from this code; it computes the solution too, to float precision
+    (for matrices with nonzero leading principal minors, such as the Gram matrices the project solves)."""
+    a, b = np.asarray(a).view(Counted), np.asarray(b).view(Counted)
+    if b.ndim != a.ndim:
+        raise TypeError("count np.linalg.solve(a, b) with b of shape [..., m, k]: a vector b is ambiguous in "
+                        "numpy >= 2")
+    m = a.shape[-1]
+    U = np.concatenate([a, b], -1)
+    reciprocals = []
+    for k in range(m):
+        reciprocals.append(1 / U[..., k, k])
+        factors = U[..., k + 1 :, k] * reciprocals[k][..., None]
+        # column k below the pivot becomes zero and is never read again, so it is not updated
+        U[..., k + 1 :, k + 1 :] -= factors[..., :, None] * U[..., None, k, k + 1 :]
+    x = np.zeros_like(U[..., m:])
+    for k in reversed(range(m)):
+        rest = np.sum(U[..., k, k + 1 : m, None] * x[..., k + 1 :, :], -2)
+        x[..., k, :] = (U[..., k, m:] - rest) * reciprocals[k][..., None]
+    return x
+
+
+# functions that compute but are not ufuncs: priced by running an equivalent written with ufuncs
+_COUNTED_AS: dict[Callable, Callable] = {np.linalg.solve: _lu_solve}
+
+
 class Counted(np.ndarray):
     """An ndarray whose arithmetic is priced into the active :func:`count_operations` tally."""
 
@@ -223,6 +255,8 @@ class Counted(np.ndarray):
         return result.view(Counted) if isinstance(result, np.ndarray) else result
 
     def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
+        if func in _COUNTED_AS:
+            return _COUNTED_AS[func](*args, **kwargs)
         if func not in _STRUCTURAL:
             raise TypeError(f"{func.__module__}.{func.__name__} cannot be counted: write it with ufuncs "
                             "(edgejoule.energy.counting) so that its operations are priced")

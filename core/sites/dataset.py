@@ -9,8 +9,8 @@ changed config can never be served a stale dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.files import write_atomic
 from edgejoule.settings import Settings
 from edgejoule.sites.config import SiteConfig
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # edgejoule.interfaces imports edgejoule.sites: a runtime imp
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
@@ -123,18 +125,15 @@ def _cache_path(site: SiteConfig) -> Path:
 
 
 def _save(ds: ChannelDataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # write then rename, so a killed run never leaves a half-written cache entry
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(
-            tmp,
-            format_version=FORMAT_VERSION,
-            positions=ds.positions,
-            channels=ds.channels,
-            users=ds.users,
-            **{f"split_{k}": v for k, v in ds.splits.items()},
-        )
-    os.replace(tmp.name, path)
+    """Cache ``ds`` at ``path``, replaced whole (a killed run never leaves half an entry). The cache only saves
+    time: where it cannot be written (a read-only or full disk) the run goes on with the dataset it generated."""
+    arrays = {"format_version": FORMAT_VERSION, "positions": ds.positions, "channels": ds.channels, "users": ds.users,
+              **{f"split_{k}": v for k, v in ds.splits.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda out: np.savez(out, **arrays), mode=0o644)
+    except OSError as exc:
+        log.warning("could not cache the dataset in %s: %s", path, exc.strerror or exc)
 
 
 def _load(site: SiteConfig, path: Path) -> ChannelDataset | None:

@@ -271,9 +271,10 @@ def coded_error_rates(
     """Coded BLER per SNR (``report()`` dicts of :mod:`edgejoule.tasks.error_rate`) of ``detect``: one codeword
     of :mod:`edgejoule.tasks.coded` over the bits of ``CODE_BLOCK_BITS // bits per detection`` consecutive
     detections (fresh channels each: interleaved fast fading), decoded from max-log LLRs of the soft estimates
-    with the noise variance as every stream's (the detectors give no per-stream reliability; min-sum decoding
-    is blind to the common scale), or from ``llrs(batch)`` [B, 2N_U, bits_per_dim] where a detector computes its
-    own (the max-log ML reference). ``batch``: detections per call, as in :func:`error_rates`."""
+    with the noise variance as every stream's (for detectors that give no per-stream reliability, the learned
+    ones; min-sum decoding is blind to the common scale), or from ``llrs(batch)`` [B, 2N_U, bits_per_dim] where
+    a detector computes its own (the max-log ML reference; ZF and LMMSE with each stream's post-detection SINR).
+    ``batch``: detections per call, as in :func:`error_rates`."""
     per_detection = 2 * source.n_u * const.bits_per_dim
     per_block = max(1, CODE_BLOCK_BITS // per_detection)
     code = ldpc_code(code_name, per_block * per_detection, seed)

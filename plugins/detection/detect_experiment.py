@@ -25,6 +25,7 @@ from edgejoule.energy import baseline_energy
 from edgejoule.energy.counting import COUNTINGS, operations_energy
 from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES
 from edgejoule.plugins.detection.kaq_core import quantize_activations
+from edgejoule.plugins.detection.soft_linear import linear_soft
 from edgejoule.plugins.detection.soft_ml import ml_soft
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, detector, train
@@ -117,9 +118,10 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
         base = plugin_manager.get("baselines", name)
         energy = {"implemented": operations_energy(base.operations(n=n, m=m, order=const.order), FP_BITS).total_uj,
                   "paper": baseline_energy(base.op_count(n=n, m=m, order=const.order), FP_BITS).total_uj}
-        # ML's decisions are hard: its coded row decodes its max-log LLRs over all candidates (the reference)
-        rates = evaluate(lambda b, base=base: base.run(b.H, b.y, b.noise_var, const=const).output,
-                         ml_soft(const) if name == "ml-detector" else None)
+        # coded, each classical detector decodes from its own soft output: ML's max-log LLRs over all candidates
+        # (its decisions are hard; the reference), ZF's and LMMSE's with each stream's post-detection SINR
+        soft = ml_soft(const) if name == "ml-detector" else linear_soft(const, regularized=name == "lmmse-detector")
+        rates = evaluate(lambda b, base=base: base.run(b.H, b.y, b.noise_var, const=const).output, soft)
         curves.append(_curve(name, None, None, FP_BITS, rates, energy))
     family = plugin_manager.get("models", "unfolded")
     fp_cfg = TrainConfig(samples=req.samples, epochs=req.epochs, seed=req.seed)
@@ -181,7 +183,9 @@ def table(result: DetectResult) -> str:
                           "errors, the interval's upper bound")
     if result.request.coded:
         rows += _points_table(result, "bler_points", f"coded BLER, {result.request.coded} (ml-detector: from its "
-                              "max-log LLRs over all candidates, the soft-output reference)")
+                              "max-log LLRs over all candidates, the soft-output reference; zf and lmmse: LLRs "
+                              "with each stream's post-detection SINR; the nets: with the noise variance as "
+                              "every stream's)")
     req = result.request
     head = (f"site {req.site}, {req.n_r}x{req.n_u} {req.modulation}, K={req.layers}, FP {req.epochs} epochs, "
             f"QAT {req.qat_epochs} epochs, {req.samples} draws/epoch, {req.eval_samples} detections/SNR; KAQ policy "

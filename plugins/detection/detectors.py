@@ -15,12 +15,12 @@ Operation counts (:mod:`edgejoule.energy.counting`), per detection:
 
 - ``implemented`` (the default; ``operations``): read from this module's code as it runs on
   :class:`edgejoule.energy.counting.Counted` arrays. ZF/LMMSE form the Gram matrix :math:`H^T H`
-  (:math:`nm^2` multiplications, the full matrix) and :math:`H^T y` (:math:`nm`), then solve by Gaussian
-  elimination without pivoting (:func:`gaussian_solve`; the Gram matrix is symmetric positive definite, so its
-  leading principal minors are positive) and back substitution: m reciprocal pivots and
-  :math:`(m^3 - m)/3 + m^2` multiplications; LMMSE's diagonal loading is an addition. ML computes every
-  candidate's :math:`Hx` (:math:`|\mathcal{C}|^{N_U} nm`) and squared distance (:math:`|\mathcal{C}|^{N_U} n`),
-  the arg min is comparisons (not priced). Memory: 2 accesses per result word.
+  (:math:`nm^2` multiplications, the full matrix) and :math:`H^T y` (:math:`nm`), then solve with LAPACK's LU
+  (``np.linalg.solve``), which the counting prices as the Gaussian elimination and back substitution it
+  performs (``edgejoule.energy.counting``; the Gram matrix is symmetric positive definite, so no pivot is
+  zero): m reciprocal pivots and :math:`(m^3 - m)/3 + m^2` multiplications; LMMSE's diagonal loading is an
+  addition. ML computes every candidate's :math:`Hx` (:math:`|\mathcal{C}|^{N_U} nm`) and squared distance
+  (:math:`|\mathcal{C}|^{N_U} n`), the arg min is comparisons (not priced). Memory: 2 accesses per result word.
 - ``paper`` (``op_count``; real multiplications, the convention of eq. 14 of the precoder-compression paper,
   a Cholesky solve of an m x m system counted as :math:`m^3/3 + m^2`):
 
@@ -58,24 +58,6 @@ def ml_op_count(n: int, m: int, order: int) -> float:
     return float(order) ** (m // 2) * (n * m + n)
 
 
-def gaussian_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x = A^-1 b for ``A`` [B, m, m] with nonzero leading principal minors (a Gram matrix) and ``b`` [B, m]:
-    Gaussian elimination on [A | b] without pivoting, then back substitution. Written with ufuncs so that the
-    ``implemented`` counting reads its operations from this code."""
-    m = A.shape[-1]
-    U = np.concatenate([A, b[..., None]], -1)
-    reciprocals = []
-    for k in range(m):
-        reciprocals.append(1 / U[:, k, k])
-        factors = U[:, k + 1 :, k] * reciprocals[k][:, None]
-        # column k below the pivot becomes zero and is never read again, so it is not updated
-        U[:, k + 1 :, k + 1 :] -= factors[:, :, None] * U[:, None, k, k + 1 :]
-    x = np.zeros_like(U[:, :, m])
-    for k in reversed(range(m)):
-        x[:, k] = (U[:, k, m] - np.sum(U[:, k, k + 1 : m] * x[:, k + 1 :], -1)) * reciprocals[k]
-    return x
-
-
 def linear_detect(H: np.ndarray, y: np.ndarray, noise_var: np.ndarray | float | None) -> np.ndarray:
     """Batched ZF (``noise_var`` None) or LMMSE: ``H`` [B, n, m], ``y`` [B, n] -> [B, m]."""
     # asanyarray keeps a Counted array counted
@@ -84,7 +66,7 @@ def linear_detect(H: np.ndarray, y: np.ndarray, noise_var: np.ndarray | float | 
     gram = Ht @ H64
     if noise_var is not None:
         gram = gram + np.asarray(noise_var, np.float64).reshape(-1, 1, 1) * np.eye(H.shape[-1])
-    return gaussian_solve(gram, (Ht @ y64[..., None])[..., 0]).astype(np.float32)
+    return np.linalg.solve(gram, Ht @ y64[..., None])[..., 0].astype(np.float32)
 
 
 def ml_candidates(const: Constellation, n_u: int) -> np.ndarray:

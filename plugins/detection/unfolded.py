@@ -36,8 +36,9 @@ is our reading of "inexact ADMM with 5 parameters per layer", stated as the proj
 :math:`v_k` is each layer's **activation**: the tensor the quantizers of :mod:`edgejoule.plugins.detection.kaq` act on.
 
 Energy description (per layer, :mod:`edgejoule.energy.accelerator` conventions): MACs :math:`2nm` for
-:math:`H x` and :math:`H^T r` plus m (PGD) or 4m (ADMM) scalings; weights 2 or 5; activations: the residual
-(n), the gradient (m) and the state (m for PGD; x, z, u for ADMM). Layer 1 also loads H and y (nm + n).
+:math:`H x` and :math:`H^T r` plus m (PGD) or 5m (ADMM) scalings (PGD's step; ADMM's lambda, alpha, gamma,
+1 - gamma and beta); weights 2 or 5; activations: the residual (n), the gradient (m) and the state (m for PGD;
+x, z, u for ADMM). Layer 1 also loads H and y (nm + n).
 
 Energy under the two countings (:mod:`edgejoule.energy.counting`, :meth:`UnfoldedFamily.energy`):
 

@@ -11,7 +11,7 @@ from edgejoule.energy.accelerator import LayerSpec
 
 Kind = Literal["pgd", "admm"]
 PARAMS_PER_LAYER = {"pgd": 2, "admm": 5}
-SCALINGS_PER_LAYER = {"pgd": 1, "admm": 4}
+SCALINGS_PER_LAYER = {"pgd": 1, "admm": 5}  # PGD: eta; ADMM: lambda, alpha, gamma, 1 - gamma, beta
 STATES_PER_LAYER = {"pgd": 1, "admm": 3}
 
 

@@ -93,7 +93,8 @@ def distill_command(
         checkpoint_every=checkpoint_every,
     )
     out_dir = out or Path("runs") / f"distill-{task}"
-    resuming = RunState(req, out_dir).describe(req)  # refuses a directory another request's training wrote
+    run = RunState(req, out_dir)  # refuses a directory another request's training wrote
+    resuming = run.describe(req)
     if resuming and not as_json:
         errors.print(resuming, highlight=False)
     if not as_json:  # the README's example runs for minutes: say so before the first step, not after
@@ -104,7 +105,7 @@ def distill_command(
                      f"few CPU cores (the README's example takes over 3); --teacher-steps, --student-steps and "
                      f"--eval-slots make it shorter", highlight=False)
     with progress_bar("training (steps)", progress_units(req), enabled=not as_json) as advance:
-        result = run_distill(req, out_dir, advance)
+        result = run_distill(req, out_dir, advance, run)
     packages = _export(out_dir, export) if export else []
     if as_json:
         print_json({**{k: v for k, v in result.items() if k != "loss_history"}, "packages": packages})

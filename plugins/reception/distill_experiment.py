@@ -208,12 +208,13 @@ def _teacher(req: DistillRequest, batch, out_dir: Path, advance, run: RunState
     return teacher, seconds, hist
 
 
-def run_distill(req: DistillRequest, out_dir: Path, advance=None) -> dict:
+def run_distill(req: DistillRequest, out_dir: Path, advance=None, run: RunState | None = None) -> dict:
+    """Train (or resume, from ``run``: the CLI reads it first to say what it picks up) and score the receivers."""
     cfg, batch = req.cfg, batches(req)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(req.seed)
     t_arch = req.arch(req.teacher)
-    run = RunState(req, out_dir)
+    run = run or RunState(req, out_dir)
     teacher, t_speed, t_hist = _teacher(req, batch, out_dir, advance, run)
     entries = [
         receiver_entry(req, "LS+LMMSE", "baseline", None, error_curves(req, lambda s: receive(cfg, s)), None),

@@ -15,14 +15,13 @@ write leaves the previous checkpoint.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgejoule.errors import EdgejouleError
+from edgejoule.files import write_atomic
 
 RESUME_FILE = "resume.pt"
 # what a run may change and still resume: how it is scored, and which students it adds
@@ -93,15 +92,6 @@ class RunState:
     def _write(self) -> None:
         data = {"fields": self.fields, "teacher": self.teacher, "students": self.students}
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".resume-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(data, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path, lambda out: torch.save(data, out))
         except OSError as exc:
             raise EdgejouleError(f"cannot write the checkpoint {self.path}: {exc.strerror or exc}") from None

@@ -82,7 +82,7 @@ def receive_grid(cfg: OfdmConfig, y: np.ndarray, h_ls: np.ndarray, impairment_va
 
 
 def equalize_demap(cfg: OfdmConfig, h: np.ndarray, y: np.ndarray, impairment_var: np.ndarray) -> np.ndarray:
-    """Steps 2-3 with the channel ``h`` [B, n_sym, n_sc]: one reciprocal per RE and one per slot; the unbiased
+    r"""Steps 2-3 with the channel ``h`` [B, n_sym, n_sc]: one reciprocal per RE and one per slot; the unbiased
     estimate :math:`z = \hat x/\mu = \hat H^* Y / |\hat H|^2` and the precision :math:`1/v = |\hat H|^2/\sigma^2`
     need no other division (the same values as the step-by-step form of the module docstring)."""
     g = np.maximum(h.real**2 + h.imag**2, 1e-12)

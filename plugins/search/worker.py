@@ -28,6 +28,7 @@ import numpy as np
 
 from edgejoule import plugin_manager
 from edgejoule.energy.counting import COUNTINGS
+from edgejoule.files import write_atomic
 from edgejoule.plugins.precoding.precoder_arch import PrecoderArch
 from edgejoule.plugins.search.space import Budget, Candidate
 from edgejoule.sites import load_dataset
@@ -102,9 +103,7 @@ def pretrain(site: SiteConfig, candidate: Candidate, budget: Budget, checkpoint:
     result = train(model, data["train"], data["val"], ds.p_max,
                    TrainConfig(epochs=budget.fp_epochs, patience=budget.fp_patience, batch_size=budget.fp_batch,
                                seed=candidate.seed))
-    tmp = checkpoint.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, checkpoint)
+    write_atomic(checkpoint, lambda out: torch.save(model.state_dict(), out), mode=0o644)
     return {"arch_key": candidate.arch_key, "fp_sum_rate": float(evaluate(model, H_test, ds.p_max).mean()),
             "epochs": result.epochs_run, "seconds": time.perf_counter() - started}
 
