@@ -197,6 +197,44 @@ def test_described_macs_are_the_products_each_iteration_runs(kind):
     assert counter.count.multiplications == sum(layer.macs for layer in describe(arch))
 
 
+def test_a_torch_inverse_is_priced_as_the_numpy_solve():
+    """One price for a linear solve in both backends: A^-1 under the op counter costs what np.linalg.solve(A, I)
+    costs on Counted arrays (LAPACK's LU with the identity as right-hand sides)."""
+    from edgejoule.plugins.energy.op_counter import OperationCounter
+
+    A = torch.eye(6) + 0.1 * torch.randn(1, 6, 6)
+    with torch.no_grad(), OperationCounter([]) as counter:
+        torch.linalg.inv(A)
+    assert counter.count == count_call(np.linalg.solve, np.eye(6)[None], np.eye(6)[None])
+    assert counter.count.divisions == 6
+
+
+@pytest.mark.parametrize("policy", ["learned", "noise-enhancement"])
+def test_kaq_pays_for_reading_the_channel(policy):
+    """KAQ's step follows the frame's ZF error std, the mean of every detection's sigma^2/2 mean diag (H^T H)^-1:
+    per detection a Gram matrix (n m^2 products) and an m x m inverse, more than a ZF detection itself. It was
+    not counted (a KAQ net cost what an LSQ net of its bits costs); now its implemented energy carries it, and
+    the paper's counting, which has no such term, does not."""
+    from edgejoule.plugins.detection.detect_experiment import net_energy
+    from edgejoule.plugins.detection.kaq_core import policy_operations
+    from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+
+    n, m = 16, 8
+    inverse = count_call(np.linalg.solve, np.eye(m)[None], np.eye(m)[None])
+    one, three = (policy_operations(UnfoldedArch(layers=k), policy) for k in (1, 3))
+    per_layer = {f: (getattr(three, f) - getattr(one, f)) / 2 for f in ("multiplications", "divisions", "roots")}
+    frame = {f: getattr(one, f) - per_layer[f] for f in per_layer}
+    assert frame["multiplications"] >= n * m * m + inverse.multiplications and frame["divisions"] >= m
+    assert sum(per_layer.values()) <= 8  # a few scalars per layer
+    assert policy_operations(UnfoldedArch(layers=3), "static") == OperationCount()
+    zf = plugin_manager.get("baselines", "zf-detector").operations(n=n, m=m)
+    assert frame["multiplications"] > zf.multiplications
+    family, arch = plugin_manager.get("models", "unfolded"), UnfoldedArch(layers=3)
+    kaq, lsq = net_energy(family, arch, 3, policy), net_energy(family, arch, 3)
+    assert kaq["paper"] == lsq["paper"]
+    assert kaq["implemented"] == pytest.approx(lsq["implemented"] + operations_energy(three).total_uj)
+
+
 def test_an_aten_op_without_a_price_still_raises():
     from edgejoule.plugins.energy.op_counter import OperationCounter
 

@@ -24,7 +24,7 @@ from edgejoule import plugin_manager
 from edgejoule.energy import baseline_energy
 from edgejoule.energy.counting import COUNTINGS, operations_energy
 from edgejoule.plugins.detection.detectors import ML_MAX_CANDIDATES
-from edgejoule.plugins.detection.kaq_core import quantize_activations
+from edgejoule.plugins.detection.kaq_core import policy_operations, quantize_activations
 from edgejoule.plugins.detection.soft_linear import linear_soft
 from edgejoule.plugins.detection.soft_ml import ml_soft
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
@@ -134,10 +134,11 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
             from edgejoule.plugins.detection.export import export_detector
 
             export_detector(fp, arch, req.site, test_src, export / f"{req.site}-{kind}-fp", seed=req.seed)
-        curves.append(_curve(f"{kind}-fp", kind, None, FP_BITS, evaluate(detector(fp)), _energy(family, arch, FP_BITS)))
+        curves.append(_curve(f"{kind}-fp", kind, None, FP_BITS, evaluate(detector(fp)),
+                             net_energy(family, arch, FP_BITS)))
         for bits in req.bits:
-            energy = _energy(family, arch, bits)
             for quantizer in req.quantizers:
+                energy = net_energy(family, arch, bits, req.policy if quantizer == "kaq" else None)
                 net = quantize_activations(
                     fp, quantizer, bits, train_src, qat_cfg, policy=req.policy, mmd_weight=req.mmd_weight,
                     mmd_schedule=req.mmd_schedule, mmd_target=req.mmd_target, mmd_teacher=req.mmd_teacher,
@@ -154,9 +155,14 @@ def run_detect(req: DetectRequest, out: Path, progress: Callable[[int], None] | 
     return result
 
 
-def _energy(family, arch: UnfoldedArch, bits: int) -> dict[str, float]:
-    """uJ per detection of the unfolded net with ``bits``-bit weights and activations, under each counting."""
-    return {c: family.energy(arch, [bits] * arch.layers, bits, counting=c).total_uj for c in COUNTINGS}
+def net_energy(family, arch: UnfoldedArch, bits: int, kaq_policy: str | None = None) -> dict[str, float]:
+    """uJ per detection of the unfolded net with ``bits``-bit weights and activations, under each counting; a KAQ
+    net's ``implemented`` energy adds its step policy's own work (reading the channel condition per detection,
+    :func:`edgejoule.plugins.detection.kaq_core.policy_operations`), which the paper's counting leaves out."""
+    energy = {c: family.energy(arch, [bits] * arch.layers, bits, counting=c).total_uj for c in COUNTINGS}
+    if kaq_policy is not None:
+        energy["implemented"] += operations_energy(policy_operations(arch, kaq_policy)).total_uj
+    return energy
 
 
 def progress_units(req: DetectRequest) -> int:

@@ -61,6 +61,11 @@ full-precision (FP) network, with two additions:
      batches (a layer whose range does not move with the noise gets factor 1).
    - ``static`` (factor 1): the MMD term alone, for ablation.
 
+   What reading the channel costs: per detection a Gram matrix and an m x m inverse (the frame's mean of every
+   detection's noise enhancement), more than a ZF detection; counted in the ``implemented`` energy of a KAQ net
+   (:func:`edgejoule.plugins.detection.kaq_core.policy_operations`), it makes a KAQ net cost 4.4x the LSQ net
+   of its bits (docs/DETECTION.md, "What KAQ's channel-adaptive step costs").
+
    Why not a fixed range model: the first default scaled every layer by
    :math:`((L-1)a + 3\sqrt{\bar e})/((L-1)a + 3\sqrt{\bar e_{cal}})` (a ZF symbol estimate's range). It moved
    the step by 2.2x over 0-20 dB where PGD-Net's early activations move by < 10 %, and a trained 4-bit net's

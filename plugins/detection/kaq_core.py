@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgejoule.energy.counting import OperationCount
 from edgejoule.plugins.detection.kaq_options import MMD_SCHEDULES, MMD_TARGETS, MMD_TEACHERS
+from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import BatchCondition, TrainConfig, Unfolded, tensors, train
 from edgejoule.plugins.quantization.lsq import LsqFakeQuant, init_step, lsq_fake_quant, quant_range
 from edgejoule.tasks.detection import ChannelSource, Constellation, constellation, simulate
@@ -152,6 +154,31 @@ class StaticPolicy:
 
 
 POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, LearnedPolicy, StaticPolicy)}
+
+
+def policy_operations(arch: UnfoldedArch, policy: str) -> OperationCount:
+    """KAQ's own work per detection at inference, under the ``implemented`` counting: the channel condition its
+    policy reads (:func:`zf_error_std`: per detection the Gram matrix and the diagonal of its inverse; the
+    frame's mean and root) and each layer's factor, run under the op counter on a frame of one detection (so the
+    frame-level scalars, a few per layer, are counted whole). The fake quantization itself is not counted:
+    eqs. 7-11 price b-bit activations. LSQ and PTQ have a fixed step: nothing to count."""
+    from edgejoule.plugins.energy.op_counter import OperationCounter
+
+    n, m = 2 * arch.n_r, 2 * arch.n_u
+    const = constellation(arch.modulation)
+    policies = [POLICIES[policy](const) for _ in range(arch.layers)]
+    # calibrated on placeholder conditions and activations: a count depends on shapes only
+    generator = torch.Generator().manual_seed(0)
+    conds = [BatchCondition(torch.randn(4, n, m, generator=generator), torch.full((4,), nv)) for nv in (0.1, 1.0)]
+    acts = [torch.randn(4, m, generator=generator) * scale for scale in (1.0, 2.0)]
+    for p in policies:
+        p.calibrate(conds, acts)
+    cond = BatchCondition(torch.randn(1, n, m, generator=generator), torch.ones(1))
+    with torch.no_grad(), OperationCounter([]) as counter:
+        for p in policies:
+            p.factor(cond)
+    return counter.count
+
 
 
 class KaqActQuant(nn.Module):

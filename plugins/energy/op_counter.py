@@ -18,20 +18,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from edgejoule.energy.counting import OperationCount, price
+from edgejoule.energy.counting import OperationCount, count_operations, counted, price
 
 # aten op -> the numpy ufunc name it is priced as (edgejoule.energy.counting.price)
 PRICED = {"mul": "multiply", "div": "divide", "add": "add", "sub": "subtract", "rsub": "subtract", "neg": "negative",
-          "bmm": "matmul", "mm": "matmul", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp", "tanh": "tanh",
-          "_softmax": "softmax", "sum": "reduce_add", "clamp_min": "maximum", "maximum": "maximum",
+          "bmm": "matmul", "mm": "matmul", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp", "log": "log",
+          "tanh": "tanh", "_softmax": "softmax", "sum": "reduce_add", "clamp_min": "maximum", "maximum": "maximum",
           "minimum": "minimum"}
 # aten ops that only move, view or create data
 FREE = frozenset({"view", "_unsafe_view", "reshape", "expand", "slice", "select", "unsqueeze", "squeeze",
                   "transpose", "t", "permute", "cat", "stack", "zeros", "zeros_like", "empty_like", "detach", "alias",
-                  "clone", "lift_fresh", "_to_copy", "copy_"})
+                  "clone", "lift_fresh", "_to_copy", "copy_", "eye", "diagonal"})
+# comparisons (not priced, the convention of edgejoule.energy.counting) and reading a scalar back
+COMPARISONS = frozenset({"isnan", "eq", "ne", "lt", "le", "gt", "ge", "_local_scalar_dense", "_linalg_check_errors"})
 # a ReLU follows a batch norm wherever a family calls it as a function (deeprx): a comparison folded into the
 # weight layer before it, as eqs. 7-11 fold the ReLUs inside the precoders' weight-layer modules
 FOLDED = frozenset({"relu"})
@@ -47,8 +50,13 @@ def _is_complex(x: Any) -> bool:
 
 def aten_price(name: str, args: tuple[Any, ...], out: Any) -> OperationCount:
     """Operations of one aten op ``name`` (its overload packet's name) on ``args`` with result ``out``."""
-    if name in FREE or name in FOLDED:
+    if name in FREE or name in FOLDED or name in COMPARISONS:
         return OperationCount()
+    if name == "linalg_inv_ex":  # A^-1 = A^-1 I: LAPACK's LU solve with the identity as right-hand sides
+        return _solve_price(tuple(args[0].shape), tuple(args[0].shape))
+    if name == "mean":  # the sum, then one product by 1/N per result
+        total = aten_price("sum", args, out)
+        return total + OperationCount(multiplications=out.numel(), memory=2.0 * out.numel())
     if name not in PRICED:
         raise TypeError(f"no price for the aten op '{name}'; map it in edgejoule.plugins.energy.op_counter "
                         "rather than leave it uncounted")
@@ -60,6 +68,16 @@ def aten_price(name: str, args: tuple[Any, ...], out: Any) -> OperationCount:
         shapes = ((*shape, length),)
         operands = operands[:1]
     return price(PRICED[name], tuple(_is_complex(a) for a in operands), shapes, out.numel())
+
+
+def _solve_price(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> OperationCount:
+    """A linear solve, priced as the numpy backend prices ``np.linalg.solve`` (the elimination LAPACK performs,
+    read from its ufunc form in :mod:`edgejoule.energy.counting`): one price for the solve in both backends. The
+    values do not change the count; the identity keeps the pivots nonzero."""
+    a = np.broadcast_to(np.eye(a_shape[-1]), a_shape).copy()
+    with count_operations() as tally:
+        np.linalg.solve(*counted(a, np.zeros(b_shape)))
+    return tally.count
 
 
 class OperationCounter(TorchDispatchMode):
