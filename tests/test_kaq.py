@@ -104,6 +104,24 @@ def test_learned_policy_starts_as_lsq_and_its_exponent_sets_a_monotone_response(
     assert any(p is policy.exponent for p in q.parameters())
 
 
+def test_noise_level_policy_follows_the_snr_and_ignores_the_channel():
+    """The cheap policy: the frame's noise std alone. Monotone in the SNR like ``learned``, blind to the
+    conditioning of H (a square channel gets the step of a tall one), and a handful of scalars per frame where
+    reading the channel costs an inverse per detection."""
+    from edgejoule.plugins.detection.kaq_core import NoiseLevelPolicy, policy_operations
+    from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+
+    policy = _calibrated(NoiseLevelPolicy(constellation("qpsk")), spread_with_noise=True)
+    assert [float(policy.factor(_condition(snr))) for snr in (0.0, 20.0)] == [1.0, 1.0]
+    with torch.no_grad():
+        policy.exponent.fill_(0.5)
+    factors = [float(policy.factor(_condition(snr))) for snr in (0, 5, 10, 15, 20)]
+    assert all(x > y for x, y in zip(factors, factors[1:]))
+    assert float(policy.factor(_condition(5.0, n_r=4))) == pytest.approx(float(policy.factor(_condition(5.0))))
+    cheap, reading = (policy_operations(UnfoldedArch(layers=5), p) for p in ("noise-level", "learned"))
+    assert cheap.multiplications + cheap.divisions + cheap.roots <= 30 < reading.multiplications / 50
+
+
 def test_kaq_fake_quantizer_uses_at_most_2_to_the_b_levels_per_batch():
     q = KaqActQuant(3, _calibrated(NoiseEnhancementPolicy(constellation("qpsk")), spread_with_noise=True))
     v = torch.randn(256, 8)

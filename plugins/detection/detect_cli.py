@@ -36,7 +36,8 @@ def detect_command(
                                      "point; a point stops once 100 bit errors are counted"),
     coded: str = typer.Option(None, help="also coded BLER with this code: ldpc-r1/2 or ldpc-r3/4 (needs the research "
                               "extra); one codeword per 576 bits of consecutive detections"),
-    policy: str = typer.Option("learned", help="KAQ step-size policy: learned, noise-enhancement or static"),
+    policy: str = typer.Option("learned", help="KAQ step-size policy: learned, noise-enhancement, noise-level or "
+                               "static"),
     mmd_weight: float = typer.Option(1.0, "--mmd-weight", min=0.0, help="weight w of the MMD^2 term"),
     mmd_schedule: str = typer.Option("linear", "--mmd-schedule", help="MMD weight over QAT: linear (to 0) or constant"),
     mmd_target: str = typer.Option(

@@ -59,6 +59,8 @@ full-precision (FP) network, with two additions:
    - ``noise-enhancement``: the step follows a range model :math:`r_k = a_k + c_k\sqrt{\bar e}`,
      :math:`a_k, c_k \ge 0` fitted to the 99th percentile of the FP net's :math:`|v_k|` on the calibration
      batches (a layer whose range does not move with the noise gets factor 1).
+   - ``noise-level``: ``learned``'s power law in the frame's noise std :math:`\sqrt{\sigma^2/2}` alone,
+     without reading the channel: a mean and a root per frame instead of an inverse per detection.
    - ``static`` (factor 1): the MMD term alone, for ablation.
 
    What reading the channel costs: per detection a Gram matrix and an m x m inverse (the frame's mean of every

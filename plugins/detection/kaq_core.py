@@ -124,6 +124,7 @@ class LearnedPolicy(nn.Module):
     widens it (docs/DETECTION.md, "Why KAQ lost to LSQ")."""
 
     name = "learned"
+    condition = staticmethod(zf_error_std)
 
     def __init__(self, const: Constellation) -> None:
         super().__init__()
@@ -131,11 +132,28 @@ class LearnedPolicy(nn.Module):
         self.register_buffer("log_reference", torch.tensor(float("nan")))
 
     def calibrate(self, conds: list[BatchCondition], acts: list[torch.Tensor]) -> None:
-        self.log_reference.fill_(float(torch.stack([zf_error_std(c) for c in conds]).log().mean()))
+        self.log_reference.fill_(float(torch.stack([self.condition(c) for c in conds]).log().mean()))
 
     def factor(self, cond: BatchCondition) -> torch.Tensor:
         assert not bool(self.log_reference.isnan()), "calibrate() the policy first"
-        return torch.exp(self.exponent * (zf_error_std(cond).float().log() - self.log_reference))
+        return torch.exp(self.exponent * (self.condition(cond).float().log() - self.log_reference))
+
+
+def noise_std(cond: BatchCondition) -> torch.Tensor:
+    r""":math:`\sqrt{\mathrm{mean}_{batch}\,\sigma^2/2}`: the frame's noise std per real dimension, without
+    reading the channel."""
+    return (cond.noise_var / 2).mean().sqrt()
+
+
+class NoiseLevelPolicy(LearnedPolicy):
+    r"""``learned``'s power law in the frame's noise std alone (:func:`noise_std`; the KAQ summary's "SNR /
+    noise level"): :math:`s_k = s_{k,learned}\,(\sigma/\sigma_{ref})^{g_k}`. Why: reading the channel
+    (:func:`zf_error_std`) costs a Gram matrix and an inverse per detection, more than the quantized net it
+    adapts (:func:`policy_operations`); the noise level costs a mean and a root per frame. What it gives up:
+    the step no longer follows the conditioning of H."""
+
+    name = "noise-level"
+    condition = staticmethod(noise_std)
 
 
 class StaticPolicy:
@@ -153,7 +171,7 @@ class StaticPolicy:
         return torch.tensor(1.0)
 
 
-POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, LearnedPolicy, StaticPolicy)}
+POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, LearnedPolicy, NoiseLevelPolicy, StaticPolicy)}
 
 
 def policy_operations(arch: UnfoldedArch, policy: str) -> OperationCount:
