@@ -6,7 +6,8 @@
 #                  the variant chosen then runs on the other seeds too: SEEDS="1 2 3" VARIANTS=along ... sweep
 #   stage "final": seeds 0-3, KAQ (the shipped default, or the variant given as KAQ_FLAGS), LSQ and PTQ
 # Each run writes runs/kaq21/<stage>-<site>-<variant>-s<seed>/results.json; a run whose results exist is skipped,
-# so the script resumes. One thread per run (OMP_NUM_THREADS=1): the numbers do not depend on it.
+# so the script resumes; ONLY=rayleigh (or urban-nlos) runs one channel. One thread per run
+# (OMP_NUM_THREADS=1): the numbers do not depend on it.
 # Summary with intervals over seeds: python benchmarks/research/kaq_summary.py runs/kaq21
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +31,7 @@ sites=("rayleigh" "urban-nlos --n-r 16 --n-u 4")
 for seed in $SEEDS; do
   for site in "${sites[@]}"; do
     tag=${site%% *}
+    [[ " ${ONLY:-rayleigh urban-nlos} " == *" $tag "* ]] || continue
     if [[ $STAGE == sweep ]]; then
       for variant in ${VARIANTS:-along nommd}; do
         # shellcheck disable=SC2086

@@ -35,8 +35,10 @@ def over_seeds(values: list[float]) -> tuple[float, float, float]:
 def load(root: Path) -> dict:
     """(site, model, method, bits) -> {seed: curve}, plus the bits evaluated per point per site. The method is
     ``kaq-<variant>`` for KAQ (the final runs' ``default`` and the sweep's variants); LSQ, PTQ and FP come from the
-    final runs (the sweep runs train the same FP nets, from the same seeds)."""
+    ``default`` final runs (the other runs train the same FP nets, from the same seeds). ``own_lsq``: the LSQ
+    curves of the final run that trained each KAQ variant, so that KAQ - LSQ pairs nets of one run."""
     runs: dict = defaultdict(dict)
+    own_lsq: dict = defaultdict(dict)
     bits_per_point: dict[str, int] = {}
     for path in sorted(root.glob("*/results.json")):
         m = NAME.match(path.parent.name)
@@ -49,9 +51,20 @@ def load(root: Path) -> dict:
             quantizer = curve["quantizer"] or ("fp" if curve["name"].endswith("-fp") else None)
             if quantizer is None or (m["stage"] == "sweep" and quantizer != "kaq"):
                 continue
-            method = f"kaq-{m['variant']}" if quantizer == "kaq" else quantizer
-            runs[(m["site"], curve["model"], method, curve["bits"])][int(m["seed"])] = curve
-    return {"runs": runs, "bits": bits_per_point}
+            seed, key = int(m["seed"]), (m["site"], curve["model"], m["variant"], curve["bits"])
+            if quantizer == "lsq":
+                own_lsq[key][seed] = curve
+            if quantizer == "kaq":
+                runs[(m["site"], curve["model"], f"kaq-{m['variant']}", curve["bits"])][seed] = curve
+            elif m["variant"] == "default":
+                runs[(m["site"], curve["model"], quantizer, curve["bits"])][seed] = curve
+    return {"runs": runs, "bits": bits_per_point, "own_lsq": own_lsq}
+
+
+def lsq_for(data: dict, site: str, model: str, method: str, bits: int) -> dict[int, dict]:
+    """The LSQ curves to pair with KAQ ``method``: those of its own runs, else the default runs'."""
+    return data["own_lsq"].get((site, model, method.removeprefix("kaq-"), bits)) or \
+        data["runs"].get((site, model, "lsq", bits), {})
 
 
 def fmt(mean: float, lo: float, hi: float, digits: int = 2) -> str:
@@ -91,11 +104,12 @@ def log_ratios(kaq: dict[int, dict], lsq: dict[int, dict]) -> list[float]:
             if lsq[s]["ber"][-1] > 0 and kaq[s]["ber"][-1] > 0]
 
 
-def plot(runs: dict, path: Path) -> None:
+def plot(data: dict, path: Path) -> None:
     """Per net, channel and bit width: KAQ / LSQ BER at the highest SNR, each seed a dot, the geometric mean with
     its 95 % t-interval over seeds a bar; one colour per KAQ variant with four seeds."""
     import matplotlib
 
+    runs = data["runs"]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -106,7 +120,7 @@ def plot(runs: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(cases) + 1.2))
     for v, variant in enumerate(variants):
         for y, (site, model, bits) in enumerate(cases):
-            logs = log_ratios(runs[(site, model, variant, bits)], runs[(site, model, "lsq", bits)])
+            logs = log_ratios(runs[(site, model, variant, bits)], lsq_for(data, site, model, variant, bits))
             mean, lo, hi = over_seeds(logs)
             row = y + (v - (len(variants) - 1) / 2) * 0.25
             ax.plot(np.exp(logs), [row] * len(logs), "o", ms=3, color=f"C{v}", alpha=0.6)
@@ -133,7 +147,7 @@ def main() -> None:
     data = load(args.root)
     runs = data["runs"]
     if args.plot:
-        plot(runs, args.plot)
+        plot(data, args.plot)
     print("| net | bits | method | seeds | SNR @ 1e-3 (dB) | SNR @ 1e-2 (dB) | BER at top SNR, first seed [95 % CI] "
           "| KAQ - LSQ, paired over seeds |")
     print("|---|---|---|---|---|---|---|---|")
@@ -144,7 +158,7 @@ def main() -> None:
         errors = round(first["ber"][-1] * n)
         lo, hi = clopper_pearson(errors, n)
         top = f"{first['ber'][-1]:.2e} [{lo:.1e}, {hi:.1e}] ({errors} errors)"
-        versus = paired(curves, runs.get((site, model, "lsq", bits), {})) if method.startswith("kaq") else ""
+        versus = paired(curves, lsq_for(data, site, model, method, bits)) if method.startswith("kaq") else ""
         print(f"| {site} {model} | {bits if method != 'fp' else 'FP'} | {method} | {len(curves)} | "
               f"{snr_cell(curves, 'snr_at_1e3')} | {snr_cell(curves, 'snr_at_1e2')} | {top} | {versus} |")
 

@@ -198,7 +198,6 @@ def policy_operations(arch: UnfoldedArch, policy: str) -> OperationCount:
     return counter.count
 
 
-
 class KaqActQuant(nn.Module):
     """Signed LSQ fake quantization with step ``step * policy.factor(cond)``; step initialized on first use
     (the policy must be calibrated before: :func:`calibrate_policies`)."""
