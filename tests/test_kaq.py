@@ -17,6 +17,7 @@ from edgejoule.plugins.detection.kaq_core import (
     LearnedPolicy,
     LsqActQuant,
     NoiseEnhancementPolicy,
+    NoiseLevelPolicy,
     StaticPolicy,
     kde_loo_nll,
     mmd2,
@@ -93,8 +94,10 @@ def test_step_policy_is_flat_for_a_layer_whose_range_does_not_depend_on_the_nois
         assert float(policy.factor(_condition(snr))) == pytest.approx(1.0, abs=0.03)
 
 
-def test_learned_policy_starts_as_lsq_and_its_exponent_sets_a_monotone_response():
-    policy = _calibrated(LearnedPolicy(constellation("qpsk")), spread_with_noise=True)
+@pytest.mark.parametrize("policy_class", [LearnedPolicy, NoiseLevelPolicy])
+def test_learned_policy_starts_as_lsq_and_its_exponent_sets_a_monotone_response(policy_class):
+    """``learned`` and ``noise-level`` (its power law in the noise std alone) alike."""
+    policy = _calibrated(policy_class(constellation("qpsk")), spread_with_noise=True)
     assert [float(policy.factor(_condition(snr))) for snr in (0.0, 20.0)] == [1.0, 1.0]
     with torch.no_grad():
         policy.exponent.fill_(0.5)
@@ -104,19 +107,14 @@ def test_learned_policy_starts_as_lsq_and_its_exponent_sets_a_monotone_response(
     assert any(p is policy.exponent for p in q.parameters())
 
 
-def test_noise_level_policy_follows_the_snr_and_ignores_the_channel():
-    """The cheap policy: the frame's noise std alone. Monotone in the SNR like ``learned``, blind to the
-    conditioning of H (a square channel gets the step of a tall one), and a handful of scalars per frame where
-    reading the channel costs an inverse per detection."""
-    from edgejoule.plugins.detection.kaq_core import NoiseLevelPolicy, policy_operations
-    from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
+def test_noise_level_policy_ignores_the_channel_and_costs_a_few_scalars():
+    """The cheap policy: blind to the conditioning of H (a square channel gets the step of a tall one), and a
+    handful of scalars per frame where reading the channel costs an inverse per detection."""
+    from edgejoule.plugins.detection.kaq_core import policy_operations
 
     policy = _calibrated(NoiseLevelPolicy(constellation("qpsk")), spread_with_noise=True)
-    assert [float(policy.factor(_condition(snr))) for snr in (0.0, 20.0)] == [1.0, 1.0]
     with torch.no_grad():
         policy.exponent.fill_(0.5)
-    factors = [float(policy.factor(_condition(snr))) for snr in (0, 5, 10, 15, 20)]
-    assert all(x > y for x, y in zip(factors, factors[1:]))
     assert float(policy.factor(_condition(5.0, n_r=4))) == pytest.approx(float(policy.factor(_condition(5.0))))
     cheap, reading = (policy_operations(UnfoldedArch(layers=5), p) for p in ("noise-level", "learned"))
     assert cheap.multiplications + cheap.divisions + cheap.roots <= 30 < reading.multiplications / 50

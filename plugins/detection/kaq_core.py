@@ -11,6 +11,7 @@ r"""KAQ and its baselines as activation quantizers of the unfolded detectors (to
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Callable, Mapping, Protocol
 
@@ -174,6 +175,7 @@ class StaticPolicy:
 POLICIES = {p.name: p for p in (NoiseEnhancementPolicy, LearnedPolicy, NoiseLevelPolicy, StaticPolicy)}
 
 
+@functools.lru_cache(maxsize=64)
 def policy_operations(arch: UnfoldedArch, policy: str) -> OperationCount:
     """KAQ's own work per detection at inference, under the ``implemented`` counting: the channel condition its
     policy reads (:func:`zf_error_std`: per detection the Gram matrix and the diagonal of its inverse; the
