@@ -4,13 +4,17 @@ a part of either.
 The new content goes to a temporary file of a unique name beside the target (so two writers never share one and
 the rename stays on one filesystem), is flushed to the disk, and is renamed over the target; then the directory
 is flushed, so that the rename itself survives a power loss. Anything that fails on the way removes the
-temporary file and leaves the target as it was.
+temporary file and leaves the target as it was. Only a kill leaves a temporary behind (nothing runs to remove
+it); the next write of the same target removes those untouched for ``STALE_AFTER_S``, long past any write in
+progress, so that a process killed again and again does not fill its directory.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +27,7 @@ def write_atomic(path: Path, content: bytes | str | Callable[[BinaryIO], object]
     ``durable=False`` skips the flushes to disk, for files rewritten often whose loss costs nothing. Raises
     ``OSError`` (a full or read-only disk, a missing directory) for the caller to put in words."""
     path = Path(path)
+    _remove_stale_temporaries(path)
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
     try:
@@ -41,6 +46,21 @@ def write_atomic(path: Path, content: bytes | str | Callable[[BinaryIO], object]
         raise
     if durable:
         _sync_directory(path.parent)
+
+
+STALE_AFTER_S = 3600.0
+_RANDOM = "?" * 8  # mkstemp's part of the name
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Removes what killed writers of ``path`` left (``.NAME.XXXXXXXX.tmp``, untouched for ``STALE_AFTER_S``)."""
+    oldest = time.time() - STALE_AFTER_S
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{_RANDOM}.tmp"):
+        try:
+            if tmp.stat().st_mtime < oldest:
+                tmp.unlink()
+        except OSError:  # removed by another writer meanwhile, or not ours to remove: the write goes on
+            pass
 
 
 def _sync_directory(directory: Path) -> None:

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -102,6 +103,22 @@ def test_kill_9_during_the_write_leaves_the_old_file(tmp_path):
     finally:
         proc.wait(timeout=30)
     assert path.read_text() == "old"
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1  # nothing ran to remove it
+
+    # the next write keeps a temporary that may still be written, and removes one a kill left long ago
+    write_atomic(path, "new")
+    assert left[0].exists()
+    hours_ago = time.time() - 2 * 3600
+    os.utime(left[0], (hours_ago, hours_ago))
+    recent = tmp_path / ".f.abcd1234.tmp"  # another writer's, just begun
+    other = tmp_path / ".f.x.abcd1234.tmp"  # a killed writer's of another file, f.x
+    recent.write_text("")
+    other.write_text("")
+    os.utime(other, (hours_ago, hours_ago))
+    write_atomic(path, "newer")
+    assert not left[0].exists() and recent.exists() and other.exists()
+    assert path.read_text() == "newer"
 
 
 def test_an_unwritable_dataset_cache_warns_and_the_run_goes_on(tmp_path, monkeypatch, caplog):

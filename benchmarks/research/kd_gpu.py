@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from edgejoule.files import write_atomic
 from edgejoule.plugins.reception.deeprx_net import DeepRx
 from edgejoule.plugins.reception.distill_experiment import (
     DistillRequest,
@@ -103,22 +104,23 @@ def _name(arch: tuple[int, int]) -> str:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Batch ``step`` of a request's training stream (``distill_experiment.batches``), for DataLoader workers."""
+    """Batch ``start + i`` of a request's training stream (``distill_experiment.batches``), for DataLoader workers."""
 
-    def __init__(self, req: DistillRequest, steps: int) -> None:
-        self.req, self.steps = req, steps
+    def __init__(self, req: DistillRequest, steps: int, start: int = 0) -> None:
+        self.req, self.steps, self.start = req, steps, start
 
     def __len__(self) -> int:
-        return self.steps
+        return self.steps - self.start
 
-    def __getitem__(self, step: int):
-        return batches(self.req)(step)
+    def __getitem__(self, i: int):
+        return batches(self.req)(self.start + i)
 
 
-def stream(req: DistillRequest, steps: int, workers: int, device: str):
-    """``batch(step)`` on ``device`` for steps 0, 1, ... in order, simulated ahead by ``workers`` processes."""
+def stream(req: DistillRequest, steps: int, workers: int, device: str, start: int = 0):
+    """``batch(step)`` on ``device`` for steps start, start + 1, ... in order, simulated ahead by ``workers``
+    processes."""
     extra = dict(prefetch_factor=8, multiprocessing_context="spawn") if workers else {}
-    loader = iter(torch.utils.data.DataLoader(StepBatches(req, steps), batch_size=None, num_workers=workers,
+    loader = iter(torch.utils.data.DataLoader(StepBatches(req, steps, start), batch_size=None, num_workers=workers,
                                               pin_memory=device == "cuda", **extra))
     return lambda step: tuple(t.to(device, non_blocking=True) for t in next(loader))
 
@@ -193,9 +195,12 @@ def _table(sinr_db: list[float], rows: list[tuple[str, list[dict]]]) -> str:
 
 
 def students_job(plan: Plan, work: Path, seed: int, role: str, specs: list[tuple[tuple[int, int], float, float]],
-                 validate: bool = False) -> list[dict]:
-    """Trains students (``role`` distilled or scratch; ``specs``: (size, T, alpha) each) together on the batches of
-    ``seed`` and scores each on its seed's test slots (and, for the sweep, on the validation slots)."""
+                 validate: bool = False, checkpoint: Path | None = None) -> list[dict]:
+    """Trains students (``role`` distilled or scratch; ``specs``: (size, T, alpha) each, alpha 0 a scratch twin
+    among distilled ones) together on the batches of ``seed`` and scores each on its seed's test slots (and, for
+    the sweep, on the validation slots). With ``checkpoint``, the training state is saved there every
+    ``plan.checkpoint_every`` steps and a job started again goes on from it (the same weights as one never
+    stopped: ``train_logit_models``)."""
     _setup_worker()
     req = plan.request(seed)
     models = []
@@ -204,18 +209,26 @@ def students_job(plan: Plan, work: Path, seed: int, role: str, specs: list[tuple
         models.append(DeepRx(req.arch(arch)).to(plan.device))
     teacher = load_net(req, plan.teacher, work / "teacher.pt", plan.device) if role == "distilled" else None
     options = [KdOptions(steps=plan.student_steps, lr=plan.lr, alpha=a, temperature=t) for _, t, a in specs]
+    resume = torch.load(checkpoint, weights_only=True) if checkpoint and checkpoint.exists() else None
+
+    def after(done: int, state) -> None:
+        if checkpoint and (done % plan.checkpoint_every == 0 or done == plan.student_steps):
+            write_atomic(checkpoint, lambda f: torch.save(state(), f))
+
     t0 = time.perf_counter()
-    losses = train_logit_models(models, stream(req, plan.student_steps, plan.job_loader_workers, plan.device),
-                                options, teacher)
+    start = resume["done"] if resume else 0
+    losses = train_logit_models(models, stream(req, plan.student_steps, plan.job_loader_workers, plan.device, start),
+                                options, teacher, after_step=after, resume=resume)
     seconds = time.perf_counter() - t0
     (work / "models").mkdir(exist_ok=True)
     entries = []
     for (arch, t, a), model, loss in zip(specs, models, losses):
-        tag = f"{role}-{_name(arch)}-s{seed}" + (f"-T{t:g}-a{a:g}" if role == "distilled" else "")
+        kind = "distilled" if role == "distilled" and a > 0 else "scratch"
+        tag = f"{kind}-{_name(arch)}-s{seed}" + (f"-T{t:g}-a{a:g}" if kind == "distilled" else "")
         torch.save(model.state_dict(), work / "models" / f"{tag}.pt")
         rx = net_receiver(req.cfg, model, plan.device)
-        entry = receiver_entry(req, tag, role, req.arch(arch), error_curves(req, rx),
-                               100 * seconds / plan.student_steps)  # the job's time per step, all its models
+        entry = receiver_entry(req, tag, kind, req.arch(arch), error_curves(req, rx), 100 * seconds
+                               / max(plan.student_steps - start, 1))  # the job's time per step, all its models
         entry.update(seed=seed, size=_name(arch), temperature=t, alpha=a, loss_last=loss[-1] if loss else None)
         if validate:
             val = plan.request(VALIDATION_SEED, sinr_db=plan.validation_sinr_db, coded=None)

@@ -68,7 +68,8 @@ def floor(entries: dict[int, dict]) -> str:
 def kd_rows(sinr: list[float], by_label: dict[str, dict[int, dict]]) -> list[str]:
     rows = []
     for label in sorted(k for k in by_label if k.startswith("distilled ")):
-        size, twin = label.split(" ", 1)[1], by_label.get(label.replace("distilled", "scratch"), {})
+        size = label.split(" ", 1)[1]  # "16x3", or with kd_sweep's variants "16x3 T=2 a=0.7": one scratch twin
+        twin = by_label.get(f"scratch {size.split()[0]}", {})
         seeds = sorted(set(by_label[label]) & set(twin))
         cells = []
         for target in TARGETS:

@@ -58,14 +58,21 @@ def ml_op_count(n: int, m: int, order: int) -> float:
     return float(order) ** (m // 2) * (n * m + n)
 
 
-def linear_detect(H: np.ndarray, y: np.ndarray, noise_var: np.ndarray | float | None) -> np.ndarray:
-    """Batched ZF (``noise_var`` None) or LMMSE: ``H`` [B, n, m], ``y`` [B, n] -> [B, m]."""
-    # asanyarray keeps a Counted array counted
-    H64, y64 = np.asanyarray(H, dtype=np.float64), np.asanyarray(y, dtype=np.float64)
+def normal_equations(H: np.ndarray, noise_var: np.ndarray | float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``H^T`` and the matrix ZF (``noise_var`` None: ``H^T H``) or LMMSE (``H^T H + sigma^2 I``) solves with, in
+    float64, for ``H`` [B, n, m]: what the hard decisions and the soft output (``soft_linear``) share."""
+    H64 = np.asanyarray(H, dtype=np.float64)  # asanyarray keeps a Counted array counted
     Ht = np.swapaxes(H64, -1, -2)
     gram = Ht @ H64
     if noise_var is not None:
         gram = gram + np.asarray(noise_var, np.float64).reshape(-1, 1, 1) * np.eye(H.shape[-1])
+    return Ht, gram
+
+
+def linear_detect(H: np.ndarray, y: np.ndarray, noise_var: np.ndarray | float | None) -> np.ndarray:
+    """Batched ZF (``noise_var`` None) or LMMSE: ``H`` [B, n, m], ``y`` [B, n] -> [B, m]."""
+    Ht, gram = normal_equations(H, noise_var)
+    y64 = np.asanyarray(y, dtype=np.float64)
     return np.linalg.solve(gram, Ht @ y64[..., None])[..., 0].astype(np.float32)
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgejoule.plugins.detection.detectors import normal_equations
 from edgejoule.tasks.detection import Constellation, DetectionBatch, maxlog_llrs
 
 
@@ -34,12 +35,10 @@ def linear_llrs(H: np.ndarray, y: np.ndarray, noise_var: np.ndarray, const: Cons
                 regularized: bool) -> np.ndarray:
     """float32 [B, 2N_U, bits_per_dim] LLRs of the module docstring for ``H`` [B, n, m], ``y`` [B, n] and the
     complex noise variance ``noise_var`` [B]: LMMSE if ``regularized``, else ZF."""
-    H64, y64 = np.asarray(H, np.float64), np.asarray(y, np.float64)
     nv = np.asarray(noise_var, np.float64).reshape(-1, 1)
-    Ht = np.swapaxes(H64, -1, -2)
-    m = H64.shape[-1]
-    gram = Ht @ H64 + (nv[..., None] * np.eye(m) if regularized else 0.0)
-    rhs = np.concatenate([Ht @ y64[..., None], np.broadcast_to(np.eye(m), gram.shape)], -1)
+    Ht, gram = normal_equations(H, nv if regularized else None)
+    m = gram.shape[-1]
+    rhs = np.concatenate([Ht @ np.asarray(y, np.float64)[..., None], np.broadcast_to(np.eye(m), gram.shape)], -1)
     solution = np.linalg.solve(gram, rhs)
     x_hat, spread = solution[..., 0], nv * np.diagonal(solution[..., 1:], axis1=-2, axis2=-1)  # sigma^2 M_ii
     if not regularized:
