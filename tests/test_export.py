@@ -224,6 +224,40 @@ def test_manifest_describes_the_package(exported):
     assert on_disk.plugins == ["precoder_cnn"] and on_disk.training_energy_j == 12.5
 
 
+def test_exporting_over_a_package_replaces_it_file_by_file_the_manifest_last(exported, tmp_path, monkeypatch):
+    """A package exported over an old one: the model file, then the manifest, each replaced whole. Killed between the
+    two (here: the manifest's write fails), the folder holds the new model and the old manifest, a pair whose sha256
+    differs and which the registry refuses; before, the model was copied in place and the manifest rewritten in
+    place, so a kill could leave either file cut short."""
+    import edgejoule.plugins.export.tflite as tflite
+
+    _, _, float_package = exported["float"]
+    target = tmp_path / "pkg"
+    shutil.copytree(float_package, target)
+    old_manifest = (target / "manifest.json").read_text()
+    written = []
+    real_write = tflite.write_atomic
+
+    def write_then_die_before_the_manifest(path, content, **kw):
+        if path.name == "manifest.json":
+            raise OSError(28, "No space left on device")
+        written.append(path.name)
+        real_write(path, content, **kw)
+
+    monkeypatch.setattr(tflite, "write_atomic", write_then_die_before_the_manifest)
+    int8_chosen = exported["int8"][0]
+    with pytest.raises(OSError, match="No space"):
+        export_precoder(int8_chosen, target, model_id="tiny-int8-again")
+    assert written == ["model.tflite"] and (target / "manifest.json").read_text() == old_manifest
+    assert ModelManifest.model_validate_json(old_manifest).sha256 != sha256_file(target / "model.tflite")
+
+    monkeypatch.setattr(tflite, "write_atomic", real_write)
+    manifest = export_precoder(int8_chosen, target, model_id="tiny-int8-again")
+    assert manifest.sha256 == sha256_file(target / "model.tflite") and manifest.energy.counting == "implemented"
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "model.tflite"]  # no temporaries
+    assert all((target / name).stat().st_mode & 0o777 == 0o644 for name in ("manifest.json", "model.tflite"))
+
+
 def test_weights_off_their_grid_fail_the_export_loudly_and_write_nothing(tmp_path):
     """Float weights labelled 2-bit: storing them as INT4 would change the model, so the export refuses."""
     chosen = make_chosen(tmp_path / "src", [16, 16, 16, 16])

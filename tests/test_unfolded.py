@@ -75,6 +75,11 @@ def test_exported_detector_runs_in_litert_like_torch(tmp_path):
     manifest = export_detector(net, arch, "rayleigh", ChannelSource(8, 4), tmp_path / "pkg")
     assert ModelManifest.model_validate_json((tmp_path / "pkg" / "manifest.json").read_text()) == manifest
     assert manifest.sha256 == sha256_file(tmp_path / "pkg" / "model.tflite")
+    # the energy the registry compares it by: the implemented counting, its counted projections included
+    family = plugin_manager.get("models", "unfolded")
+    assert manifest.energy.counting == "implemented" and manifest.energy.total_uj == pytest.approx(
+        family.energy(arch, [16] * arch.layers, 16, counting="implemented").total_uj)
+    assert manifest.energy.total_uj > family.energy(arch, [16] * arch.layers, 16, counting="paper").total_uj
 
     rng = np.random.default_rng(7)
     b = simulate(ChannelSource(8, 4).draw(50, rng), const, 6.0, rng)

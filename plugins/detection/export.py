@@ -20,21 +20,18 @@ A package that fails is not written.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgejoule.energy import dnn_energy
+from edgejoule import plugin_manager
 from edgejoule.plugins.detection.unfolded_arch import describe
-from edgejoule.plugins.export.tflite import ExportError, convert, sha256_file
+from edgejoule.plugins.export.tflite import ExportError, convert, implemented_estimate, sha256_file, write_package
 from edgejoule.runtime import load_interpreter
 from edgejoule.schemas.manifest import (
-    MANIFEST_FILE,
     MODEL_FILE,
-    EnergyEstimate,
     LayerQuantization,
     ModelManifest,
     TensorSpec,
@@ -124,7 +121,7 @@ def export_detector(net: Any, arch: Any, site: str, source: ChannelSource, out_d
                               f"{FLOAT_TOLERANCE}), decisions differ on {100 * check['decision_mismatch']:.3f} % "
                               f"(limit {100 * DECISION_TOLERANCE:.1f} %)")
         layers = describe(arch)
-        energy = dnn_energy(layers, [FP_BITS] * len(layers), FP_BITS)
+        energy = plugin_manager.get("models", "unfolded").energy(arch, [FP_BITS] * len(layers), FP_BITS)
         digest = sha256_file(path)
         n, m = 2 * arch.n_r, 2 * arch.n_u
         manifest = ModelManifest(
@@ -138,12 +135,9 @@ def export_detector(net: Any, arch: Any, site: str, source: ChannelSource, out_d
             normalization={"modulation": arch.modulation, "symbol_energy": 1.0,
                            "channel": "unit average entry power; y = H x + n with sigma^2/2 per real dimension"},
             metrics={f"parity_{k}": v for k, v in check.items()},
-            energy=EnergyEstimate(total_uj=energy.total_uj, compute_uj=energy.compute_uj,
-                                  weights_uj=energy.weights_uj, activations_uj=energy.activations_uj),
+            energy=implemented_estimate(energy),
             sha256=digest, size_bytes=path.stat().st_size, plugins=["unfolded"],
             runtime="ai-edge-litert>=2.3 (float compute)",
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out_dir / MODEL_FILE)
-        (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
+        write_package(path, manifest, out_dir)
     return manifest

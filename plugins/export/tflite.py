@@ -37,7 +37,9 @@ from typing import Any, Iterator, TextIO
 
 import numpy as np
 
+from edgejoule.energy import EnergyBreakdown
 from edgejoule.errors import EdgejouleError
+from edgejoule.files import write_atomic
 from edgejoule.plugins.export.recipe import Compute, mixed_recipe, stored_type
 from edgejoule.runtime import PrecoderRuntime
 from edgejoule.schemas.manifest import (
@@ -68,6 +70,22 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def implemented_estimate(energy: EnergyBreakdown) -> EnergyEstimate:
+    """A package's energy per inference: the ``implemented`` counting, the one every method is compared by (the
+    registry's "model est." beside the classical methods' counts)."""
+    return EnergyEstimate(counting="implemented", total_uj=energy.total_uj, compute_uj=energy.compute_uj,
+                          weights_uj=energy.weights_uj, activations_uj=energy.activations_uj)
+
+
+def write_package(model: Path, manifest: ModelManifest, out_dir: Path) -> None:
+    """Write a package to ``out_dir``: the model file, then its manifest, each replaced whole. The manifest goes last
+    because it names the file by its sha256: a kill between the two leaves a pair the registry refuses to publish
+    (sha256 mismatch), never a manifest whose file is missing or cut short."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / MODEL_FILE, model.read_bytes(), mode=0o644)
+    write_atomic(out_dir / MANIFEST_FILE, manifest.to_json(), mode=0o644)
 
 
 @contextmanager
@@ -238,13 +256,10 @@ def export_precoder(chosen_json: Path, out_dir: Path, compute: Compute | str = "
             outputs=[TensorSpec(name="w", shape=[1, 2, site.n_antennas, site.n_users], layout="batch, re/im of W, N_T, N_U")],
             normalization=normalization.model_dump(),
             metrics={"sum_rate": info["metrics"]["sum_rate"], "sum_rate_litert": rate_lite, "sum_rate_torch": rate_torch},
-            energy=EnergyEstimate(counting="implemented", total_uj=energy.total_uj, compute_uj=energy.compute_uj,
-                                  weights_uj=energy.weights_uj, activations_uj=energy.activations_uj),
+            energy=implemented_estimate(energy),
             training_energy_j=float(info.get("training_energy_j", 0.0)),
             sha256=digest, size_bytes=final.stat().st_size, plugins=[family_name],
             runtime=f"ai-edge-litert>=2.3 ({mode} compute)",
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(final, out_dir / MODEL_FILE)
-        (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
+        write_package(final, manifest, out_dir)
     return manifest

@@ -18,21 +18,18 @@ decisions on data REs may differ on at most ``DECISION_TOLERANCE`` of the bits (
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgejoule.energy import dnn_energy
-from edgejoule.plugins.export.tflite import ExportError, convert, sha256_file
+from edgejoule import plugin_manager
+from edgejoule.plugins.export.tflite import ExportError, convert, implemented_estimate, sha256_file, write_package
 from edgejoule.plugins.reception.deeprx_arch import IN_CHANNELS, ZF_EPS, DeepRxArch, describe, features
 from edgejoule.runtime import load_interpreter
 from edgejoule.schemas.manifest import (
-    MANIFEST_FILE,
     MODEL_FILE,
-    EnergyEstimate,
     LayerQuantization,
     ModelManifest,
     TensorSpec,
@@ -109,8 +106,8 @@ def export_receiver(model: Any, arch: DeepRxArch, cfg: OfdmConfig, out_dir: Path
             raise ExportError(f"LiteRT differs from torch: max logit error {check['max_rel_error']:.2e} of the logit "
                               f"scale (limit {FLOAT_TOLERANCE}), bit decisions differ on "
                               f"{100 * check['decision_mismatch']:.3f} % (limit {100 * DECISION_TOLERANCE:.1f} %)")
-        layers = describe(arch)
-        energy = dnn_energy(layers, [FP_BITS] * len(layers), FP_BITS)
+        layers = describe(arch)  # the input features first, then the layers with weights
+        energy = plugin_manager.get("models", "deeprx").energy(arch, [FP_BITS] * (len(layers) - 1), FP_BITS)
         digest = sha256_file(path)
         manifest = ModelManifest(
             id=model_id or f"{site}-deeprx-{arch.width}x{arch.blocks}-{digest[:12]}", site=site, task="ofdm",
@@ -124,12 +121,9 @@ def export_receiver(model: Any, arch: DeepRxArch, cfg: OfdmConfig, out_dir: Path
             normalization={"features": "edgejoule.plugins.reception.deeprx_arch.features", "zf_eps": ZF_EPS, "ofdm": cfg.model_dump(mode="json"),
                            "data_res": "bits only on REs that are not pilots (OfdmConfig.data_mask)"},
             metrics={**(metrics or {}), **{f"parity_{k}": v for k, v in check.items()}},
-            energy=EnergyEstimate(total_uj=energy.total_uj, compute_uj=energy.compute_uj,
-                                  weights_uj=energy.weights_uj, activations_uj=energy.activations_uj),
+            energy=implemented_estimate(energy),
             sha256=digest, size_bytes=path.stat().st_size, plugins=["deeprx"],
             runtime="ai-edge-litert>=2.3 (float compute)",
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out_dir / MODEL_FILE)
-        (out_dir / MANIFEST_FILE).write_text(manifest.to_json())
+        write_package(path, manifest, out_dir)
     return manifest
