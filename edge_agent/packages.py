@@ -51,8 +51,12 @@ class LoadedPackage:
         return self.runtime.serve
 
     @property
-    def estimated_energy_uj(self) -> float:
-        return self.manifest.energy.total_uj
+    def estimated_energy_uj(self) -> float | None:
+        """The manifest's estimate where it is of the ``implemented`` counting, the one the fleet compares models
+        and classical methods by; a package from before that counting (``paper``) reports none rather than a
+        figure counted by another rule."""
+        energy = self.manifest.energy
+        return energy.total_uj if energy.counting == "implemented" else None
 
 
 class InstalledMethod(BaseModel):

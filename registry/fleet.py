@@ -255,14 +255,17 @@ def series(session: Session, bucket_s: int, site: str | None = None, model_id: s
 
 def pareto(session: Session, site: str, metric: str = "sum_rate") -> list[dict[str, Any]]:
     """The site's models as (estimated energy, quality on the test split, measured energy) points, marking
-    those no other model beats on both energy and quality."""
+    those no other model beats on both energy and quality. Estimates of two counting rules are not compared: a
+    package from before the ``implemented`` counting (``paper``) is on a front of such packages only."""
     measured = {r["model_id"]: r["energy_total_uj"] for r in fleet(session, "model", site=site)}
     points = [{"model_id": m.id, "version": m.version, "estimated_energy_uj": m.estimated_energy_uj,
+               "energy_counting": m.manifest.get("energy", {}).get("counting", "paper"),
                "measured_energy_uj": measured.get(m.id), "quality": m.manifest.get("metrics", {}).get(metric)}
               for m in session.scalars(select(ModelRow).where(ModelRow.site == site).order_by(ModelRow.version))]
     for p in points:
         p["on_front"] = p["quality"] is not None and not any(
-            q is not p and q["quality"] is not None and q["estimated_energy_uj"] <= p["estimated_energy_uj"]
+            q is not p and q["quality"] is not None and q["energy_counting"] == p["energy_counting"]
+            and q["estimated_energy_uj"] <= p["estimated_energy_uj"]
             and q["quality"] >= p["quality"]
             and (q["estimated_energy_uj"], q["quality"]) != (p["estimated_energy_uj"], p["quality"]) for q in points)
     return points

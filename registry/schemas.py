@@ -141,9 +141,12 @@ class ParetoPoint(BaseModel):
     model_id: str
     version: int
     estimated_energy_uj: float
+    energy_counting: Literal["implemented", "paper"] = Field(
+        description="the counting rule of the estimate (edgejoule.energy.counting; packages from before it: paper)")
     measured_energy_uj: float | None = Field(description="the fleet's energy per inference, if it ran")
     quality: float | None = Field(description="the requested metric on the test split, from the manifest")
-    on_front: bool = Field(description="no other model of the site has both less energy and more quality")
+    on_front: bool = Field(description="no other model of the site whose estimate has the same counting has both "
+                           "less energy and more quality")
 
 
 class Ecal(BaseModel):

@@ -16,13 +16,13 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
 def package(model_id: str, site: str = "urban-nlos", energy_uj: float = 10.0, sum_rate: float = 11.0,
-            training_energy_j: float = 5.0, size: int = 256) -> tuple[bytes, bytes]:
-    """(manifest JSON, model bytes) of a package the registry accepts."""
+            training_energy_j: float = 5.0, size: int = 256, counting: str = "implemented") -> tuple[bytes, bytes]:
+    """(manifest JSON, model bytes) of a package the registry accepts (``counting``: its estimate's rule)."""
     data = b"\x1c\x00\x00\x00TFL3" + os.urandom(size - 8)
     manifest = ModelManifest(
         id=model_id, site=site, task="precoding", family="precoder_cnn", arch={"c_out": 8, "d_fcl": 512},
         inputs=[TensorSpec(name="H", shape=[-1, 2, 4, 64])], outputs=[TensorSpec(name="W", shape=[-1, 512])],
-        metrics={"sum_rate": sum_rate, "n_train": 1000}, energy=EnergyEstimate(total_uj=energy_uj),
+        metrics={"sum_rate": sum_rate, "n_train": 1000}, energy=EnergyEstimate(total_uj=energy_uj, counting=counting),
         training_energy_j=training_energy_j, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
     return manifest.to_json().encode(), data
 

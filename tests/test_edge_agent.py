@@ -543,3 +543,14 @@ def test_the_first_window_carries_no_start_up_cost(tmp_path):
     energy = [json.loads(line)["energy_total_uj"] for line in result.stdout.splitlines()]
     assert len(energy) == 6
     assert energy[0] < 2 * float(np.median(energy[1:])), energy
+
+
+def test_a_package_reports_its_estimate_only_under_the_fleets_counting():
+    """The fleet compares a model's estimate with the classical methods' counted ``implemented`` energy; a package
+    whose estimate is of the ``paper`` counting (exported before the other existed) reported it as if comparable."""
+    from edgejoule.edge_agent.packages import LoadedPackage
+    from tests.registry_parts import package
+
+    for counting, expected in (("implemented", 3.0), ("paper", None)):
+        manifest = ModelManifest.model_validate_json(package("m", energy_uj=3.0, counting=counting)[0])
+        assert LoadedPackage(manifest, runtime=None).estimated_energy_uj == expected

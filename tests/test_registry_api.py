@@ -168,6 +168,9 @@ def test_telemetry_is_idempotent_and_fleet_queries_weight_by_inferences(registry
         upload(admin, *package("m1", energy_uj=10.0, training_energy_j=7.5, sum_rate=12.0))
         upload(admin, *package("m2", energy_uj=4.0, sum_rate=11.0))
         upload(admin, *package("m3", energy_uj=30.0, sum_rate=10.0))  # dominated by m1: off the front
+        # an estimate of the paper counting (a package from before the implemented one) would "dominate" every
+        # other here: it is compared with packages of its own counting only
+        upload(admin, *package("m4", energy_uj=1.0, sum_rate=12.5, counting="paper"))
         for agent in ("bs-1", "bs-2"):
             register(admin, agent)
         windows = [window("bs-1", "m1", 0, inferences=100, energy_uj=50.0, p95_ms=1.0, sum_rate=11.0),
@@ -203,6 +206,8 @@ def test_telemetry_is_idempotent_and_fleet_queries_weight_by_inferences(registry
         assert send(admin, "/telemetry", window("bs-1", "", 6)).status_code == 422  # '' would read as the fallback
         front = {p["model_id"]: p for p in admin.get("/sites/urban-nlos/pareto").json()}
         assert (front["m1"]["on_front"], front["m2"]["on_front"], front["m3"]["on_front"]) == (True, True, False)
+        assert front["m4"]["on_front"] and front["m4"]["energy_counting"] == "paper"
+        assert {front[m]["energy_counting"] for m in ("m1", "m2", "m3")} == {"implemented"}
         assert front["m1"]["measured_energy_uj"] == pytest.approx(m1["energy_total_uj"])
         ecal = admin.get("/models/m1/ecal").json()
     stages = LifecycleStages(training_j=7.5, inference_j=m1["energy_total_uj"] * 1e-6, values_per_sample=2 * 4 * 64,
