@@ -28,16 +28,27 @@ from kd_gpu import Plan, reference_entries, students_job
 
 
 def _pair(text: str, cast=int, sep: str = "x") -> tuple:
-    a, b = text.split(sep)
-    return cast(a), cast(b)
+    try:
+        a, b = text.split(sep)
+        return cast(a), cast(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form A{sep}B") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    return _pair(text)
+
+
+def _configs(text: str) -> list[tuple[float, float]]:
+    return [_pair(c, float, ":") for c in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher's saved state dict")
-    parser.add_argument("--teacher-size", default="32x6")
-    parser.add_argument("--student", default="16x3")
-    parser.add_argument("--configs", default="1:0.5,1:0.9,2:0.5,2:0.7,2:0.9,4:0.5,4:0.9",
+    parser.add_argument("--teacher-size", type=_size, default="32x6")
+    parser.add_argument("--student", type=_size, default="16x3")
+    parser.add_argument("--configs", type=_configs, default="1:0.5,1:0.9,2:0.5,2:0.7,2:0.9,4:0.5,4:0.9",
                         help="the distilled variants, T:alpha each (2:0.7 is edgejoule distill's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=6000)
@@ -48,24 +59,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    student = _pair(args.student)
-    plan = Plan(teacher=_pair(args.teacher_size), students=[student], sweep_student=student, student_steps=args.steps,
+    student = args.student
+    plan = Plan(teacher=args.teacher_size, students=[student], sweep_student=student, student_steps=args.steps,
                 seeds=[args.seed], batch=args.batch, sinr_db=[float(s) for s in args.sinr.split(",")],
                 eval_slots=args.eval_slots, checkpoint_every=args.checkpoint_every, job_loader_workers=0,
                 device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.out / "teacher.pt").exists():
         shutil.copyfile(args.teacher, args.out / "teacher.pt")
-    specs = [(student, *_pair(c, float, ":")) for c in args.configs.split(",")] + [(student, 1.0, 0.0)]
+    specs = [(student, t, a) for t, a in args.configs] + [(student, 1.0, 0.0)]
     entries = students_job(plan, args.out, args.seed, "distilled", specs, checkpoint=args.out / "resume.pt")
     for e in entries:  # kd_seeds pairs "distilled SIZE ..." with "scratch SIZE" of the same seed
         e["label"] = (f"distilled {e['size']} T={e['temperature']:g} a={e['alpha']:g}" if e["role"] == "distilled"
                       else f"scratch {e['size']}")
     refs = reference_entries(plan, args.out, args.seed)
-    refs[0]["label"], refs[1]["label"] = "LS+LMMSE", f"teacher {args.teacher_size}"
+    refs[0]["label"], refs[1]["label"] = "LS+LMMSE", f"teacher {args.teacher_size[0]}x{args.teacher_size[1]}"
     request = plan.request(args.seed, students=[student], teacher_from=args.teacher)
     result = {"request": request.model_dump(mode="json"), "sinr_db": plan.sinr_db, "receivers": refs + entries,
-              "configs": args.configs}
+              "configs": [f"{t:g}:{a:g}" for t, a in args.configs]}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     (args.out / "resume.pt").unlink(missing_ok=True)
     print(f"{args.out}/results.json: " + ", ".join(f"{e['label']} {e['ber'][-1]:.2e}" for e in refs + entries))
