@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -170,10 +171,12 @@ def test_puback_refusals_keep_the_windows_and_say_why(tmp_path, caplog):
         assert len(a.outbox.spool) == 10
         subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="registry-stand-in", protocol=mqtt.MQTTv5)
         subscriber.on_message = lambda client, userdata, msg: received.append(json.loads(msg.payload)["message_id"])
+        subscribed = threading.Event()  # until the SUBACK, the broker still answers 16 and the sender backs off
+        subscriber.on_subscribe = lambda *args: subscribed.set()
         subscriber.connect("127.0.0.1", plain.port)
         subscriber.subscribe(topics.telemetry("bs-t"), qos=1)
         subscriber.loop_start()
-        time.sleep(0.5)
+        assert subscribed.wait(10)
         assert a.outbox.sender.flush(20) == 0  # now stored: all delivered, none lost
         wait_for(lambda: len(set(received)) == 10)
         assert a.health().telemetry.refused is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import httpx
@@ -322,9 +323,11 @@ def test_agents_learn_each_stage_over_mqtt_and_report_over_it(tmp_path, mosquitt
         for agent in AGENTS:
             connection = agent_client(mosquitto.url, agent)
             connection.on_message = lambda c, u, m: told.append(Assignment.model_validate_json(m.payload))
+            granted = threading.Event()  # announcements are not retained: one sent before the SUBACK is missed
+            connection.on_subscribe = lambda *args, granted=granted: granted.set()
             connection.subscribe(topics.assignment(agent), qos=1)
             connections.append(connection)
-        time.sleep(0.5)  # the subscriptions are granted
+            assert granted.wait(10), f"{agent}'s subscription"
         started = start(registry, "worse")
         canary, rng = started["canaries"][0], np.random.default_rng(7)
         wait_for(lambda: any(a.agent_id == canary and a.model_id == "worse" for a in told), what="the announcement")
