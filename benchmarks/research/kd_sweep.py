@@ -35,10 +35,6 @@ def _pair(text: str, cast=int, sep: str = "x") -> tuple:
         raise argparse.ArgumentTypeError(f"{text!r} is not of the form A{sep}B") from None
 
 
-def _size(text: str) -> tuple[int, int]:
-    return _pair(text)
-
-
 def _configs(text: str) -> list[tuple[float, float]]:
     return [_pair(c, float, ":") for c in text.split(",")]
 
@@ -46,8 +42,8 @@ def _configs(text: str) -> list[tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher's saved state dict")
-    parser.add_argument("--teacher-size", type=_size, default="32x6")
-    parser.add_argument("--student", type=_size, default="16x3")
+    parser.add_argument("--teacher-size", type=_pair, default="32x6")
+    parser.add_argument("--student", type=_pair, default="16x3")
     parser.add_argument("--configs", type=_configs, default="1:0.5,1:0.9,2:0.5,2:0.7,2:0.9,4:0.5,4:0.9",
                         help="the distilled variants, T:alpha each (2:0.7 is edgejoule distill's default)")
     parser.add_argument("--seed", type=int, default=0)

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, BinaryIO, Iterator, TextIO
 
 import numpy as np
 
@@ -84,7 +84,12 @@ def write_package(model: Path, manifest: ModelManifest, out_dir: Path) -> None:
     because it names the file by its sha256: a kill between the two leaves a pair the registry refuses to publish
     (sha256 mismatch), never a manifest whose file is missing or cut short."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / MODEL_FILE, model.read_bytes(), mode=0o644)
+
+    def copy(out: BinaryIO) -> None:
+        with model.open("rb") as source:
+            shutil.copyfileobj(source, out)
+
+    write_atomic(out_dir / MODEL_FILE, copy, mode=0o644)
     write_atomic(out_dir / MANIFEST_FILE, manifest.to_json(), mode=0o644)
 
 
