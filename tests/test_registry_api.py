@@ -231,7 +231,8 @@ def test_agent_state_from_heartbeats(tmp_path):
             agent = admin.get("/agents").json()[0]
             assert (agent["state"], agent["runtime"], agent["plugins"]) == ("online", "ai-edge-litert 2.3.0", plugins)
             assert admin.get("/plugins").json()["agents"] == {"bs-1": plugins}
-            wait_for(lambda: admin.get("/agents").json()[0]["state"] == "offline", timeout=20, what="silent for too long")
+            wait_for(lambda: admin.get("/agents").json()[0]["state"] == "offline", timeout=20,
+                     what="silent for too long")
             assert time.monotonic() - beat >= 3.0  # not before offline_after_s
     finally:
         server.stop()
