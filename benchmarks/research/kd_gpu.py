@@ -337,8 +337,10 @@ def report(plan: Plan, state: dict) -> str:
 
 
 def save(plan: Plan, out: Path, state: dict) -> None:
-    (out / "results.json").write_text(json.dumps({"plan": plan.model_dump(mode="json"), **state}, indent=1))
-    (out / "report.md").write_text(report(plan, state))
+    # replaced whole: a run killed while writing keeps the phases it had finished
+    results = json.dumps({"plan": plan.model_dump(mode="json"), **state}, indent=1)
+    write_atomic(out / "results.json", results, mode=0o644)
+    write_atomic(out / "report.md", report(plan, state), mode=0o644)
 
 
 def plot(plan: Plan, out: Path, state: dict) -> None:

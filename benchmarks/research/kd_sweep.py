@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from edgejoule.files import write_atomic
 from kd_gpu import Plan, reference_entries, students_job
 
 
@@ -73,7 +74,7 @@ def main() -> None:
     request = plan.request(args.seed, students=[student], teacher_from=args.teacher)
     result = {"request": request.model_dump(mode="json"), "sinr_db": plan.sinr_db, "receivers": refs + entries,
               "configs": [f"{t:g}:{a:g}" for t, a in args.configs]}
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    write_atomic(args.out / "results.json", json.dumps(result, indent=1), mode=0o644)
     (args.out / "resume.pt").unlink(missing_ok=True)
     print(f"{args.out}/results.json: " + ", ".join(f"{e['label']} {e['ber'][-1]:.2e}" for e in refs + entries))
 
