@@ -8,6 +8,11 @@ import pytest
 
 from tests.conftest import run_cli
 
+# options that keep a training command to seconds should it ever accept the bad value under test
+DETECT = ["detect", "--epochs", "1", "--qat-epochs", "1", "--samples", "128", "--eval-samples", "100", "--bits", "4"]
+DISTILL = ["distill", "--teacher", "2x1", "--student", "2x1", "--n-sc", "4", "--teacher-steps", "1", "--student-steps",
+           "1", "--eval-slots", "1", "--min-eval-slots", "1"]
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -24,6 +29,18 @@ from tests.conftest import run_cli
         (["energy", "dnn", "--bits", "16,8,8,3"], "must be in {2,4,8,16}"),
         (["energy", "dnn", "--bits", "a,b,c,d"], "comma-separated integers"),
         (["sites", "export", "urban-nlos", "--out", "x.csv"], "must end in .npz"),
+        # non-finite or absurd operating points ran to a traceback (detect) or to a table of NaN slots (distill)
+        ([*DETECT, "--snr", "nan"], "--snr must be comma-separated finite numbers from -50 to 100 dB, got 'nan'"),
+        ([*DETECT, "--snr", "1e400"], "got 'inf'"),
+        ([*DETECT, "--snr", "4,1e30"], "got '1e+30'"),
+        ([*DISTILL, "--sinr", "inf"], "--sinr must be comma-separated finite numbers from -50 to 100 dB, got 'inf'"),
+        ([*DISTILL, "--sinr", "20,-1e300"], "got '-1e+300'"),
+        ([*DISTILL, "--sinr", ","], "--sinr needs at least one value"),
+        ([*DISTILL, "--doppler", "inf"], "invalid doppler_hz: Input should be a finite number"),
+        ([*DISTILL, "--doppler", "5000"], "doppler_hz must be at most a tenth of the subcarrier spacing (3000 Hz"),
+        ([*DISTILL, "--delay-spread-ns", "1e12"],
+         "invalid delay_spread_ns: Input should be less than or equal to 1000"),
+        ([*DISTILL, "--temperature", "inf"], "less than or equal to 100"),
     ],
 )
 def test_bad_input_gives_one_readable_line(args, message):

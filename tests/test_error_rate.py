@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from edgejoule import plugin_manager
+from edgejoule.errors import EdgejouleError
 from edgejoule.tasks.detection import ChannelSource, constellation, error_rates
-from edgejoule.tasks.error_rate import clopper_pearson, count_errors, format_rate, snr_at_target
+from edgejoule.tasks.error_rate import clopper_pearson, count_errors, format_rate, parse_snr_list, snr_at_target
 
 
 def test_clopper_pearson_covers_p_at_the_nominal_rate() -> None:
@@ -83,3 +84,26 @@ def test_clustered_errors_widen_the_interval_over_draws() -> None:
     # the binomial interval of 600,000 "independent" bits is ~20x narrower than the truth over 2000 draws
     assert (over_high - over_low) > 10 * (high - low) and over_low < 0.02 < over_high
     assert format_rate(count.report()).count("[") == 2
+
+
+def test_operating_points_are_finite_and_in_range_at_every_boundary() -> None:
+    from pydantic import ValidationError
+
+    assert parse_snr_list("16, 0,8", "--snr") == [0.0, 8.0, 16.0]  # sorted: crossings are read left to right
+    for bad in ("inf", "nan", "-1e300", "101", "-51", "x"):
+        with pytest.raises(EdgejouleError, match="--snr must be comma-separated finite numbers"):
+            parse_snr_list(f"0,{bad}", "--snr")
+    # the requests themselves refuse them too, for callers that bypass the CLI
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from edgejoule.plugins.detection.detect_experiment import DetectRequest
+    from edgejoule.plugins.reception.distill_experiment import DistillRequest
+
+    for bad in (float("inf"), float("nan"), 1e30):
+        with pytest.raises(ValidationError):
+            DetectRequest(snr_db=[0.0, bad])
+        with pytest.raises(ValidationError):
+            DistillRequest(sinr_db=[bad])
+        with pytest.raises(ValidationError):
+            DistillRequest(train_sinr_db=(0.0, bad))
+    with pytest.raises(ValidationError):
+        DistillRequest(temperature=float("inf"))

@@ -74,3 +74,16 @@ def test_genie_channel_beats_ls_estimate() -> None:
 def test_bad_pilot_symbols_are_refused() -> None:
     with pytest.raises(EdgejouleError):
         OfdmConfig(pilot_symbols=(20,))
+
+
+def test_channel_parameters_outside_the_model_are_refused() -> None:
+    from pydantic import ValidationError
+
+    # an infinite Doppler gave NaN channels and a BER table of 0.45 everywhere, without a word
+    with pytest.raises(ValidationError):
+        OfdmConfig(doppler_hz=float("inf"))
+    with pytest.raises(EdgejouleError, match="a tenth of the subcarrier spacing"):
+        OfdmConfig(doppler_hz=3001.0)
+    assert OfdmConfig(doppler_hz=3000.0).doppler_hz == 3000.0
+    with pytest.raises(ValidationError):
+        OfdmConfig(delay_spread_ns=1e12)

@@ -37,13 +37,34 @@ edge device without it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from edgejoule.errors import EdgejouleError
 
 MIN_ERRORS = 100
 CONFIDENCE = 0.95
+
+# An operating point's SNR or SINR: the experiments draw noise of variance 10^(-x/10) and score float32 nets, so
+# an infinite, NaN or astronomically large x gives NaN symbols (scored as wrong bits, or an index error) instead
+# of a curve. 100 dB is far past any floor and still a normal float32 noise level; -50 dB buries any signal.
+SnrDb = Annotated[float, Field(ge=-50.0, le=100.0, allow_inf_nan=False)]
+_SNR_LIST = TypeAdapter(list[SnrDb])
+
+
+def parse_snr_list(text: str, option: str) -> list[float]:
+    """``'0,5,10'`` -> [0.0, 5.0, 10.0] (sorted), or an error naming ``option`` and the bad value."""
+    try:
+        values = sorted(_SNR_LIST.validate_python([float(s) for s in text.split(",") if s.strip()]))
+    except ValueError as exc:
+        bad = exc.errors()[0]["input"] if isinstance(exc, ValidationError) else text
+        raise EdgejouleError(f"{option} must be comma-separated finite numbers from -50 to 100 dB, "
+                             f"got '{bad}'") from None
+    if not values:
+        raise EdgejouleError(f"{option} needs at least one value")
+    return values
 
 
 def clopper_pearson(errors: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

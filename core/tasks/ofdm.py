@@ -77,9 +77,11 @@ class OfdmConfig(BaseModel):
     modulation: str = Field("qpsk", description="qpsk or 16qam")
     channel: str = Field("exponential", description="power-delay profile: exponential, tdl-a, tdl-b or tdl-c")
     n_taps: int = Field(6, ge=1, description="taps of the exponential profile (the TDL profiles have their own)")
-    delay_spread_ns: float = Field(300.0, ge=0.0, description="RMS delay spread of the profile")
-    subcarrier_hz: float = Field(30e3, gt=0.0, description="subcarrier spacing")
-    doppler_hz: float = Field(300.0, ge=0.0, description="maximum Doppler shift (0: no time variation)")
+    delay_spread_ns: float = Field(300.0, ge=0.0, le=1000.0, description="RMS delay spread of the profile, up to "
+                                   "1000 ns (TR 38.901 Table 7.7.3-1's 'very long')")
+    subcarrier_hz: float = Field(30e3, gt=0.0, allow_inf_nan=False, description="subcarrier spacing")
+    doppler_hz: float = Field(300.0, ge=0.0, allow_inf_nan=False, description="maximum Doppler shift (0: no time "
+                              "variation), up to a tenth of the subcarrier spacing")
     interference_share: float = Field(0.5, ge=0.0, le=1.0, description="share of the impairment that is interference")
 
     def model_post_init(self, _: object) -> None:
@@ -88,6 +90,12 @@ class OfdmConfig(BaseModel):
         if self.channel not in CHANNELS:
             raise EdgejouleError(f"unknown channel '{self.channel}'; use one of {', '.join(CHANNELS)}")
         constellation(self.modulation)
+        # The channel is sampled once per OFDM symbol, without inter-carrier interference: a fair model only while
+        # the Doppler shift is small against the subcarrier spacing.
+        if self.doppler_hz > self.subcarrier_hz / 10:
+            raise EdgejouleError(f"doppler_hz must be at most a tenth of the subcarrier spacing "
+                                 f"({self.subcarrier_hz / 10:g} Hz; beyond, inter-carrier interference, which this "
+                                 f"model leaves out, dominates); got {self.doppler_hz:g}")
 
     @property
     def const(self) -> Constellation:

@@ -56,6 +56,7 @@ def detect_command(
     """Train PGD-/ADMM-Net detectors, quantize them (KAQ, LSQ, PTQ), write BER-vs-SNR table, plot and energy."""
     from edgejoule.cli.output import console, print_json, progress_bar
     from edgejoule.plugins.detection.kaq_options import MMD_SCHEDULES, MMD_TARGETS, MMD_TEACHERS, POLICY_NAMES
+    from edgejoule.tasks.error_rate import parse_snr_list
 
     if policy not in POLICY_NAMES:
         raise EdgejouleError(f"--policy must be one of {', '.join(POLICY_NAMES)}; got {policy}")
@@ -73,10 +74,7 @@ def detect_command(
         check_code(coded)
     if any(b < 1 or b > 16 for b in bits):
         raise EdgejouleError("--bits must be between 1 and 16")
-    try:
-        snrs = [float(s) for s in snr.split(",") if s.strip()]
-    except ValueError:
-        raise EdgejouleError(f"--snr must be comma-separated numbers in dB, got '{snr}'") from None
+    snrs = parse_snr_list(snr, "--snr")
     if site != "rayleigh":
         from edgejoule.sites import list_sites
 

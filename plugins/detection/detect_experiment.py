@@ -30,7 +30,7 @@ from edgejoule.plugins.detection.soft_ml import ml_soft
 from edgejoule.plugins.detection.unfolded_arch import UnfoldedArch
 from edgejoule.plugins.detection.unfolded_net import TrainConfig, detector, train
 from edgejoule.tasks.detection import ChannelSource, channel_source, coded_error_rates, constellation, error_rates
-from edgejoule.tasks.error_rate import MIN_ERRORS, format_rate, snr_at_ber
+from edgejoule.tasks.error_rate import MIN_ERRORS, SnrDb, format_rate, snr_at_ber
 
 FP_BITS = 16  # "full precision" on the accelerator model: 16-bit weights and activations, as the baselines
 
@@ -47,7 +47,7 @@ class DetectRequest(BaseModel):
     samples: int = Field(10_000, ge=128, description="training draws per epoch")
     epochs: int = Field(30, ge=1, description="FP training epochs")
     qat_epochs: int = Field(30, ge=1, description="KAQ/LSQ fine-tuning epochs")
-    snr_db: list[float] = [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    snr_db: list[SnrDb] = [0, 2, 4, 6, 8, 10, 12, 14, 16]
     eval_samples: int = Field(20_000, ge=100, description="cap on detections per SNR point")
     min_errors: int = Field(MIN_ERRORS, ge=1, description="bit (block) errors counted per point before it stops")
     coded: str | None = Field(None, description="also coded BLER with this code (edgejoule.tasks.coded)")

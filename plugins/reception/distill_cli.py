@@ -36,7 +36,7 @@ def distill_command(
     student_steps: int = typer.Option(800, "--student-steps", min=1, help="steps per student (distilled and scratch)"),
     batch: int = typer.Option(32, min=1, help="slots per step"),
     alpha: float = typer.Option(0.7, min=0.0, max=1.0, help="weight a of the distillation term"),
-    temperature: float = typer.Option(2.0, min=0.01, help="distillation temperature T"),
+    temperature: float = typer.Option(2.0, min=0.01, max=100.0, help="distillation temperature T"),
     sinr: str = typer.Option("0,5,10,15,20,25,30,35,40", help="evaluation SINRs in dB, comma-separated"),
     eval_slots: int = typer.Option(500, "--eval-slots", min=1, help="at most this many slots per SINR point; a "
                                    "point stops once 100 bit errors are counted and --min-eval-slots drawn"),
@@ -57,24 +57,20 @@ def distill_command(
     """Distil a compact DeepRx-style receiver from a teacher; BER vs SINR, energy and MACs, table and plot."""
     from edgejoule.cli.output import console, errors, print_json, progress_bar
     from edgejoule.tasks.coded import check_code
-    from edgejoule.tasks.error_rate import MIN_ERRORS
+    from edgejoule.tasks.error_rate import MIN_ERRORS, parse_snr_list
     from edgejoule.tasks.ofdm import OfdmConfig
 
     if task not in TASKS:
         raise EdgejouleError(f"--task must be one of {', '.join(TASKS)}; got '{task}'")
-    try:
-        sinrs = sorted(float(s) for s in sinr.split(",") if s.strip())
-    except ValueError:
-        raise EdgejouleError(f"--sinr must be comma-separated numbers in dB, got '{sinr}'") from None
-    if not sinrs:
-        raise EdgejouleError("--sinr needs at least one value")
+    sinrs = parse_snr_list(sinr, "--sinr")
     t_arch = parse_arch(teacher, "--teacher")
     try:
         pilot_symbols = tuple(int(p) for p in pilots.split(",") if p.strip())
     except ValueError:
         raise EdgejouleError(f"--pilots must be comma-separated OFDM symbol indices, got '{pilots}'") from None
     # a bad modulation, channel, pilot layout or code fails here, before torch loads and training starts
-    OfdmConfig(n_sc=n_sc, modulation=modulation, channel=channel, pilot_symbols=pilot_symbols)
+    OfdmConfig(n_sc=n_sc, modulation=modulation, channel=channel, pilot_symbols=pilot_symbols, doppler_hz=doppler,
+               delay_spread_ns=delay_spread_ns)
     if coded:
         check_code(coded)
     s_archs = [parse_arch(s, "--student") for s in student]

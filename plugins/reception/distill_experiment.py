@@ -23,10 +23,17 @@ from edgejoule.errors import EdgejouleError
 from edgejoule.plugins.reception.deeprx_arch import DeepRxArch
 from edgejoule.plugins.reception.deeprx_net import DeepRx, inputs
 from edgejoule.plugins.reception.distill_resume import RunState, student_key
-from edgejoule.plugins.reception.kd_core import KdOptions, KdRequest, KnowledgeDistillation, train_logit_model
+from edgejoule.plugins.reception.kd_core import (
+    KdOptions,
+    KdRequest,
+    KdWeight,
+    KnowledgeDistillation,
+    Temperature,
+    train_logit_model,
+)
 from edgejoule.plugins.reception.ofdm_receiver import receive
 from edgejoule.tasks.coded import block_errors, ldpc_code
-from edgejoule.tasks.error_rate import MIN_ERRORS, count_errors, format_rate, snr_at_ber
+from edgejoule.tasks.error_rate import MIN_ERRORS, SnrDb, count_errors, format_rate, snr_at_ber
 from edgejoule.tasks.ofdm import OfdmConfig, simulate, slot_bit_errors
 
 EVAL_CHUNK = 50  # slots per draw of the stopping rule: small, so a point stops soon after its 100th error
@@ -45,10 +52,10 @@ class DistillRequest(BaseModel):
     teacher_steps: int = 1500
     student_steps: int = 800
     lr: float = 3e-3
-    alpha: float = 0.7
-    temperature: float = 2.0
-    train_sinr_db: tuple[float, float] = (0.0, 40.0)
-    sinr_db: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0])
+    alpha: KdWeight = 0.7
+    temperature: Temperature = 2.0
+    train_sinr_db: tuple[SnrDb, SnrDb] = (0.0, 40.0)
+    sinr_db: list[SnrDb] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0])
     eval_slots: int = Field(500, description="cap on slots per SINR point (it stops earlier once it has counted "
                             "min_errors errors over min_eval_slots slots)")
     min_errors: int = Field(MIN_ERRORS, ge=1, description="errors counted per point before it stops")

@@ -19,18 +19,23 @@ student and a ``batch(step)`` callable returning (inputs, bits, mask) tensors; n
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgejoule.interfaces import Progress
 
+KdWeight = Annotated[float, Field(ge=0.0, le=1.0, description="weight a of the distillation term")]
+# Bounded because the soft term is scaled by T^2 (an infinite T gives a NaN loss and a silently untrained student);
+# distillation uses T of 1 to 20 (Hinton et al. 2015), so 100 refuses nothing a sweep would try.
+Temperature = Annotated[float, Field(gt=0.0, le=100.0, description="temperature T of the soft targets")]
+
 
 class KdOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight a of the distillation term")
-    temperature: float = Field(2.0, gt=0.0, description="temperature T of the soft targets")
+    alpha: KdWeight = 0.7
+    temperature: Temperature = 2.0
     steps: int = Field(1000, ge=1, description="optimizer steps (one batch each)")
     lr: float = Field(3e-3, gt=0.0, description="Adam learning rate (cosine-decayed to 0)")
     scratch: bool = Field(True, description="also train the same student from scratch (a = 0)")
