@@ -7,12 +7,15 @@ hands back at most 8 files):
 1. the teacher (32x6), a checkpoint every ``--checkpoint-every`` steps, its batches made by DataLoader workers
    (the numpy channel simulation, not the GPU, bounds a step); meanwhile the scratch students train in a pool of
    processes sharing the GPU, one job per seed training every size at once on the same batches
-   (``train_logit_models``: a batch is simulated once for all the models that use it);
+   (``train_logit_models``: a batch is simulated once for all the models that use it); ``--teacher-from FILE``
+   uses a trained teacher instead (no BER-vs-steps curve then);
 2. the teacher's BER-vs-steps curve (every checkpoint on the test slots at the top SINRs), and the KD sweep:
    temperature x alpha on the middle student size, seed 0, one job (one teacher pass per batch for all), each
    scored on validation slots (a stream of its own, not the test slots). The seed paper (arXiv 2507.10409)
    sweeps the temperature and the student and teacher sizes without printing a grid; the grid is ours;
 3. distilled students of every size and seed with the sweep's best (T, alpha), one job per seed;
+   ``--kd T:ALPHA`` skips the sweep and uses that pair (the CPU sweep over five seeds found no pair better than
+   the default 2:0.7, docs/RECEIVER.md), leaving the device's minutes to longer student training;
 4. BER vs SINR with errors counted and 95 % intervals for all (LS+LMMSE and the teacher too), the SINR at BER
    1e-3 and 1e-2 per size and role with its t-interval over seeds, and the paired KD gain (scratch minus
    distilled crossing, per seed) with its t-interval; coded BLER with ``--coded``.
@@ -28,6 +31,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -68,6 +72,8 @@ class Plan(BaseModel):
     checkpoint_every: int = 2000
     students: list[tuple[int, int]] = [(8, 2), (12, 3), (16, 3)]
     sweep_student: tuple[int, int] = (12, 3)
+    kd: tuple[float, float] | None = None  # (T, alpha) of every distilled student, given: no sweep
+    teacher_from: Path | None = None  # a trained teacher's state dict: no teacher training, no BER-vs-steps curve
     student_steps: int = 6000
     seeds: list[int] = [0, 1, 2]
     temperatures: list[float] = [1.0, 2.0, 4.0]
@@ -125,16 +131,29 @@ def stream(req: DistillRequest, steps: int, workers: int, device: str, start: in
     return lambda step: tuple(t.to(device, non_blocking=True) for t in next(loader))
 
 
+def _kd_pair(text: str) -> tuple[float, float]:
+    try:
+        t, a = (float(v) for v in text.split(":"))
+        options = KdOptions(temperature=t, alpha=a)
+    except ValueError:  # pydantic's ValidationError too
+        raise argparse.ArgumentTypeError(f"{text!r} is not T:ALPHA with 0 < T <= 100 and 0 <= ALPHA <= 1") from None
+    return options.temperature, options.alpha
+
+
 def _setup_worker() -> None:
     torch.set_num_threads(1)
 
 
 def train_teacher(plan: Plan, work: Path) -> dict:
-    """Phase 1: the teacher, checkpoints ``ckpt/teacher-STEP.pt``; its batches come from DataLoader workers."""
+    """Phase 1: the teacher, checkpoints ``ckpt/teacher-STEP.pt``; its batches come from DataLoader workers.
+    With ``plan.teacher_from``, that teacher instead (``main`` has checked that it loads)."""
     req = plan.request(0)
+    (work / "ckpt").mkdir(parents=True, exist_ok=True)
+    if plan.teacher_from is not None:
+        shutil.copyfile(plan.teacher_from, work / "teacher.pt")
+        return {"seconds": 0.0, "loss": [], "from": str(plan.teacher_from)}
     torch.manual_seed(0)
     model = DeepRx(req.arch(plan.teacher)).to(plan.device)
-    (work / "ckpt").mkdir(parents=True, exist_ok=True)
 
     def after(done: int, _state) -> None:
         if done % plan.checkpoint_every == 0 or done == plan.teacher_steps:
@@ -306,6 +325,8 @@ def report(plan: Plan, state: dict) -> str:
         lines += [f"| {e['temperature']:g} | {e['alpha']:g} | " + ", ".join(f"{b:.2e}" for b in e["validation_ber"])
                   + " |" for e in state["sweep"]]
         lines += ["", f"best: T = {state['best'][0]:g}, alpha = {state['best'][1]:g}"]
+    elif plan.kd is not None:
+        lines += ["", f"## KD: T = {plan.kd[0]:g}, alpha = {plan.kd[1]:g}, given (--kd; no sweep)"]
     if state.get("summary"):
         lines += ["", "## SINR at target BER over seeds (mean [95 % t-interval]; '-' where a seed never reaches it)",
                   "", "| receiver | seeds | energy (uJ) | " + " | ".join(f"SINR @ {t:g}" for t in TARGETS) + " |",
@@ -379,6 +400,10 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--kd", type=_kd_pair, help="T:ALPHA for every distilled student instead of the sweep's "
+                        "choice (phase 2's sweep is skipped)")
+    parser.add_argument("--teacher-from", type=Path, help="a trained teacher's state dict (of --teacher's size) "
+                        "instead of training one")
     parser.add_argument("--rescore", type=Path, help="instead: score a finished edgejoule distill run (its receivers "
                         "and teacher checkpoints) with the current counting rule")
     parser.add_argument("--curve-sinr", default="20,30,40", help="SINRs (dB) of --rescore's teacher-vs-steps table "
@@ -392,9 +417,16 @@ def main() -> None:
         print(rescore(args.rescore, curve_sinr) if args.rescore else survey(curve_sinr))
         return
     overrides = {k: v for k, v in (("teacher_steps", args.teacher_steps), ("student_steps", args.student_steps),
-                                   ("workers", args.workers), ("coded", args.coded)) if v is not None}
+                                   ("workers", args.workers), ("coded", args.coded), ("kd", args.kd),
+                                   ("teacher_from", args.teacher_from)) if v is not None}
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     plan = Plan(**{**(SMOKE if args.smoke else {}), **overrides, "device": device})
+    if plan.teacher_from is not None:  # before any job starts: a wrong file would fail them all, late
+        try:
+            load_net(plan.request(0), plan.teacher, plan.teacher_from)
+        except Exception as exc:  # noqa: BLE001 - torch.load and load_state_dict raise many kinds on a wrong file
+            parser.error(f"--teacher-from {plan.teacher_from}: not a {_name(plan.teacher)} teacher's state dict "
+                         f"({str(exc).splitlines()[0]})")
     out, work = args.out, args.work or args.out.with_name(args.out.name + ".work")
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -408,11 +440,14 @@ def main() -> None:
     save(plan, out, state)
     curve = pool.submit(teacher_curve, plan, work)
     refs = [pool.submit(reference_entries, plan, work, s) for s in plan.seeds]
-    grid = [(plan.sweep_student, t, a) for t in plan.temperatures for a in plan.alphas]
-    state["sweep"] = pool.submit(students_job, plan, work, plan.seeds[0], "distilled", grid, True).result()
-    best = min(state["sweep"], key=lambda e: float(np.mean(np.log10(np.maximum(e["validation_ber"], 1e-7)))))
-    state["best"] = (best["temperature"], best["alpha"])
-    state["timings"]["sweep"] = time.perf_counter() - t0
+    if plan.kd is None:
+        grid = [(plan.sweep_student, t, a) for t in plan.temperatures for a in plan.alphas]
+        state["sweep"] = pool.submit(students_job, plan, work, plan.seeds[0], "distilled", grid, True).result()
+        best = min(state["sweep"], key=lambda e: float(np.mean(np.log10(np.maximum(e["validation_ber"], 1e-7)))))
+        state["best"] = (best["temperature"], best["alpha"])
+        state["timings"]["sweep"] = time.perf_counter() - t0
+    else:
+        state["best"] = plan.kd
     save(plan, out, state)
     t_best, a_best = state["best"]
     distilled = [pool.submit(students_job, plan, work, s, "distilled", [(a, t_best, a_best) for a in plan.students])

@@ -4,7 +4,8 @@
 # Here first: bash benchmarks/research/kd_gpu_wheels.sh   (fills .whl/, ~15 MB)
 # Then the device tool: run(command="bash benchmarks/research/kd_gpu.sh", carry=[".whl"], timeout_s=600)
 # On a CPU, under a minute: bash benchmarks/research/kd_gpu.sh --smoke   (writes runs/kd-gpu unless OUT is set)
-# Extra arguments go to benchmarks/research/kd_gpu.py (--teacher-steps, --student-steps, --workers, --coded).
+# Extra arguments go to benchmarks/research/kd_gpu.py (--teacher-steps, --student-steps, --workers, --coded,
+# --kd T:ALPHA to skip the sweep, --teacher-from FILE to skip the teacher's training).
 # Everything lands in $OUT: results.json, report.md, ber.png, models.tar.gz (checkpoints and students), log.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
