@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from edgejoule.errors import EdgejouleError
 from edgejoule.files import write_atomic
 from edgejoule.plugins.reception.distill_experiment import batches, checkpoint_curve, load_net
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
@@ -44,10 +45,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    low, high = parse_snr_list(args.train_sinr, "--train-sinr")
+    try:
+        train_sinr = parse_snr_list(args.train_sinr, "--train-sinr")
+        curve_sinr = parse_snr_list(args.curve_sinr, "--curve-sinr")
+    except EdgejouleError as exc:
+        parser.error(str(exc))
+    if len(train_sinr) != 2:
+        parser.error(f"--train-sinr must be LOW,HIGH; got '{args.train_sinr}'")
     plan = Plan(eval_slots=args.eval_slots)
-    train_req = plan.request(args.stream_seed, train_sinr_db=(low, high))
-    test_req = plan.request(0, sinr_db=parse_snr_list(args.curve_sinr, "--curve-sinr"), coded=None)
+    train_req = plan.request(args.stream_seed, train_sinr_db=tuple(train_sinr))
+    test_req = plan.request(0, sinr_db=curve_sinr, coded=None)
     model = load_net(train_req, plan.teacher, args.teacher)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / "resume.pt"
