@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from edgejoule.errors import EdgejouleError
 from edgejoule.files import write_atomic
 from edgejoule.plugins.reception.deeprx_net import DeepRx
 from edgejoule.plugins.reception.distill_experiment import (
@@ -53,7 +54,7 @@ from edgejoule.plugins.reception.distill_experiment import (
 )
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model, train_logit_models
 from edgejoule.plugins.reception.ofdm_receiver import receive, true_channel_receive
-from edgejoule.tasks.error_rate import format_rate, snr_at_target, t_interval
+from edgejoule.tasks.error_rate import format_rate, parse_snr_list, snr_at_target, t_interval
 
 VALIDATION_SEED = 1000  # the sweep's validation slots: a stream no test curve uses (those are seeded 0, 1, 2)
 TARGETS = (1e-3, 1e-2)
@@ -129,6 +130,14 @@ def stream(req: DistillRequest, steps: int, workers: int, device: str, start: in
     loader = iter(torch.utils.data.DataLoader(StepBatches(req, steps, start), batch_size=None, num_workers=workers,
                                               pin_memory=device == "cuda", **extra))
     return lambda step: tuple(t.to(device, non_blocking=True) for t in next(loader))
+
+
+def snr_arg(text: str) -> list[float]:
+    """argparse type of the research scripts' SINR lists: checked as the CLIs check theirs."""
+    try:
+        return parse_snr_list(text, "SINRs")
+    except EdgejouleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _kd_pair(text: str) -> tuple[float, float]:
@@ -406,15 +415,14 @@ def main() -> None:
                         "instead of training one")
     parser.add_argument("--rescore", type=Path, help="instead: score a finished edgejoule distill run (its receivers "
                         "and teacher checkpoints) with the current counting rule")
-    parser.add_argument("--curve-sinr", default="20,30,40", help="SINRs (dB) of --rescore's teacher-vs-steps table "
-                        "and of --survey")
+    parser.add_argument("--curve-sinr", type=snr_arg, default="20,30,40", help="SINRs (dB) of --rescore's "
+                        "teacher-vs-steps table and of --survey")
     parser.add_argument("--survey", action="store_true", help="instead: LS+LMMSE and the true-channel bound over "
                         "pilot layouts and Doppler (how the scenario was chosen)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    curve_sinr = [float(s) for s in args.curve_sinr.split(",")]
     if args.rescore or args.survey:
-        print(rescore(args.rescore, curve_sinr) if args.rescore else survey(curve_sinr))
+        print(rescore(args.rescore, args.curve_sinr) if args.rescore else survey(args.curve_sinr))
         return
     overrides = {k: v for k, v in (("teacher_steps", args.teacher_steps), ("student_steps", args.student_steps),
                                    ("workers", args.workers), ("coded", args.coded), ("kd", args.kd),

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from edgejoule.files import write_atomic
-from kd_gpu import Plan, reference_entries, students_job
+from kd_gpu import Plan, reference_entries, snr_arg, students_job
 
 
 def _pair(text: str, cast=int, sep: str = "x") -> tuple:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--sinr", default="20,25,30,35,40", help="test SINRs (dB)")
+    parser.add_argument("--sinr", type=snr_arg, default="20,25,30,35,40", help="test SINRs (dB)")
     parser.add_argument("--eval-slots", type=int, default=2000)
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--out", type=Path, required=True)
@@ -58,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(1)
     student = args.student
     plan = Plan(teacher=args.teacher_size, students=[student], sweep_student=student, student_steps=args.steps,
-                seeds=[args.seed], batch=args.batch, sinr_db=[float(s) for s in args.sinr.split(",")],
+                seeds=[args.seed], batch=args.batch, sinr_db=args.sinr,
                 eval_slots=args.eval_slots, checkpoint_every=args.checkpoint_every, job_loader_workers=0,
                 device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)

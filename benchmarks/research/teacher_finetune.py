@@ -23,38 +23,33 @@ from pathlib import Path
 
 import torch
 
-from edgejoule.errors import EdgejouleError
 from edgejoule.files import write_atomic
 from edgejoule.plugins.reception.distill_experiment import batches, checkpoint_curve, load_net
 from edgejoule.plugins.reception.kd_core import KdOptions, train_logit_model
-from edgejoule.tasks.error_rate import format_rate, parse_snr_list
-from kd_gpu import Plan
+from edgejoule.tasks.error_rate import format_rate
+from kd_gpu import Plan, snr_arg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the trained teacher's state dict")
-    parser.add_argument("--train-sinr", default="20,40", help="LOW,HIGH dB: the training SINRs, uniform")
+    parser.add_argument("--train-sinr", type=snr_arg, default="20,40", help="LOW,HIGH dB: the training SINRs, uniform")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine-decayed to 0 over --steps")
     parser.add_argument("--stream-seed", type=int, default=5, help="the training slots' seed (the teacher's own "
                         "24,000 steps used seed 0's stream; a fresh one adds slots it has not seen)")
-    parser.add_argument("--curve-sinr", default="30,40", help="test SINRs (dB): 30,40 are the table's slots")
+    parser.add_argument("--curve-sinr", type=snr_arg, default="30,40",
+                        help="test SINRs (dB): 30,40 are the table's slots")
     parser.add_argument("--eval-slots", type=int, default=2000)
     parser.add_argument("--checkpoint-every", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    try:
-        train_sinr = parse_snr_list(args.train_sinr, "--train-sinr")
-        curve_sinr = parse_snr_list(args.curve_sinr, "--curve-sinr")
-    except EdgejouleError as exc:
-        parser.error(str(exc))
-    if len(train_sinr) != 2:
-        parser.error(f"--train-sinr must be LOW,HIGH; got '{args.train_sinr}'")
+    if len(args.train_sinr) != 2:
+        parser.error(f"--train-sinr must be LOW,HIGH; got {args.train_sinr}")
     plan = Plan(eval_slots=args.eval_slots)
-    train_req = plan.request(args.stream_seed, train_sinr_db=tuple(train_sinr))
-    test_req = plan.request(0, sinr_db=curve_sinr, coded=None)
+    train_req = plan.request(args.stream_seed, train_sinr_db=tuple(args.train_sinr))
+    test_req = plan.request(0, sinr_db=args.curve_sinr, coded=None)
     model = load_net(train_req, plan.teacher, args.teacher)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / "resume.pt"
